@@ -1,0 +1,3 @@
+"""swaprtc: real-time face swap over WebRTC."""
+
+__version__ = "0.1.0"

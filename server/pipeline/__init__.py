@@ -1,0 +1,1 @@
+"""The neural face-swap pipeline: one small module per stage."""

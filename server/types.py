@@ -1,0 +1,67 @@
+"""The plain data that flows through the pipeline.
+
+A frame is a BGR uint8 ``np.ndarray`` of shape (H, W, 3); faces found in it are ``Face`` values.
+Arrays inside frozen dataclasses are treated as read-only by convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face in frame pixel coordinates."""
+
+    bbox: np.ndarray  # (4,) float32: x1, y1, x2, y2
+    score: float
+    kps: np.ndarray  # (5, 2) float32: left eye, right eye, nose, left mouth, right mouth (image left/right)
+    mesh: np.ndarray | None = None  # (468, 2) float32 dense landmarks when an engine computed them
+
+    @property
+    def width(self) -> float:
+        return float(self.bbox[2] - self.bbox[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.bbox[3] - self.bbox[1])
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class SourceFace:
+    """A prepared source identity: computed once per upload, kept in memory only.
+
+    ``payload`` is engine-specific (an identity embedding for the neural engine, a texture and
+    mesh for the embedded engine); only the engine that made it reads it.
+    """
+
+    engine: str
+    face: Face
+    faces_found: int
+    thumbnail_jpeg: bytes
+    payload: Any
+
+
+@dataclass(frozen=True)
+class SwapOptions:
+    """Per-session live settings that change how a frame is processed."""
+
+    many_faces: bool = False
+    strength: float = 1.0  # 0 keeps the target identity, 1 is the full source identity
+    enhance: bool = False
+    enhance_blend: float = 0.8
+
+
+@dataclass(frozen=True, eq=False)
+class SwapResult:
+    frame: np.ndarray  # BGR uint8, same shape as the input
+    faces: tuple[Face, ...]  # faces found in the input frame
+    swapped: int  # how many faces were replaced
+    timings_ms: dict[str, float] = field(default_factory=dict)
