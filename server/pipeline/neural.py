@@ -1,0 +1,206 @@
+"""The neural engine: detector → ArcFace → InSwapper → (GFPGAN) → crop-region paste-back.
+
+Models are loaded once (``NeuralEngine.from_store``) and shared by every stream. Each stream gets a
+``NeuralStream`` from ``open_stream``; it holds no model state, only its own timing scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from server.errors import BadImageError, NoFaceError
+from server.pipeline.aligner import estimate_arcface, warp_crop
+from server.pipeline.detector import Detector, RetinaFaceDetector, ScrfdDetector
+from server.pipeline.embedder import ArcFaceEmbedder
+from server.pipeline.enhancer import GfpganEnhancer
+from server.pipeline.paste import paste_into
+from server.pipeline.swapper import InSwapper, blend_latents, load_emap
+from server.types import Face, SourceFace, SwapOptions, SwapResult
+
+if TYPE_CHECKING:
+    from server.models.store import ModelStore
+    from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "neural"
+THUMBNAIL_SIZE = 128
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+@dataclass(frozen=True, eq=False)
+class NeuralIdentity:
+    """What the neural engine keeps for an uploaded face: its embedding and its swap latent."""
+
+    embedding: np.ndarray  # (512,) L2-normalised ArcFace embedding
+    latent: np.ndarray  # (1, 512) (embedding @ emap) / norm, ready for InSwapper
+
+
+def face_thumbnail(image: np.ndarray, face: Face, size: int = THUMBNAIL_SIZE) -> bytes:
+    """JPEG of the face box grown by 30%, longest side ``size`` pixels."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in face.bbox)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * 0.65
+    left, top = max(int(cx - half), 0), max(int(cy - half), 0)
+    right, bottom = min(int(cx + half) + 1, w), min(int(cy + half) + 1, h)
+    crop = image[top:bottom, left:right] if right > left and bottom > top else image
+    scale = size / max(crop.shape[:2])
+    thumb = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise BadImageError("could not encode the face thumbnail")
+    return buf.tobytes()
+
+
+def check_frame(image: object) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise BadImageError("expected a BGR uint8 image of shape (H, W, 3)")
+    return image
+
+
+class NeuralEngine:
+    name = ENGINE_NAME
+
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: ArcFaceEmbedder,
+        swapper: InSwapper,
+        enhancer: GfpganEnhancer | None = None,
+        models: dict[str, object] | None = None,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.swapper = swapper
+        self.enhancer = enhancer
+        self._models = models or {}
+
+    @classmethod
+    def from_store(cls, store: ModelStore, settings: Settings) -> NeuralEngine:
+        """Load every model of the engine once. Raises ModelError when a required one is missing."""
+        models: dict[str, object] = {}
+        if settings.detector == "scrfd":
+            detector: Detector = ScrfdDetector(store.session("det_10g"))
+            det_name = "det_10g"
+        else:
+            detector = RetinaFaceDetector(store.session("retinaface_mnet025"))
+            det_name = "retinaface_mnet025"
+        swap_name = "inswapper_128"
+        # fp16 halves memory and is faster on GPUs; on CPU it is slower, so only use it there.
+        on_gpu = any(p in GPU_PROVIDERS for p in store.planned_providers())
+        if on_gpu and store.available("inswapper_128_fp16"):
+            swap_name = "inswapper_128_fp16"
+        swap_session = store.session(swap_name)
+        swapper = InSwapper(swap_session, load_emap(store.path(swap_name)))
+        embedder = ArcFaceEmbedder(store.session("w600k_r50"))
+        enhancer = None
+        if store.available("gfpgan_1.4"):
+            enhancer = GfpganEnhancer(store.session("gfpgan_1.4"))
+        else:
+            log.info("gfpgan_1.4 not present: the face enhancer is off (swaprtc models download gfpgan_1.4)")
+        for name in (det_name, "w600k_r50", swap_name, *(["gfpgan_1.4"] if enhancer else [])):
+            models[name] = store.providers_in_use(name)
+        return cls(detector, embedder, swapper, enhancer, models)
+
+    def describe(self) -> dict[str, object]:
+        sessions = {
+            "detector": getattr(self.detector, "session", None),
+            "embedder": self.embedder.session,
+            "swapper": self.swapper.session,
+            "enhancer": self.enhancer.session if self.enhancer else None,
+        }
+        providers = {k: list(s.get_providers()) for k, s in sessions.items() if s is not None}
+        return {
+            "engine": self.name,
+            "models": dict(self._models),
+            "providers": providers,
+            "enhancer": self.enhancer is not None,
+        }
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        return self.detector.detect(check_frame(frame))
+
+    def prepare_source(self, image: np.ndarray) -> SourceFace:
+        image = check_frame(image)
+        faces = self.detector.detect(image)
+        if not faces:
+            raise NoFaceError(
+                "no face found in the source photo: use a clear, well-lit, front-facing photo of one face"
+            )
+        face = faces[0]  # detectors return the largest first
+        embedding = self.embedder.embed(image, face.kps)
+        identity = NeuralIdentity(embedding=embedding, latent=self.swapper.latent(embedding))
+        return SourceFace(
+            engine=self.name,
+            face=face,
+            faces_found=len(faces),
+            thumbnail_jpeg=face_thumbnail(image, face),
+            payload=identity,
+        )
+
+    def open_stream(self) -> NeuralStream:
+        return NeuralStream(self)
+
+
+class NeuralStream:
+    """Per-stream processor. Detection runs on every frame (the neural stages dominate anyway)."""
+
+    def __init__(self, engine: NeuralEngine) -> None:
+        self.engine = engine
+
+    def reset(self) -> None:
+        """Nothing is tracked between frames."""
+
+    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
+        t_start = time.perf_counter()
+        if source is None:
+            return SwapResult(frame=frame, faces=(), swapped=0, timings_ms={"total": 0.0})
+        if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
+            raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
+        eng = self.engine
+        timings = {"detect": 0.0, "align": 0.0, "swap": 0.0, "enhance": 0.0, "paste": 0.0}
+
+        t = time.perf_counter()
+        faces = eng.detector.detect(frame)
+        timings["detect"] = (time.perf_counter() - t) * 1000
+        chosen = faces if options.many_faces else faces[:1]
+        if not chosen:
+            timings["total"] = (time.perf_counter() - t_start) * 1000
+            return SwapResult(frame=frame, faces=tuple(faces), swapped=0, timings_ms=timings)
+
+        out = frame.copy()
+        size = eng.swapper.size
+        identity: NeuralIdentity = source.payload
+        for face in chosen:
+            t = time.perf_counter()
+            m = estimate_arcface(face.kps, size)
+            crop = warp_crop(frame, m, size)
+            timings["align"] += (time.perf_counter() - t) * 1000
+
+            t = time.perf_counter()
+            latent = identity.latent
+            if options.strength < 1.0:
+                target_latent = eng.swapper.latent(eng.embedder.embed(frame, face.kps))
+                latent = blend_latents(identity.latent, target_latent, options.strength)
+            swapped = eng.swapper.swap(crop, latent)
+            timings["swap"] += (time.perf_counter() - t) * 1000
+
+            t = time.perf_counter()
+            paste_into(out, swapped, m)
+            timings["paste"] += (time.perf_counter() - t) * 1000
+
+        if options.enhance and eng.enhancer is not None:
+            t = time.perf_counter()
+            for face in chosen:
+                eng.enhancer.enhance_into(out, face.kps, options.enhance_blend)
+            timings["enhance"] = (time.perf_counter() - t) * 1000
+        timings["total"] = (time.perf_counter() - t_start) * 1000
+        return SwapResult(frame=out, faces=tuple(faces), swapped=len(chosen), timings_ms=timings)
