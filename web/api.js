@@ -1,0 +1,104 @@
+// HTTP calls to the swaprtc server (docs/API.md) and readable texts for its error codes.
+
+const FRIENDLY = {
+  not_an_image: "That file is not an image the server can read. Try a JPG, PNG or WebP photo.",
+  unsupported_format: "This image format is not supported. Use a JPG, PNG or WebP photo.",
+  too_large: "That file is too large. Use a smaller photo.",
+  too_many_pixels: "That image has too many pixels. Use a smaller photo.",
+  no_face: "No face was found in that photo. Use a clear, front-facing photo of one person.",
+  missing_image: "No image was sent. Choose a photo and try again.",
+  unknown_session: "Your session has expired. Reconnecting…",
+  too_many_sessions: "The server is busy (too many sessions at once). Try again in a moment.",
+  bad_offer: "The browser and the server could not agree on how to connect.",
+  bad_json: "The server did not understand the request.",
+  already_connected: "This session is already connected.",
+  model_error: "The server's face models are not available.",
+  network: "Could not reach the server. Check that it is running.",
+  camera_denied: "Camera access was denied. Allow the camera in the browser's site settings.",
+  camera_missing: "No camera was found.",
+  camera_busy: "The camera is in use by another application.",
+  camera_failed: "The camera could not be started.",
+  connect_failed: "The connection to the server failed.",
+};
+
+export function friendlyText(code, fallback) {
+  return FRIENDLY[code] ?? fallback ?? "Something went wrong.";
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+
+  get friendly() {
+    return friendlyText(this.code, this.message);
+  }
+}
+
+async function call(method, path, { sessionId, body, headers = {} } = {}) {
+  const h = { ...headers };
+  if (sessionId) h["X-Session-Id"] = sessionId;
+  let response;
+  try {
+    response = await fetch(path, { method, body, headers: h, cache: "no-store" });
+  } catch (err) {
+    throw new ApiError(0, "network", String(err?.message ?? err));
+  }
+  let data = null;
+  const text = await response.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const e = data?.error ?? {};
+    throw new ApiError(response.status, e.code ?? `http_${response.status}`,
+      e.message ?? `HTTP ${response.status} ${response.statusText}`);
+  }
+  return data ?? {};
+}
+
+export function getInfo() {
+  return call("GET", "/api/info");
+}
+
+export function createSession() {
+  return call("POST", "/api/session");
+}
+
+export function deleteSession(sessionId) {
+  return call("DELETE", "/api/session", { sessionId });
+}
+
+/** Best effort while the page is going away: a keepalive fetch outlives the document. */
+export function deleteSessionOnUnload(sessionId) {
+  try {
+    fetch(`/api/session?session=${encodeURIComponent(sessionId)}`, {
+      method: "DELETE", keepalive: true, headers: { "X-Session-Id": sessionId },
+    }).catch(() => {});
+  } catch {
+    // Nothing more can be done while unloading.
+  }
+}
+
+export function uploadSource(sessionId, file) {
+  const form = new FormData();
+  form.append("image", file, file.name || "source");
+  return call("POST", "/api/source", { sessionId, body: form });
+}
+
+export function deleteSource(sessionId) {
+  return call("DELETE", "/api/source", { sessionId });
+}
+
+export function postOffer(sessionId, description) {
+  return call("POST", "/api/offer", {
+    body: JSON.stringify({ sdp: description.sdp, type: description.type, session_id: sessionId }),
+    headers: { "Content-Type": "application/json" },
+  });
+}
