@@ -1,0 +1,71 @@
+"""``swaprtc models list|verify`` through the real command-line entry point, on a temp folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+from server.models.manifest import Manifest
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, dict]]:
+    code = main(["models", *argv, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    return code, {m["name"]: m for m in out["models"]}
+
+
+@pytest.fixture()
+def models_dir(tmp_path: Path, model_store) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(model_store.path("retinaface_mnet025"), folder / "retinaface_mnet025.onnx")
+    return folder
+
+
+def test_list_json_shows_every_model_and_its_state(capsys, models_dir: Path) -> None:
+    code, models = run_json(capsys, "list", "--models-dir", str(models_dir))
+    assert code == 0
+    assert list(models) == Manifest.load().names
+    retina = models["retinaface_mnet025"]
+    assert retina["present"] and retina["role"] == "detector" and retina["licence"].startswith("MIT")
+    assert retina["providers"] == ["CPUExecutionProvider"]
+    assert not retina["verified"]  # copied in by hand: not verified until `verify` runs
+    swapper = models["inswapper_128"]
+    assert not swapper["present"] and swapper["size"] == 554_253_681 and swapper["providers"] == []
+
+
+def test_verify_then_list_reports_verified(capsys, models_dir: Path) -> None:
+    code, models = run_json(capsys, "verify", "retinaface_mnet025", "--models-dir", str(models_dir))
+    assert code == 0 and models["retinaface_mnet025"]["status"] == "verified"
+    _, models = run_json(capsys, "list", "--models-dir", str(models_dir))
+    assert models["retinaface_mnet025"]["verified"]
+    # Without names, verify checks what is present; absent optional models are not failures.
+    code, models = run_json(capsys, "verify", "--models-dir", str(models_dir))
+    assert code == 0 and models["det_10g"]["status"] == "missing"
+
+
+def test_verify_fails_on_corrupt_or_missing_files(capsys, models_dir: Path) -> None:
+    target = models_dir / "retinaface_mnet025.onnx"
+    target.write_bytes(target.read_bytes()[:-10])
+    code, models = run_json(capsys, "verify", "retinaface_mnet025", "--models-dir", str(models_dir))
+    assert code == 1
+    assert models["retinaface_mnet025"]["status"] == "corrupt"
+    assert "failed verification" in models["retinaface_mnet025"]["error"]
+    code, models = run_json(capsys, "verify", "det_10g", "--models-dir", str(models_dir))
+    assert code == 1 and models["det_10g"]["status"] == "missing"
+
+
+def test_unknown_model_name_is_an_error(capsys, models_dir: Path) -> None:
+    assert main(["models", "verify", "nope", "--models-dir", str(models_dir)]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_human_readable_list(capsys, models_dir: Path) -> None:
+    assert main(["models", "list", "--models-dir", str(models_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(Manifest.load().names)
+    assert lines[0].split()[:2] == ["retinaface_mnet025", "detector"] and "CPU" in lines[0]
