@@ -179,6 +179,18 @@ def test_server_ignoring_range_still_gives_correct_file(tmp_path: Path, http: Fi
     assert "Range" in http.headers_for("/big.onnx")[1]  # asked to resume, got a 200, restarted cleanly
 
 
+def test_stale_partial_file_is_discarded_after_a_bad_resume(tmp_path: Path, http: FileServer) -> None:
+    data = payload(50_000, seed=6)
+    http.files["/m.onnx"] = Served(data)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "m.onnx.part").write_bytes(b"\0" * 1000)  # left over from some other file
+    store = store_for(tmp_path, manifest_for("m", "m.onnx", sha(data), [{"urls": [http.url("/m.onnx")]}]))
+    assert store.ensure("m").read_bytes() == data
+    first, second = http.headers_for("/m.onnx")
+    assert first["Range"] == "bytes=1000-" and "Range" not in second
+
+
 def test_retries_503_with_exponential_backoff(tmp_path: Path, http: FileServer) -> None:
     data = payload(10_000)
     http.files["/m.onnx"] = Served(data, fail_first=2)

@@ -64,8 +64,8 @@ def download(
         delay = policy.backoff_s
         for attempt in range(1, policy.retries + 1):
             try:
-                _fetch_once(url, part, size=size, policy=policy, label=label or dest.name)
-                _check(part, sha256=sha256, size=size)
+                resumed = _fetch_once(url, part, size=size, policy=policy, label=label or dest.name)
+                _check(part, sha256=sha256, size=size, resumed=resumed)
                 os.replace(part, dest)
                 return dest
             except _Retryable as exc:
@@ -83,12 +83,12 @@ def download(
     )
 
 
-def _fetch_once(url: str, part: Path, *, size: int | None, policy: DownloadPolicy, label: str) -> None:
+def _fetch_once(url: str, part: Path, *, size: int | None, policy: DownloadPolicy, label: str) -> bool:
+    """Fetch into ``part``; True when the result includes bytes kept from an earlier attempt."""
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have >= size:
-        # Already complete (or oversized and bound to fail the digest): let the check decide.
         if have == size:
-            return
+            return True  # complete from an earlier attempt: let the digest decide
         part.unlink()
         have = 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -132,6 +132,7 @@ def _fetch_once(url: str, part: Path, *, size: int | None, policy: DownloadPolic
     got = part.stat().st_size
     if total is not None and length and got != total:
         raise _Retryable(f"short body: {got} of {total} bytes")
+    return mode == "ab"
 
 
 def _range_start(header: str) -> int | None:
@@ -139,14 +140,17 @@ def _range_start(header: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _check(part: Path, *, sha256: str | None, size: int | None) -> None:
+def _check(part: Path, *, sha256: str | None, size: int | None, resumed: bool) -> None:
+    # A bad file built on bytes kept from an earlier attempt (a stale .part, a changed mirror)
+    # earns one clean retry from zero; a bad fresh download means this URL serves the wrong bytes.
+    failure = _Retryable if resumed else _Fatal
     got_size = part.stat().st_size
     if size is not None and got_size != size:
         part.unlink()
-        raise _Fatal(f"size {got_size} bytes, expected {size}; file deleted")
+        raise failure(f"size {got_size} bytes, expected {size}; file deleted")
     if sha256 is None:
         return
     got = sha256_file(part)
     if got != sha256:
         part.unlink()
-        raise _Fatal(f"SHA-256 {got} does not match the expected {sha256}; file deleted")
+        raise failure(f"SHA-256 {got} does not match the expected {sha256}; file deleted")
