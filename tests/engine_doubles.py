@@ -1,0 +1,112 @@
+"""Engine test doubles with observable behaviour, for the swap track and server tests.
+
+``PaintEngine`` detects faces with the real RetinaFace detector and "swaps" by painting each chosen
+face box a solid colour (the source's colour), so a test can tell a swapped pixel from a camera
+pixel. It can be slow (``delay_s``, ``first_delay_s`` for a warm-up), and raise on chosen calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection
+
+import cv2
+import numpy as np
+
+from server.errors import NoFaceError
+from server.pipeline.detector import Detector
+from server.types import Face, SourceFace, SwapOptions, SwapResult
+
+PAINT_BGR = (255, 0, 255)  # magenta: far from any skin tone
+
+
+def paint_box(frame: np.ndarray, face: Face, colour: tuple[int, int, int]) -> None:
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = face.bbox.astype(int)
+    frame[max(0, y1):min(h, y2), max(0, x1):min(w, x2)] = colour
+
+
+class PaintProcessor:
+    def __init__(self, engine: PaintEngine) -> None:
+        self.engine = engine
+        self.resets = 0
+        self.calls = 0
+
+    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
+        index = self.engine.next_call()
+        self.calls += 1
+        delay = self.engine.first_delay_s if index == 1 else self.engine.delay_s
+        if delay:
+            time.sleep(delay)
+        if index in self.engine.fail_on or (self.engine.fail_if and self.engine.fail_if(frame)):
+            raise RuntimeError(f"deliberate engine failure on call {index}")
+        t0 = time.perf_counter()
+        faces = tuple(self.engine.detect(frame))
+        t1 = time.perf_counter()
+        if source is None:
+            return SwapResult(frame, faces, 0, {"detect": (t1 - t0) * 1000})
+        out = frame.copy()
+        targets = faces if options.many_faces else faces[:1]
+        for face in targets:
+            paint_box(out, face, source.payload)
+        t2 = time.perf_counter()
+        return SwapResult(out, faces, len(targets), {"detect": (t1 - t0) * 1000, "swap": (t2 - t1) * 1000})
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+class PaintEngine:
+    name = "paint"
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        delay_s: float = 0.0,
+        first_delay_s: float = 0.0,
+        fail_on: Collection[int] = (),
+        fail_if: Callable[[np.ndarray], bool] | None = None,
+        detect_fails: bool = False,
+        colour: tuple[int, int, int] = PAINT_BGR,
+    ) -> None:
+        self.detector = detector
+        self.delay_s = delay_s
+        self.first_delay_s = first_delay_s or delay_s
+        self.fail_on = set(fail_on)
+        self.fail_if = fail_if
+        self.detect_fails = detect_fails
+        self.colour = colour
+        self.calls = 0
+        self.processors: list[PaintProcessor] = []
+        self._lock = threading.Lock()
+
+    def next_call(self) -> int:
+        with self._lock:
+            self.calls += 1
+            return self.calls
+
+    def describe(self) -> dict[str, object]:
+        return {"engine": self.name, "models": ["retinaface_mnet025"], "providers": ["CPUExecutionProvider"]}
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        if self.detect_fails:
+            raise RuntimeError("deliberate detector failure")
+        return self.detector.detect(frame)
+
+    def prepare_source(self, image: np.ndarray) -> SourceFace:
+        faces = self.detector.detect(image)
+        if not faces:
+            raise NoFaceError("no face found in the source image")
+        face = faces[0]
+        x1, y1, x2, y2 = face.bbox.astype(int)
+        crop = image[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
+        ok, jpeg = cv2.imencode(".jpg", cv2.resize(crop, (64, 64)))
+        assert ok
+        return SourceFace(self.name, face, len(faces), jpeg.tobytes(), self.colour)
+
+    def open_stream(self) -> PaintProcessor:
+        processor = PaintProcessor(self)
+        self.processors.append(processor)
+        return processor

@@ -1,0 +1,232 @@
+"""SwapTrack: newest-frame dropping, bounded latency, pts order and the never-leak policy."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from server.pipeline.detector import RetinaFaceDetector
+from server.rtc.privacy import hide_faces, hide_frame
+from server.rtc.track import InferencePool, StreamControl, SwapTrack, to_video_frame
+from tests.engine_doubles import PAINT_BGR, PaintEngine
+from tests.rtc_client import SyntheticCamera, draw_frame_id, read_frame_id
+
+FACE = (slice(75, 165), slice(190, 262))  # rows, cols well inside the astronaut's face box
+
+
+class QueueTrack(MediaStreamTrack):
+    """Stands in for aiortc's RemoteStreamTrack: an unbounded queue filled at camera pace."""
+
+    kind = "video"
+
+    def __init__(self, camera: SyntheticCamera) -> None:
+        super().__init__()
+        self.queue: asyncio.Queue[VideoFrame | None] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._fill(camera))
+
+    async def _fill(self, camera: SyntheticCamera) -> None:
+        try:
+            while True:
+                await self.queue.put(await camera.recv())
+        except MediaStreamError:
+            await self.queue.put(None)
+
+    async def recv(self) -> VideoFrame:
+        frame = await self.queue.get()
+        if frame is None:
+            raise MediaStreamError
+        return frame
+
+    def stop(self) -> None:
+        self._task.cancel()
+        super().stop()
+
+
+@pytest.fixture(scope="module")
+def detector(retinaface_session) -> RetinaFaceDetector:
+    return RetinaFaceDetector(retinaface_session)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[InferencePool]:
+    pool = InferencePool(1)
+    yield pool
+    pool.shutdown()
+
+
+def yuv_roundtrip(image: np.ndarray) -> np.ndarray:
+    return to_video_frame(image, 0).to_ndarray(format="bgr24")
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def is_painted(image: np.ndarray) -> bool:
+    return diff(image[FACE], np.broadcast_to(np.array(PAINT_BGR, np.uint8), image[FACE].shape)) < 12
+
+
+def make_track(
+    camera_image: np.ndarray, engine: PaintEngine, pool: InferencePool, *, fps: float = 30.0,
+    source: bool = True, **kwargs: float,
+) -> tuple[SwapTrack, SyntheticCamera, StreamControl]:
+    camera = SyntheticCamera(camera_image, fps)
+    control = StreamControl()
+    if source:
+        control.set_source(engine.prepare_source(camera_image))
+    track = SwapTrack(QueueTrack(camera), engine, engine.open_stream(), control, pool, **kwargs)
+    return track, camera, control
+
+
+async def take(track: SwapTrack, n: int) -> list[tuple[np.ndarray, int, float]]:
+    out = []
+    for _ in range(n):
+        frame = await track.recv()
+        out.append((frame.to_ndarray(format="bgr24"), frame.pts, time.monotonic()))
+    return out
+
+
+def assert_no_leak(frames: list[tuple[np.ndarray, int, float]], original: np.ndarray) -> None:
+    """No frame shows the face region as the camera saw it."""
+    reference = yuv_roundtrip(original)[FACE]
+    for image, _, _ in frames:
+        assert diff(image[FACE], reference) > 8, "an unswapped face was sent"
+
+
+async def test_without_source_frames_pass_through(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector)
+    track, _, _ = make_track(astronaut_bgr, engine, pool, source=False)
+    frames = await take(track, 5)
+    track.stop()
+    for image, _, _ in frames:
+        fid = read_frame_id(image)
+        assert diff(image, yuv_roundtrip(draw_frame_id(astronaut_bgr, fid))) < 2
+    assert engine.calls == 0
+
+
+async def test_swaps_the_face_and_leaves_the_rest(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector)
+    track, _, _ = make_track(astronaut_bgr, engine, pool)
+    frames = await take(track, 6)
+    track.stop()
+    for image, _, _ in frames:
+        assert is_painted(image)
+        expected = yuv_roundtrip(draw_frame_id(astronaut_bgr, read_frame_id(image)))
+        assert diff(image[300:], expected[300:]) < 2  # below the face: untouched
+    assert track.stats.swapped_frames == 6 and track.stats.faces == 1
+
+
+async def test_frames_without_a_face_pass_through_with_a_source(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector)
+    scene = np.zeros_like(astronaut_bgr)
+    scene[:] = np.linspace(0, 255, scene.shape[1], dtype=np.uint8)[None, :, None]
+    camera = SyntheticCamera(scene)
+    control = StreamControl()
+    control.set_source(engine.prepare_source(astronaut_bgr))
+    track = SwapTrack(QueueTrack(camera), engine, engine.open_stream(), control, pool)
+    frames = await take(track, 4)
+    track.stop()
+    for image, _, _ in frames:
+        assert diff(image, yuv_roundtrip(draw_frame_id(scene, read_frame_id(image)))) < 2
+    assert engine.calls >= 1 and track.stats.hidden_frames == 0
+
+
+async def test_slow_engine_drops_frames_and_latency_stays_bounded(astronaut_bgr, detector, pool) -> None:
+    """A 30 fps camera into a 120 ms engine: the swap track drops frames and keeps latency flat,
+    while awaiting every frame (the unbounded-queue baseline) falls further behind each second."""
+    engine = PaintEngine(detector, delay_s=0.12)
+    track, camera, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.5)
+    frames = await take(track, 14)
+    track.stop()
+    latencies = [at - camera.sent_at[read_frame_id(image)] for image, _, at in frames]
+    pts = [p for _, p, _ in frames]
+    assert all(b > a for a, b in itertools.pairwise(pts)), pts
+    assert track.stats.dropped > 10
+    assert max(latencies[3:]) < 0.4, latencies
+    assert all(is_painted(image) for image, _, _ in frames)
+
+    # Baseline: process every upstream frame in order on the same executor.
+    base_engine = PaintEngine(detector, delay_s=0.12)
+    processor = base_engine.open_stream()
+    source = base_engine.prepare_source(astronaut_bgr)
+    base_camera = SyntheticCamera(astronaut_bgr, 30.0)
+    upstream = QueueTrack(base_camera)
+    base_latencies = []
+    loop = asyncio.get_running_loop()
+    for _ in range(14):
+        frame = await upstream.recv()
+        image = frame.to_ndarray(format="bgr24")
+        await loop.run_in_executor(pool.inference, processor.process, image, source, track._control.options)
+        base_latencies.append(time.monotonic() - base_camera.sent_at[read_frame_id(image)])
+    upstream.stop()
+    assert base_latencies[-1] > 2 * max(latencies[3:])
+    assert base_latencies[-1] > base_latencies[5] + 0.5  # the baseline keeps falling behind
+
+
+async def test_no_leak_before_the_first_swap_is_ready(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector, first_delay_s=0.8)
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.1)
+    frames = await take(track, 10)
+    track.stop()
+    assert_no_leak(frames, astronaut_bgr)
+    assert track.stats.hidden_frames >= 3  # warm-up frames went out hidden ...
+    assert is_painted(frames[-1][0])  # ... then the swap took over
+    hidden = frames[0][0]
+    assert not is_painted(hidden)
+    reference = hide_faces(yuv_roundtrip(astronaut_bgr), detector.detect(astronaut_bgr))
+    assert diff(hidden[FACE], reference[FACE]) < 10  # pixelated where the face is
+
+
+async def test_engine_error_on_one_frame_hides_faces_and_the_stream_goes_on(
+    astronaut_bgr, detector, pool
+) -> None:
+    engine = PaintEngine(detector, fail_on={3})
+    track, _, _ = make_track(astronaut_bgr, engine, pool)
+    frames = await take(track, 8)
+    track.stop()
+    assert track.stats.engine_errors == 1
+    assert_no_leak(frames, astronaut_bgr)
+    assert not is_painted(frames[2][0])  # the failed frame: hidden, not swapped
+    assert all(is_painted(image) for image, _, _ in frames[3:])
+    # The bottom strip is outside the face: still readable on the hidden frame.
+    assert read_frame_id(frames[2][0]) >= 2
+
+
+async def test_engine_and_detector_failing_hide_the_whole_frame(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector, fail_if=lambda _: True, detect_fails=True)
+    track, _, _ = make_track(astronaut_bgr, engine, pool)
+    frames = await take(track, 3)
+    track.stop()
+    assert_no_leak(frames, astronaut_bgr)
+    whole = yuv_roundtrip(hide_frame(astronaut_bgr))
+    for image, _, _ in frames:
+        assert diff(image[:400], whole[:400]) < 6  # the whole frame pixelated, not just a face
+    assert track.stats.engine_errors == 3
+
+
+async def test_a_new_source_takes_effect_on_the_next_frame(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector)
+    track, _, control = make_track(astronaut_bgr, engine, pool)
+    await take(track, 2)
+    green = PaintEngine(detector, colour=(0, 255, 0)).prepare_source(astronaut_bgr)
+    control.set_source(green)
+    (image, _, _), = await take(track, 1)
+    track.stop()
+    assert diff(image[FACE], np.broadcast_to(np.array((0, 255, 0), np.uint8), image[FACE].shape)) < 12
+    assert engine.processors[0].resets == 1
+    control.set_source(None)
+
+
+def test_output_frames_are_yuv420p_and_cropped_to_even_sizes() -> None:
+    image = np.full((101, 63, 3), 128, np.uint8)
+    frame = to_video_frame(image, 5)
+    assert frame.format.name == "yuv420p"
+    assert (frame.width, frame.height) == (62, 100)
+    assert frame.pts == 5
