@@ -335,6 +335,23 @@ def test_present_but_corrupt_file_is_refused(tmp_path: Path, http: FileServer) -
     assert store_for(tmp_path, manifest).ensure("t").read_bytes() == data
 
 
+def test_read_only_models_folder_still_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tiny_onnx()
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "t.onnx").write_bytes(data)
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError("read-only file system")
+
+    # Tests run as root here, so chmod cannot make a folder read-only: fail the writes instead.
+    monkeypatch.setattr(Path, "write_text", read_only)
+    store = store_for(tmp_path, manifest_for("t", "t.onnx", sha(data), []), allow_download=False)
+    assert store.path("t") == folder / "t.onnx"
+    assert not store.available("t")  # nothing could be cached, so the next check hashes again
+    assert store.session("t").get_providers() == ["CPUExecutionProvider"]
+
+
 def test_missing_file_without_download_is_refused(tmp_path: Path) -> None:
     store = store_for(tmp_path, manifest_for("m", "m.onnx", sha(b"x"), []), allow_download=False)
     with pytest.raises(ModelError, match="swaprtc models download m") as err:

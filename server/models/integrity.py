@@ -6,6 +6,7 @@ holding its digest, size and mtime; the check is redone only when one of those c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,12 +27,18 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def write_sidecar(path: Path, sha256: str) -> None:
+def write_sidecar(path: Path, sha256: str) -> bool:
+    """Record a successful check; False when the folder is read-only (e.g. a read-only Docker
+    mount), in which case the file is simply re-hashed next time."""
     st = path.stat()
     record = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    tmp = sidecar_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, sidecar_path(path))
+    tmp = path.with_name(path.name + ".verified.tmp")
+    try:
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, sidecar_path(path))
+    except OSError:
+        return False
+    return True
 
 
 def sidecar_matches(path: Path, sha256: str) -> bool:
@@ -50,4 +57,6 @@ def sidecar_matches(path: Path, sha256: str) -> bool:
 
 
 def drop_sidecar(path: Path) -> None:
-    sidecar_path(path).unlink(missing_ok=True)
+    # In a read-only folder the sidecar stays, but it cannot vouch for changed bytes (size/mtime).
+    with contextlib.suppress(OSError):
+        sidecar_path(path).unlink(missing_ok=True)
