@@ -33,7 +33,8 @@ def test_list_json_shows_every_model_and_its_state(capsys, models_dir: Path) -> 
     retina = models["retinaface_mnet025"]
     assert retina["present"] and retina["role"] == "detector" and retina["licence"].startswith("MIT")
     assert retina["providers"] == ["CPUExecutionProvider"]
-    assert not retina["verified"]  # copied in by hand: not verified until `verify` runs
+    assert retina["verified"] and retina["state"] == "verified"  # hashed once, then cached
+    assert (models_dir / "retinaface_mnet025.onnx.verified").is_file()
     swapper = models["inswapper_128"]
     assert not swapper["present"] and swapper["size"] == 554_253_681 and swapper["providers"] == []
 
@@ -51,6 +52,8 @@ def test_verify_then_list_reports_verified(capsys, models_dir: Path) -> None:
 def test_verify_fails_on_corrupt_or_missing_files(capsys, models_dir: Path) -> None:
     target = models_dir / "retinaface_mnet025.onnx"
     target.write_bytes(target.read_bytes()[:-10])
+    _, models = run_json(capsys, "list", "--models-dir", str(models_dir))
+    assert models["retinaface_mnet025"]["state"] == "corrupt" and not models["retinaface_mnet025"]["verified"]
     code, models = run_json(capsys, "verify", "retinaface_mnet025", "--models-dir", str(models_dir))
     assert code == 1
     assert models["retinaface_mnet025"]["status"] == "corrupt"

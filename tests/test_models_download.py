@@ -348,7 +348,8 @@ def test_read_only_models_folder_still_verifies(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(Path, "write_text", read_only)
     store = store_for(tmp_path, manifest_for("t", "t.onnx", sha(data), []), allow_download=False)
     assert store.path("t") == folder / "t.onnx"
-    assert not store.available("t")  # nothing could be cached, so the next check hashes again
+    assert store.available("t")
+    assert not (folder / "t.onnx.verified").exists()  # nothing cached: the next check hashes again
     assert store.session("t").get_providers() == ["CPUExecutionProvider"]
 
 

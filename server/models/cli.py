@@ -16,11 +16,19 @@ from server.settings import Settings
 
 
 def describe(store: ModelStore, name: str) -> dict[str, Any]:
-    """What ``models list`` shows for one model (cheap: no hashing, no loading)."""
+    """What ``models list`` shows for one model (no loading; a file is hashed only when its
+    cached check is missing or stale)."""
     entry = store.entry(name)
     target = store.file_path(name)
     present = target.is_file()
     loaded = store.providers_in_use(name)
+    verified = store.available(name)
+    if not present:
+        state = "missing"
+    elif store.expected_sha256(name) is None:
+        state = "untrusted"
+    else:
+        state = "verified" if verified else "corrupt"
     return {
         "name": entry.name,
         "role": entry.role,
@@ -30,7 +38,8 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
         "sha256": store.expected_sha256(name),
         "digest_pinned": store.expected_sha256(name) is not None,
         "present": present,
-        "verified": store.available(name),
+        "verified": verified,
+        "state": state,
         "providers": (loaded or store.planned_providers()) if present and target.suffix == ".onnx" else [],
         "loaded": bool(loaded),
     }
@@ -81,9 +90,7 @@ def _human_size(size: int | None) -> str:
 
 def _print_table(records: list[dict[str, Any]]) -> None:
     for r in records:
-        status = r.get("status") or (
-            "verified" if r["verified"] else "present, unverified" if r["present"] else "missing"
-        )
+        status = r.get("status") or r["state"]
         if not r["digest_pinned"]:
             status += ", no pinned digest"
         providers = ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"]) or "-"

@@ -89,10 +89,20 @@ class ModelStore:
 
     # -- presence and verification -------------------------------------------------------------
     def available(self, name: str) -> bool:
-        """Present and verified, from the sidecar only (no hashing)."""
+        """Present and verified. Cheap once checked: a file is hashed only the first time (or after
+        it changed), then the sidecar answers; a file that fails is reported False, not raised."""
         digest = self.expected_sha256(name)
         target = self.file_path(name)
-        return digest is not None and target.is_file() and sidecar_matches(target, digest)
+        if digest is None or not target.is_file():
+            return False
+        if sidecar_matches(target, digest):
+            return True
+        try:
+            self.path(name)
+        except ModelError as exc:
+            log.warning("%s", exc.message)
+            return False
+        return True
 
     def path(self, name: str) -> Path:
         """The verified file; never downloads. Raises ModelError when missing or unverified."""
