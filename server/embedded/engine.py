@@ -1,0 +1,276 @@
+"""The embedded engine: a real face swap from two small permissively licensed models, live on a CPU.
+
+RetinaFace-MNet0.25 finds faces, MediaPipe's face mesh gives 468 landmarks, and the source face's
+texture is warped onto the target mesh triangle by triangle, colour-matched to the target's skin
+and lighting, and blended in with a feathered mask that leaves the target's eyes and mouth interior
+alone. No identity network runs: it is a texture swap, so it needs no GPU and no large download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from server.embedded import mesh as m
+from server.embedded.blend import composite, face_masks, lighting_gain
+from server.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
+from server.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
+from server.embedded.warp import face_grid, warp_texture
+from server.errors import BadImageError, ModelError, NoFaceError
+from server.pipeline.detector import RetinaFaceDetector
+from server.types import Face, SourceFace, SwapOptions, SwapResult
+
+if TYPE_CHECKING:
+    from server.models.store import ModelStore
+    from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAME = "embedded"
+DETECTOR_MODEL = "retinaface_mnet025"
+LANDMARK_MODEL = "face_landmark"
+# SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
+CONVERTED_LANDMARK_SHA256 = "fb7c08187a091b42890218809176188b0c6c30286503d7bf70d9fdcf937f26e7"
+TEXTURE_SIZE = 256  # long side of the source face texture (px)
+THUMBNAIL_SIZE = 128
+
+
+@dataclass(frozen=True, eq=False)
+class SourceTexture:
+    """The embedded engine's SourceFace payload: computed once per upload, memory only."""
+
+    texture: np.ndarray  # (h, w, 3) BGR uint8 crop around the source face
+    mesh: np.ndarray  # (468, 2) float32 source mesh in texture pixels
+    triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh, reused for every frame
+
+
+def make_session(path: Path | str, threads: int) -> ort.InferenceSession:
+    """A CPU session: these models are small, so a GPU round trip would cost more than it saves."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types
+        raise ModelError(f"onnxruntime could not load {path}: {exc}") from exc
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def converted_landmark_model(tflite_path: Path) -> Path:
+    """The ONNX conversion of face_landmark.tflite, made once next to it and reused."""
+    from server.embedded.convert import convert_face_landmark
+
+    onnx_path = tflite_path.with_suffix(".onnx")
+    if onnx_path.is_file() and _sha256(onnx_path) == CONVERTED_LANDMARK_SHA256:
+        return onnx_path
+    digest = convert_face_landmark(tflite_path, onnx_path)
+    if digest != CONVERTED_LANDMARK_SHA256:
+        # The input is pinned; a different digest means another onnx version serialised the same
+        # graph differently. The graph is still checked by onnx.checker, so use it, but say so.
+        log.warning("converted %s has SHA-256 %s, expected %s", onnx_path, digest, CONVERTED_LANDMARK_SHA256)
+    return onnx_path
+
+
+class EmbeddedEngine:
+    name = NAME
+
+    def __init__(
+        self,
+        detector_session: ort.InferenceSession,
+        landmark_session: ort.InferenceSession,
+        *,
+        detect_every: int = 5,
+        track_detect_size: int = 320,
+        threads: int = 1,
+        max_cells: int = 96,
+    ) -> None:
+        self.detect_every = detect_every
+        self.threads = threads
+        self.max_cells = max_cells
+        # Uploaded photos can be large with small faces: detect at full size there; in a live
+        # stream a 320 input is enough for webcam faces and four times cheaper.
+        self.source_detector = RetinaFaceDetector(detector_session, input_size=640)
+        self.stream_detector = RetinaFaceDetector(detector_session, input_size=track_detect_size)
+        self.mesh_model = FaceMeshModel(landmark_session)
+
+    @classmethod
+    def from_paths(cls, retinaface_onnx: Path | str, face_landmark: Path | str, *, threads: int = 1,
+                   **kwargs: int) -> EmbeddedEngine:
+        """From model files; ``face_landmark`` may be the .tflite (converted on first use) or .onnx."""
+        landmark = Path(face_landmark)
+        if landmark.suffix == ".tflite":
+            landmark = converted_landmark_model(landmark)
+        return cls(make_session(retinaface_onnx, threads), make_session(landmark, threads),
+                   threads=threads, **kwargs)
+
+    @classmethod
+    def from_store(cls, store: ModelStore, settings: Settings) -> EmbeddedEngine:
+        """Models through the model manager (fetched and SHA-256 checked), one thread per session:
+        the speed target is single-threaded, and sessions run in parallel across streams."""
+        return cls.from_paths(
+            store.ensure(DETECTOR_MODEL), store.ensure(LANDMARK_MODEL),
+            threads=max(1, settings.inference_threads), detect_every=settings.detect_every,
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "engine": NAME,
+            "models": {
+                "detector": f"{DETECTOR_MODEL} (RetinaFace-MNet0.25, MIT)",
+                "landmarks": f"{LANDMARK_MODEL} (MediaPipe face mesh, Apache-2.0, converted to ONNX)",
+            },
+            "providers": {
+                "detector": list(self.source_detector.session.get_providers()),
+                "landmarks": list(self.mesh_model.session.get_providers()),
+            },
+            "threads": self.threads,
+            "detect_every": self.detect_every,
+            "method": "mesh texture warp (piecewise affine), colour and lighting matched, feathered blend",
+            "enhance": "ignored: this engine has no enhancer",
+        }
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        return self.source_detector.detect(frame)
+
+    def source_mesh(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, float]:
+        """A still photo's mesh: detector ROI, then twice refined on the mesh's own ROI."""
+        mesh, score = self.mesh_model.run(image, roi_from_detection(face.bbox, face.kps))
+        for _ in range(2):
+            mesh, score = self.mesh_model.run(image, roi_from_mesh(mesh))
+        return mesh, score
+
+    def prepare_source(self, image: np.ndarray) -> SourceFace:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+                or image.dtype != np.uint8:
+            raise BadImageError("expected a BGR uint8 image")
+        faces = self.detect(image)
+        if not faces:
+            raise NoFaceError("no face found in the source image")
+        mesh, score = self.source_mesh(image, faces[0])
+        if score < PRESENCE_THRESHOLD:
+            raise NoFaceError("the face in the source image is not clear enough to map")
+        texture, tex_mesh = _texture(image, mesh)
+        payload = SourceTexture(texture=texture, mesh=tex_mesh, triangles=m.triangulate(tex_mesh))
+        face = Face(bbox=m.mesh_bbox(mesh), score=faces[0].score, kps=m.five_points(mesh), mesh=mesh)
+        return SourceFace(engine=NAME, face=face, faces_found=len(faces),
+                          thumbnail_jpeg=_thumbnail(image, mesh), payload=payload)
+
+    def open_stream(self) -> EmbeddedProcessor:
+        return EmbeddedProcessor(self)
+
+
+def _crop_box(mesh: np.ndarray, shape: tuple[int, ...], margin: float) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = m.mesh_bbox(mesh)
+    pad = margin * max(x2 - x1, y2 - y1)
+    h, w = shape[:2]
+    return (max(int(x1 - pad), 0), max(int(y1 - pad), 0), min(int(np.ceil(x2 + pad)) + 1, w),
+            min(int(np.ceil(y2 + pad)) + 1, h))
+
+
+def _texture(image: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The face crop at a bounded resolution, and the mesh in its pixels."""
+    x0, y0, x1, y1 = _crop_box(mesh, image.shape, 0.05)
+    crop = image[y0:y1, x0:x1]
+    scale = min(1.0, TEXTURE_SIZE / max(crop.shape[:2]))
+    if scale < 1.0:
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        scale_xy = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)], dtype=np.float32)
+    else:
+        scale_xy = np.ones(2, dtype=np.float32)
+    # Pixel-index coordinates scale about pixel centres.
+    tex_mesh = (mesh - np.array([x0, y0], np.float32) + 0.5) * scale_xy - 0.5
+    return np.ascontiguousarray(crop), tex_mesh.astype(np.float32)
+
+
+def _thumbnail(image: np.ndarray, mesh: np.ndarray) -> bytes:
+    x1, y1, x2, y2 = m.mesh_bbox(mesh)
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 0.6
+    box = _crop_box(np.array([[cx - half, cy - half], [cx + half, cy + half]], np.float32), image.shape, 0.0)
+    crop = image[box[1]:box[3], box[0]:box[2]]
+    scale = THUMBNAIL_SIZE / max(crop.shape[:2])
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(crop, size, interpolation=interp)
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise BadImageError("could not encode the thumbnail")
+    return buf.tobytes()
+
+
+def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: SourceTexture,
+              strength: float, max_cells: int, timings: dict[str, float]) -> bool:
+    """Warp, colour-match and blend the source onto one target mesh, writing into ``out``.
+
+    Only ``out``'s face box is written. Returns False when the face is too small or off-frame.
+    """
+    start = time.perf_counter()
+    grid = face_grid(mesh[m.FACE_OVAL], frame.shape, max_cells)
+    if grid is None:
+        return False
+    warped, cmap_x, cmap_y = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
+    t_warp = time.perf_counter()
+
+    target_box = frame[grid.y0:grid.y1, grid.x0:grid.x1]
+    grid_mesh = grid.to_grid(mesh)
+    rows, cols = grid.shape
+    face_cells = float(max(np.ptp(grid_mesh[m.FACE_OVAL], axis=0)))
+    blend_c, skin_c = face_masks(grid_mesh, (rows, cols), feather=max(1.0, 0.06 * face_cells))
+    source_c = cv2.remap(source.texture, cmap_x, cmap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    gain = grid.upsample(lighting_gain(grid.downsample(target_box), source_c, skin_c, 0.12 * face_cells))
+    t_color = time.perf_counter()
+
+    alpha = grid.upsample(blend_c * np.float32(strength))
+    out[grid.y0:grid.y1, grid.x0:grid.x1] = composite(target_box, warped, gain, alpha)
+    t_blend = time.perf_counter()
+    timings["warp"] += (t_warp - start) * 1000
+    timings["color"] += (t_color - t_warp) * 1000
+    timings["blend"] += (t_blend - t_color) * 1000
+    return True
+
+
+class EmbeddedProcessor:
+    """One stream's state: its tracker (detector cadence, smoothing). Not thread-safe."""
+
+    def __init__(self, engine: EmbeddedEngine, fps: float = 30.0) -> None:
+        self.engine = engine
+        self.tracker = FaceTracker(engine.stream_detector, engine.mesh_model, engine.detect_every, fps)
+
+    @property
+    def detector_calls(self) -> int:
+        return self.tracker.detector_calls
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
+        start = time.perf_counter()
+        tracked, track_ms = self.tracker.update(frame, options.many_faces)
+        timings = {**track_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
+        faces = tuple(
+            Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)
+            for t in tracked
+        )
+        strength = float(np.clip(options.strength, 0.0, 1.0))
+        payload = source.payload if source is not None else None
+        out, swapped = frame, 0
+        if isinstance(payload, SourceTexture) and strength > 0 and faces:
+            out = frame.copy()
+            targets = faces if options.many_faces else faces[:1]
+            for face in targets:
+                assert face.mesh is not None
+                swapped += swap_face(frame, out, face.mesh, payload, strength, self.engine.max_cells, timings)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return SwapResult(frame=out, faces=faces, swapped=swapped, timings_ms=timings)
