@@ -59,7 +59,7 @@ def download(
     """Fetch ``dest`` from the first URL that yields the right bytes. ``sha256`` None means the
     caller verifies (e.g. an archive without a published digest); ``size`` is checked when given."""
     part = dest.with_name(dest.name + ".part")
-    errors: list[str] = []
+    errors: dict[str, str] = {}  # last failure per URL
     for url in urls:
         delay = policy.backoff_s
         for attempt in range(1, policy.retries + 1):
@@ -69,18 +69,18 @@ def download(
                 os.replace(part, dest)
                 return dest
             except _Retryable as exc:
-                errors.append(f"{url}: {exc} (attempt {attempt}/{policy.retries})")
-                log.warning("download of %s from %s failed: %s", dest.name, url, exc)
+                errors[url] = f"{exc} (after {attempt} attempt{'s' if attempt > 1 else ''})"
+                log.warning("download of %s from %s failed (attempt %d/%d): %s",
+                            dest.name, url, attempt, policy.retries, exc)
                 if attempt < policy.retries:
                     sleep(delay)
                     delay = min(delay * 2, policy.max_backoff_s)
             except _Fatal as exc:
-                errors.append(f"{url}: {exc}")
+                errors[url] = str(exc)
                 log.warning("download of %s from %s failed: %s", dest.name, url, exc)
                 break
-    raise ModelError(
-        f"could not download {dest.name} from {', '.join(urls) or '(no URL)'}: " + "; ".join(errors[-4:])
-    )
+    detail = "; ".join(f"{url}: {why}" for url, why in errors.items()) or "no URL given"
+    raise ModelError(f"could not download {dest.name}: {detail}")
 
 
 def _fetch_once(url: str, part: Path, *, size: int | None, policy: DownloadPolicy, label: str) -> bool:

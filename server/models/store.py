@@ -162,7 +162,9 @@ class ModelStore:
                 else:
                     self._from_archive(source, entry, digest, target)
             except ModelError as exc:
-                errors.append(f"{source.describe()}: {exc.message}")
+                # A plain download error already names its URLs; others need the source named.
+                plain = isinstance(source, UrlSource) and source.member is None
+                errors.append(exc.message if plain else f"{source.describe()}: {exc.message}")
                 log.warning("model %s: source failed: %s", entry.name, errors[-1])
                 continue
             write_sidecar(target, digest)
