@@ -180,6 +180,13 @@ class App {
     });
     $("error-dismiss").addEventListener("click", () => this.clearError());
 
+    for (const video of document.querySelectorAll(".tile video")) {
+      video.addEventListener("resize", () => {
+        if (video.videoWidth && video.videoHeight) {
+          video.closest(".tile").style.setProperty("--ar", `${video.videoWidth} / ${video.videoHeight}`);
+        }
+      });
+    }
     const remote = $("remote-video");
     remote.addEventListener("resize", () => this.markRemoteLive());
     remote.addEventListener("playing", () => this.markRemoteLive());
@@ -517,6 +524,12 @@ class App {
     const faces = typeof s.faces === "number" ? String(s.faces) : "–";
     $("stat-faces").textContent = s.hidden ? `${faces} (${s.hidden} hidden)` : faces;
     if (s.engine) $("stat-engine").textContent = s.engine;
+    // Raw counters for tests and curious users (devtools), not shown.
+    const box = $("stats");
+    box.dataset.swappedFrames = String(s.swapped_frames ?? "");
+    box.dataset.hiddenFrames = String(s.hidden_frames ?? "");
+    box.dataset.faces = String(s.faces ?? "");
+    box.dataset.hidden = String(s.hidden ?? "");
     const stages = s.stages_ms && typeof s.stages_ms === "object"
       ? Object.entries(s.stages_ms).map(([k, v]) => `${k} ${fmt(v, 1, " ms")}`).join(", ")
       : "";

@@ -1,0 +1,295 @@
+"""Real browser end to end: Debian's Chromium with a fake camera playing a real face, against a real
+server process. The page uploads a source face through its real file input, connects, and the
+swapped <video> must show a changed face region over an unchanged background.
+
+Runs under ``CI=true`` always (a missing Chromium is then a failure); elsewhere it skips only when
+/usr/bin/chromium is missing. ``SWAPRTC_BROWSER_TEST_URL`` points it at an already running server
+instead of starting one (e.g. a GPU box running the neural engine).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.y4m import fit_frame, write_y4m
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = Path(os.environ.get("SWAPRTC_CHROMIUM", "/usr/bin/chromium"))
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+pytestmark = pytest.mark.skipif(
+    not IN_CI and not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (set CI=true to require it)"
+)
+
+SERVER_START_S = 30.0
+PLAY_TIMEOUT_MS = 15_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def camera_frame(astronaut_bgr: np.ndarray) -> np.ndarray:
+    return fit_frame(astronaut_bgr, 640, 480)
+
+
+@pytest.fixture(scope="module")
+def camera_face_box(camera_frame: np.ndarray, retinaface_session) -> tuple[int, int, int, int]:
+    """Where the face is in the fake camera picture, found by the real detector (not hard-coded)."""
+    from server.pipeline.detector import RetinaFaceDetector
+
+    faces = RetinaFaceDetector(retinaface_session).detect(camera_frame)
+    assert len(faces) == 1, "the fake camera picture must show exactly one face"
+    x1, y1, x2, y2 = (round(float(v)) for v in faces[0].bbox)
+    return x1, y1, x2, y2
+
+
+@pytest.fixture(scope="module")
+def fake_camera(camera_frame: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", [camera_frame] * 5)
+
+
+@pytest.fixture(scope="module")
+def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("SWAPRTC_BROWSER_TEST_URL")
+    if given:
+        yield given.rstrip("/")
+        return
+    for name in ("retinaface_mnet025", "face_landmark"):
+        model_store.ensure(name)  # Fetch once into the test cache; the server then finds them there.
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SWAPRTC_MODELS_DIR": str(model_store.models_dir),
+        "SWAPRTC_ENGINE": "embedded",
+        "SWAPRTC_ICE_LOOPBACK": "true",  # CI containers may have no other interface.
+        "SWAPRTC_LOG_LEVEL": "info",
+    }
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            with contextlib.suppress(OSError, ValueError):
+                if _get_json(f"{url}/api/health").get("ok"):
+                    break
+            if time.monotonic() > deadline:
+                tail = log_path.read_text()[-3000:]
+                pytest.fail(f"server did not answer /api/health in {SERVER_START_S} s:\n{tail}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if os.environ.get("SWAPRTC_TEST_SHOW_SERVER_LOG"):
+            print(log_path.read_text()[-5000:])
+
+
+@pytest.fixture(scope="module")
+def browser(fake_camera: Path):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is required under CI=true (install the Debian chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={fake_camera}",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--allow-loopback-in-peer-connection",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, server_url: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    console: list[str] = []
+    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    pg.goto(server_url + "/")
+    pg.console_log = console  # type: ignore[attr-defined]
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+# Draws both videos at the camera's size and returns them as PNG data URLs, read from the page's
+# own <video> elements, so the test sees exactly what the user sees.
+GRAB_JS = """
+([w, h]) => {
+  const grab = (id) => {
+    const v = document.getElementById(id);
+    const c = document.createElement('canvas');
+    c.width = w; c.height = h;
+    c.getContext('2d').drawImage(v, 0, 0, w, h);
+    return c.toDataURL('image/png');
+  };
+  return { local: grab('local-video'), remote: grab('remote-video') };
+}
+"""
+
+# Resolves once the element has real frames and its playback clock moves.
+PLAYING_JS = """
+async (id) => {
+  const v = document.getElementById(id);
+  const t0 = v.currentTime;
+  await new Promise((r) => setTimeout(r, 300));
+  return v.videoWidth > 0 && v.readyState >= 2 && v.currentTime > t0;
+}
+"""
+
+
+def _decode(data_url: str) -> np.ndarray:
+    raw = base64.b64decode(data_url.split(",", 1)[1])
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def _wait_playing(page, element_id: str, timeout_ms: int = PLAY_TIMEOUT_MS) -> None:
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(PLAYING_JS, element_id):
+        if time.monotonic() > deadline:
+            state = page.get_by_test_id("connection-state").inner_text()
+            raise AssertionError(
+                f"#{element_id} did not play (connection state: {state!r}); console:\n"
+                + "\n".join(page.console_log[-20:])
+            )
+
+
+def _region_diffs(
+    local: np.ndarray, remote: np.ndarray, box: tuple[int, int, int, int]
+) -> tuple[float, float]:
+    """Mean absolute difference inside the face box and in the background away from it."""
+    diff = cv2.absdiff(cv2.GaussianBlur(local, (5, 5), 0), cv2.GaussianBlur(remote, (5, 5), 0)).mean(axis=2)
+    x1, y1, x2, y2 = box
+    face = diff[y1:y2, x1:x2].mean()
+    # Background: everything outside the face box grown by half its size (the swap may feather out).
+    mx, my = (x2 - x1) // 2, (y2 - y1) // 2
+    mask = np.ones(diff.shape, bool)
+    mask[max(0, y1 - my) : y2 + my, max(0, x1 - mx) : x2 + mx] = False
+    return float(face), float(diff[mask].mean())
+
+
+def _save(name: str, image: np.ndarray | bytes) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    if isinstance(image, bytes):
+        path.write_bytes(image)
+    else:
+        cv2.imwrite(str(path), image)
+    return path
+
+
+def test_browser_swaps_the_camera_face(page, camera_face_box: tuple[int, int, int, int]) -> None:
+    # Upload first (before connecting), through the page's real file input.
+    page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+    thumb = page.get_by_test_id("source-thumbnail")
+    thumb.wait_for(state="visible", timeout=10_000)
+    assert (thumb.get_attribute("src") or "").startswith("data:image/")
+    assert page.get_by_test_id("error").is_hidden()
+
+    page.get_by_test_id("start-button").click()
+    _wait_playing(page, "local-video")
+    _wait_playing(page, "remote-video")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=connection-state]').dataset.state === 'connected'",
+        timeout=PLAY_TIMEOUT_MS,
+    )
+
+    # The stats overlay fills in from the server's once-per-second DataChannel message.
+    fps_out = page.get_by_test_id("stat-fps-out")
+    page.wait_for_function(
+        "/^\\d+(\\.\\d+)?$/.test(document.querySelector('[data-testid=stat-fps-out]').textContent)",
+        timeout=5_000,
+    )
+    assert page.get_by_test_id("stats-overlay").is_visible()
+    assert float(fps_out.inner_text()) >= 0
+    assert page.get_by_test_id("stat-engine").inner_text() not in ("", "–")
+
+    # The server counts swapped frames (as opposed to frames whose face it only hid while the swap
+    # was not ready): the face change below must come from real swaps.
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",
+        timeout=10_000,
+    )
+    deadline = time.monotonic() + 8
+    while True:
+        grabs = page.evaluate(GRAB_JS, [640, 480])
+        local, remote = _decode(grabs["local"]), _decode(grabs["remote"])
+        face_diff, background_diff = _region_diffs(local, remote, camera_face_box)
+        if face_diff > 3 * background_diff + 8 or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(300)
+
+    _save("browser_local.png", local)
+    _save("browser_remote.png", remote)
+    _save("browser_page.png", page.screenshot())
+    assert background_diff < 12, f"background changed too much: {background_diff:.1f}"
+    assert face_diff > 3 * background_diff + 8, (
+        f"face region barely changed: face {face_diff:.1f} vs background {background_diff:.1f}"
+    )
+
+
+def test_browser_upload_error_is_readable(page, tmp_path: Path) -> None:
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("this is not a photo\n")
+    page.get_by_test_id("source-input").set_input_files(str(not_an_image))
+    error = page.get_by_test_id("error")
+    error.wait_for(state="visible", timeout=10_000)
+    text = error.inner_text()
+    assert "image" in text.lower()
+    assert error.get_attribute("role") == "alert"
+    assert error.get_attribute("data-code") in {"not_an_image", "unsupported_format"}
+    assert page.get_by_test_id("source-thumbnail").is_hidden()
