@@ -32,7 +32,8 @@ def test_list_json_shows_every_model_and_its_state(capsys, models_dir: Path) -> 
     assert list(models) == Manifest.load().names
     retina = models["retinaface_mnet025"]
     assert retina["present"] and retina["role"] == "detector" and retina["licence"].startswith("MIT")
-    assert retina["providers"] == ["CPUExecutionProvider"]
+    # Read back from a real session (list loads the small detector as a probe), not just planned.
+    assert retina["providers"] == ["CPUExecutionProvider"] and retina["providers_source"] == "loaded"
     assert retina["verified"] and retina["state"] == "verified"  # hashed once, then cached
     assert (models_dir / "retinaface_mnet025.onnx.verified").is_file()
     swapper = models["inswapper_128"]

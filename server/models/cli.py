@@ -15,7 +15,7 @@ from server.models.store import ModelStore
 from server.settings import Settings
 
 
-def describe(store: ModelStore, name: str) -> dict[str, Any]:
+def describe(store: ModelStore, name: str, effective: tuple[list[str], str] | None = None) -> dict[str, Any]:
     """What ``models list`` shows for one model (no loading; a file is hashed only when its
     cached check is missing or stale)."""
     entry = store.entry(name)
@@ -23,6 +23,12 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
     present = target.is_file()
     loaded = store.providers_in_use(name)
     verified = store.available(name)
+    if loaded:
+        providers, how = loaded, "loaded"
+    elif present and target.suffix == ".onnx":
+        providers, how = effective or (store.planned_providers(), "planned")
+    else:
+        providers, how = [], None
     if not present:
         state = "missing"
     elif store.expected_sha256(name) is None:
@@ -40,8 +46,8 @@ def describe(store: ModelStore, name: str) -> dict[str, Any]:
         "present": present,
         "verified": verified,
         "state": state,
-        "providers": (loaded or store.planned_providers()) if present and target.suffix == ".onnx" else [],
-        "loaded": bool(loaded),
+        "providers": providers,
+        "providers_source": how,  # loaded | probe (read back from a small session) | planned
     }
 
 
@@ -111,7 +117,8 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
     )
     names, required = _names(args, manifest)
     if args.action == "list":
-        records = [describe(store, n) for n in names]
+        effective = store.effective_providers()
+        records = [describe(store, n, effective) for n in names]
         failed = False
     elif args.action == "verify":
         records = [_verify(store, n) for n in names]

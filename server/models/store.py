@@ -244,6 +244,20 @@ class ModelStore:
             self._sessions[name] = session
             return session
 
+    def effective_providers(self, probe: str = "retinaface_mnet025") -> tuple[list[str], str]:
+        """Providers sessions really get here, and how that is known: read back from a loaded
+        session ("loaded"), from loading the small ``probe`` model ("probe"), or only the
+        preference list intersected with what this build offers ("planned") -- onnxruntime-gpu
+        offers CUDA even where no GPU exists, so "planned" can overstate."""
+        for session in self._sessions.values():
+            return list(session.get_providers()), "loaded"
+        if probe in self.manifest.names and self.available(probe):
+            try:
+                return list(self.session(probe).get_providers()), "probe"
+            except ModelError as exc:
+                log.warning("provider probe failed: %s", exc.message)
+        return self.planned_providers(), "planned"
+
     def providers_in_use(self, name: str) -> list[str]:
         """Providers of the loaded session (empty when the model is not loaded in this store)."""
         session = self._sessions.get(name)
