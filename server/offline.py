@@ -1,7 +1,8 @@
 """``swaprtc swap``: run an engine over an image or a video file.
 
 Videos are decoded and re-encoded with PyAV at the same size and frame rate; the audio stream is
-copied packet for packet (no re-encode) when the output container can hold its codec. Output goes
+copied packet for packet (no re-encode) when the output container can hold its codec, and
+re-encoded to the container's default audio codec otherwise (AAC cannot go into WebM). Output goes
 to a hidden partial file next to the target and is renamed into place only when complete.
 """
 
@@ -48,7 +49,7 @@ class SwapStats:
     width: int
     height: int
     fps: float | None
-    audio: str  # none | copied | dropped
+    audio: str  # none | copied | re-encoded (...)
     seconds: float
 
 
@@ -172,16 +173,7 @@ def _swap_video(
             # x264 cannot do 4:2:0 at odd sizes; 4:4:4 keeps the size exact instead of cropping.
             vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             vout.options = dict(ENCODER_OPTIONS[VIDEO_CODECS[ext]])
-            aout = None
-            audio = "none"
-            if ain is not None:
-                if ain.codec_context.name in out.supported_codecs:
-                    aout = out.add_stream_from_template(ain)
-                    audio = "copied"
-                else:
-                    audio = "dropped"
-                    log.warning("audio codec %s cannot go into %s; the output has no audio",
-                                ain.codec_context.name, ext)
+            aout, audio = _audio_stream(ain, out)
             frames, swapped = _transcode(inp, vin, ain, out, vout, aout, rate, source, stream, options,
                                          progress, target.name)
         finally:
@@ -191,6 +183,24 @@ def _swap_video(
     finally:
         inp.close()
     return SwapStats("video", frames, swapped, width, height, float(rate), audio, 0.0)
+
+
+def _audio_stream(
+    ain: av.AudioStream | None, out: av.container.OutputContainer
+) -> tuple[av.AudioStream | None, str]:
+    """Copy the audio codec when the container takes it, else re-encode to the container's default."""
+    if ain is None:
+        return None, "none"
+    name = ain.codec_context.name
+    if name in out.supported_codecs:
+        return out.add_stream_from_template(ain), "copied"
+    codec = out.default_audio_codec
+    # Opus only runs at a few fixed rates; 48 kHz is its native one.
+    rate = 48000 if "opus" in codec else ain.codec_context.sample_rate
+    aout = out.add_stream(codec, rate=rate)
+    aout.layout = ain.codec_context.layout
+    log.info("audio codec %s cannot go into this container: re-encoding it as %s", name, codec)
+    return aout, f"re-encoded ({name} to {codec})"
 
 
 def _transcode(
@@ -210,13 +220,19 @@ def _transcode(
     frames = swapped = 0
     last_pts = -1
     streams = [vin] + ([ain] if ain is not None and aout is not None else [])
+    copy_audio = aout is not None and ain is not None and aout.codec_context.name == ain.codec_context.name
     with tqdm(total=vin.frames or None, unit="frame", desc=label, disable=not progress) as bar:
         for packet in inp.demux(*streams):
             if aout is not None and packet.stream.index == ain.index:  # type: ignore[union-attr]
                 if packet.dts is None:  # demuxer flush packet
                     continue
-                packet.stream = aout
-                out.mux(packet)
+                if copy_audio:
+                    packet.stream = aout
+                    out.mux(packet)
+                else:
+                    for aframe in packet.decode():
+                        aframe.pts = None  # the encoder restamps; its resampler changes the timing
+                        out.mux(aout.encode(aframe))
                 continue
             for frame in packet.decode():
                 result = stream.process(frame.to_ndarray(format="bgr24"), source, options)
@@ -230,6 +246,8 @@ def _transcode(
                 swapped += int(result.swapped > 0)
                 bar.update(1)
         out.mux(vout.encode(None))
+        if aout is not None and not copy_audio:
+            out.mux(aout.encode(None))
     return frames, swapped
 
 

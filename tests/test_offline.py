@@ -218,3 +218,15 @@ def test_error_types(engine, files, tmp_path) -> None:
     with pytest.raises(UnreadableFileError):
         swap_file(files["source"], broken, tmp_path / "x.mp4", engine, SwapOptions(), False)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_video_to_webm_reencodes_audio(engine, files, video, tmp_path) -> None:
+    out = tmp_path / "swapped.webm"
+    stats = swap_file(files["source"], video, out, engine, SwapOptions(), progress=False)
+    assert stats.audio.startswith("re-encoded") and stats.frames == N_FRAMES
+    frames, _, audio, rate = decode(out)
+    assert len(frames) == N_FRAMES and rate == FPS and audio == ["opus"]
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert abs(samples / 48000 - 1.0) < 0.1  # about one second of sound survived
