@@ -221,3 +221,19 @@ def answer_video_codec(sdp: str) -> str | None:
         elif in_video and first_pt and line.startswith(f"a=rtpmap:{first_pt} "):
             return line.split()[1].split("/")[0].lower()
     return None
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Any, host: str = "127.0.0.1") -> Any:
+    """Run an aiohttp app on a real socket (free port); yields its base URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
