@@ -55,7 +55,11 @@ def make_emap(seed: int = 1, dim: int = 512) -> np.ndarray:
 
 
 def inswapper_model(
-    effect: str = "invert", emap: np.ndarray | None = None, colour_seed: int = 2, emap_dtype: str = "float32"
+    effect: str = "invert",
+    emap: np.ndarray | None = None,
+    colour_seed: int = 2,
+    emap_dtype: str = "float32",
+    fp16_io: bool = False,
 ) -> onnx.ModelProto:
     """InSwapper contract: ``target`` [1,3,128,128] RGB/255 and ``source`` [1,512] → ``output``
     [1,3,128,128] RGB in [0,1]; an ``emap`` [512,512] initializer is the LAST one and unused.
@@ -64,9 +68,13 @@ def inswapper_model(
     - ``invert``: output = 1 - target (the latent is used, times zero, so the input stays live).
     - ``colour``: output = 0.5 + 0.5 · (source @ C) as a flat RGB colour, C = ``colour_matrix()``;
       values may leave [0, 1], which the swapper must clip.
+
+    ``fp16_io`` (invert only) types every tensor float16, like an fp16 export without kept I/O types.
     """
     emap = make_emap() if emap is None else emap
-    zero = np.zeros((), dtype=np.float32)
+    ftype = np.float16 if fp16_io else np.float32
+    elem = TensorProto.FLOAT16 if fp16_io else TensorProto.FLOAT
+    zero = np.zeros((), dtype=ftype)
     nodes = [
         helper.make_node("ReduceMean", ["source"], ["src_mean"], keepdims=0),
         helper.make_node("Mul", ["src_mean", "zero"], ["src_zero"]),
@@ -77,8 +85,8 @@ def inswapper_model(
             helper.make_node("Sub", ["one", "target"], ["inv"]),
             helper.make_node("Add", ["inv", "src_zero"], ["output"]),
         ]
-        inits.append(_init("one", np.ones((), dtype=np.float32)))
-    elif effect == "colour":
+        inits.append(_init("one", np.ones((), dtype=ftype)))
+    elif effect == "colour" and not fp16_io:
         nodes += [
             helper.make_node("MatMul", ["source", "C"], ["rgb"]),
             helper.make_node("Mul", ["rgb", "half"], ["rgb_h"]),
@@ -99,10 +107,10 @@ def inswapper_model(
         nodes,
         "inswapper_tiny",
         [
-            helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
-            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
+            helper.make_tensor_value_info("target", elem, [1, 3, 128, 128]),
+            helper.make_tensor_value_info("source", elem, [1, 512]),
         ],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
+        [helper.make_tensor_value_info("output", elem, [1, 3, 128, 128])],
         initializer=inits,
     )
     return _model(graph)
