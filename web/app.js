@@ -218,6 +218,10 @@ class App {
 
   setState(state, text) {
     const el = $("connection-state");
+    // Screen readers hear state changes, not every tick of the reconnect countdown.
+    if (el.dataset.state !== state || !$("sr-status").textContent) {
+      $("sr-status").textContent = `Connection: ${STATE_TEXT[state] ?? state}`;
+    }
     el.dataset.state = state;
     el.textContent = text ?? STATE_TEXT[state] ?? state;
     document.body.dataset.state = state;
@@ -226,15 +230,19 @@ class App {
   showError(err, context) {
     const code = err?.code ?? "error";
     const friendly = err instanceof api.ApiError ? err.friendly : api.friendlyText(code, err?.message);
-    const detail = err?.message && err.message !== friendly ? `Server said: ${err.message}` : "";
+    const fromServer = (err instanceof api.ApiError && err.status > 0) || context === "Server";
+    const detail = err?.message && err.message !== friendly
+      ? `${fromServer ? "Server said" : "Details"}: ${err.message}` : "";
     $("error-text").textContent = context ? `${context}: ${friendly}` : friendly;
     $("error-detail").textContent = detail;
     $("error-detail").hidden = !detail;
     $("error").dataset.code = code;
+    $("error").dataset.context = context ?? "";
     $("error").hidden = false;
   }
 
-  clearError() {
+  clearError(context) {
+    if (context && $("error").dataset.context !== context) return;
     $("error").hidden = true;
     $("error").dataset.code = "";
   }
@@ -367,12 +375,23 @@ class App {
     $("local-placeholder").hidden = true;
   }
 
+  watchCamera(stream) {
+    const track = stream.getVideoTracks()[0];
+    if (!track) return;
+    track.addEventListener("ended", () => {
+      if (this.stream !== stream) return; // Replaced on purpose (device switch).
+      this.stop();
+      this.showError({ code: "camera_failed", message: "the camera stopped (unplugged or taken by another app)" });
+    });
+  }
+
   async switchCamera() {
     try {
       const next = await this.getCamera();
       const old = this.stream;
       this.stream = next;
       this.showLocal(next);
+      this.watchCamera(next);
       await this.conn?.replaceTrack(next.getVideoTracks()[0]);
       old?.getTracks().forEach((t) => t.stop());
       await this.refreshDevices();
@@ -394,6 +413,7 @@ class App {
       return;
     }
     this.showLocal(this.stream);
+    this.watchCamera(this.stream);
     this.refreshDevices().catch(() => {});
     $("stop-btn").disabled = false;
     this.wanted = true;
@@ -440,6 +460,7 @@ class App {
         if (state === "connected") {
           this.attempt = 0;
           this.setState("connected");
+          this.clearError("Connection");
         } else if (state === "disconnected") {
           this.setState("reconnecting", "Connection unstable…");
         }
