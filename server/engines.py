@@ -41,10 +41,11 @@ def choose_engine(settings: Settings, store: ModelStore) -> str:
 
 
 def build_engine(settings: Settings, store: ModelStore | None = None) -> Engine:
-    store = store or ModelStore(settings.models_dir, settings.providers)
-    if settings.auto_download:
-        for name in ("retinaface_mnet025", "face_landmark"):
-            store.ensure(name)
+    store = store or ModelStore(
+        settings.models_dir, settings.providers, allow_download=settings.auto_download
+    )
+    # The small embedded detector is needed by both engines and by the GPU probe.
+    store.ensure("retinaface_mnet025")
     name = choose_engine(settings, store)
     log.info("engine: %s", name)
     if name == "neural":
