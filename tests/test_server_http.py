@@ -1,0 +1,270 @@
+"""The HTTP API through a real socket: bad offers and uploads get 4xx JSON with stable codes,
+sessions are independent, unexpected failures are a bare JSON 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from server.pipeline.detector import RetinaFaceDetector
+from server.rtc.app import SESSIONS, create_app
+from server.rtc.control import handle_message
+from server.rtc.ice import BadIceServerError, parse_ice_server
+from server.rtc.sdp import add_bitrate_hints
+from server.settings import Settings
+from server.types import SwapOptions
+from tests.engine_doubles import PaintEngine
+from tests.rtc_client import serve_in_process
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    assert ok
+    return data.tobytes()
+
+
+def jpg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture(scope="module")
+def engine(retinaface_session) -> PaintEngine:
+    return PaintEngine(RetinaFaceDetector(retinaface_session))
+
+
+class Api:
+    def __init__(self, base: str, http: aiohttp.ClientSession, app: Any) -> None:
+        self.base, self.http, self.app = base, http, app
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, **kwargs) as resp:
+            return resp.status, await resp.json()
+
+    async def session(self) -> str:
+        status, body = await self.call("POST", "/api/session")
+        assert status == 201
+        return body["session_id"]
+
+    async def upload(self, sid: str, data: bytes, ctype: str = "image/png") -> tuple[int, Any]:
+        return await self.call(
+            "POST", "/api/source", data=data, headers={"X-Session-Id": sid, "Content-Type": ctype}
+        )
+
+
+@pytest.fixture
+async def api(engine) -> AsyncIterator[Api]:
+    app = create_app(Settings(max_upload_bytes=300_000, max_upload_pixels=4_000_000, max_sessions=3), engine)
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        yield Api(base, http, app)
+
+
+def assert_error(status: int, body: Any, want_status: int, code: str) -> None:
+    assert status == want_status, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+async def test_bad_offers_get_400_json(api: Api) -> None:
+    status, body = await api.call("POST", "/api/offer", data=b"{not json")
+    assert_error(status, body, 400, "bad_json")
+    status, body = await api.call("POST", "/api/offer", json=["sdp"])
+    assert_error(status, body, 400, "bad_json")
+    status, body = await api.call("POST", "/api/offer", json={"type": "offer"})
+    assert_error(status, body, 400, "bad_offer")
+    status, body = await api.call("POST", "/api/offer", json={"sdp": "v=0", "type": "answer"})
+    assert_error(status, body, 400, "bad_offer")
+    status, body = await api.call("POST", "/api/offer", json={"sdp": "garbage\r\nnot sdp", "type": "offer"})
+    assert_error(status, body, 400, "bad_offer")
+    audio_only = (
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+        "c=IN IP4 0.0.0.0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    status, body = await api.call("POST", "/api/offer", json={"sdp": audio_only, "type": "offer"})
+    assert_error(status, body, 400, "bad_offer")
+    status, body = await api.call(
+        "POST", "/api/offer", json={"sdp": audio_only, "type": "offer", "session_id": "nope"}
+    )
+    assert_error(status, body, 404, "unknown_session")
+    # Rejected offers leave no session behind.
+    assert (await api.call("GET", "/api/health")) == (200, {"ok": True, "sessions": 0})
+
+
+async def test_bad_uploads_get_4xx_json(api: Api, astronaut_bgr: np.ndarray) -> None:
+    sid = await api.session()
+    status, body = await api.upload(sid, b"\x00\x01 certainly not an image" * 10)
+    assert_error(status, body, 400, "not_an_image")
+    status, body = await api.upload(sid, b"GIF89a" + b"\x00" * 100, "image/gif")
+    assert_error(status, body, 415, "unsupported_format")
+    assert "JPEG" in body["error"]["message"] and "GIF" in body["error"]["message"]
+    svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>'
+    status, body = await api.upload(sid, svg, "image/svg+xml")
+    assert_error(status, body, 415, "unsupported_format")
+    status, body = await api.upload(sid, b"\xff\xd8\xff\xe0" + b"\x00" * 64, "image/jpeg")
+    assert_error(status, body, 400, "not_an_image")  # a JPEG header with nothing behind it
+    noise = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    status, body = await api.upload(sid, png(noise))  # ~480 kB > 300 kB limit
+    assert_error(status, body, 413, "too_large")
+    status, body = await api.upload(sid, png(np.zeros((2100, 2100, 3), np.uint8)))  # tiny file, 4.4 MP
+    assert_error(status, body, 413, "too_many_pixels")
+    gradient = np.zeros((300, 400, 3), np.uint8)
+    gradient[:] = np.linspace(0, 255, 400, dtype=np.uint8)[None, :, None]
+    status, body = await api.upload(sid, png(gradient))
+    assert_error(status, body, 422, "no_face")
+    status, body = await api.upload(sid, b"")
+    assert_error(status, body, 400, "missing_image")
+    form = aiohttp.FormData()
+    form.add_field("other", b"x", filename="x.png", content_type="image/png")
+    status, body = await api.call("POST", "/api/source", data=form, headers={"X-Session-Id": sid})
+    assert_error(status, body, 400, "missing_image")
+    status, body = await api.upload("unknown", png(astronaut_bgr))
+    assert_error(status, body, 404, "unknown_session")
+    status, body = await api.call("POST", "/api/source", data=png(astronaut_bgr))
+    assert_error(status, body, 404, "unknown_session")
+    # None of the failures set a source.
+    assert api.app[SESSIONS].get(sid).control.source is None
+
+
+async def test_upload_raw_and_multipart_and_several_faces(
+    api: Api, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+) -> None:
+    sid = await api.session()
+    status, body = await api.upload(sid, jpg(astronaut_bgr), "image/jpeg")
+    assert status == 200, body
+    assert body["faces_found"] == 1 and body["warning"] is None
+    assert body["image_size"] == [512, 512]
+    x1, y1, x2, y2 = body["box"]
+    assert 160 < x1 < 200 and 40 < y1 < 80 and 250 < x2 < 290 and 160 < y2 < 200
+    assert body["thumbnail"].startswith("data:image/jpeg;base64,")
+
+    small = cv2.resize(grace_bgr, (grace_bgr.shape[1] * 300 // grace_bgr.shape[0], 300))
+    group = np.zeros((512, 512 + small.shape[1], 3), np.uint8)
+    group[:, :512] = astronaut_bgr
+    group[:300, 512:] = small
+    form = aiohttp.FormData()
+    form.add_field("image", jpg(group), filename="group.jpg", content_type="image/jpeg")
+    status, body = await api.call(
+        "POST", f"/api/source?session={sid}", data=form
+    )
+    assert status == 200, body
+    assert body["faces_found"] == 2 and body["warning"] == "several_faces"
+    faces = api.app[SESSIONS].get(sid).control.source.face
+    assert body["box"] == [round(float(v), 1) for v in faces.bbox]
+    assert (await api.call("DELETE", "/api/source", headers={"X-Session-Id": sid})) == (200, {"ok": True})
+    assert api.app[SESSIONS].get(sid).control.source is None
+
+
+async def test_sessions_are_independent_and_limited(api: Api, astronaut_bgr, grace_bgr) -> None:
+    a, b = await api.session(), await api.session()
+    assert a != b
+    assert (await api.upload(a, jpg(astronaut_bgr), "image/jpeg"))[0] == 200
+    assert (await api.upload(b, jpg(grace_bgr), "image/jpeg"))[0] == 200
+    manager = api.app[SESSIONS]
+    box_a, box_b = manager.get(a).control.source.face.bbox, manager.get(b).control.source.face.bbox
+    assert not np.allclose(box_a, box_b)
+    await api.call("DELETE", "/api/source", headers={"X-Session-Id": a})
+    assert manager.get(a).control.source is None and manager.get(b).control.source is not None
+    await api.session()
+    status, body = await api.call("POST", "/api/session")
+    assert_error(status, body, 429, "too_many_sessions")
+    assert (await api.call("DELETE", "/api/session", headers={"X-Session-Id": a})) == (200, {"ok": True})
+    status, body = await api.upload(a, png(astronaut_bgr))
+    assert_error(status, body, 404, "unknown_session")
+    status, body = await api.call("DELETE", "/api/session", headers={"X-Session-Id": a})
+    assert_error(status, body, 404, "unknown_session")
+
+
+async def test_never_connected_sessions_expire(api: Api) -> None:
+    sid = await api.session()
+    manager = api.app[SESSIONS]
+    session = manager.get(sid)
+    assert await manager.sweep(now=session.created_at + 1.0) == []
+    assert await manager.sweep(now=session.created_at + manager.never_connected_s + 1.0) == [sid]
+    assert (await api.call("GET", "/api/health"))[1]["sessions"] == 0
+
+
+async def test_info_health_and_static(api: Api) -> None:
+    status, body = await api.call("GET", "/api/info")
+    assert status == 200
+    assert body["engine"]["engine"] == "paint" and body["codec"] == "vp8" and body["ice_servers"] == []
+    async with api.http.get(api.base + "/") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+    async with api.http.get(api.base + "/%2e%2e/pyproject.toml") as resp:
+        assert resp.status == 404
+    status, body = await api.call("GET", "/api/nothing-here")
+    assert_error(status, body, 404, "not_found")
+
+
+class BrokenEngine(PaintEngine):
+    def prepare_source(self, image: np.ndarray) -> Any:
+        raise RuntimeError("secret internal detail")
+
+
+async def test_unexpected_errors_are_a_json_500_without_details(engine, astronaut_bgr) -> None:
+    app = create_app(Settings(), BrokenEngine(engine.detector))
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        api = Api(base, http, app)
+        status, body = await api.upload(await api.session(), png(astronaut_bgr))
+    assert_error(status, body, 500, "internal")
+    assert "secret" not in str(body) and "Traceback" not in str(body)
+
+
+async def test_ice_servers_are_configurable_and_given_to_the_browser(engine) -> None:
+    app = create_app(Settings(ice_servers=("stun:stun.example.org:3478", "turn:u:p@turn.example.org:3478")),
+                     engine)
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        status, body = await Api(base, http, app).call("GET", "/api/info")
+    assert status == 200
+    assert body["ice_servers"] == [
+        {"urls": "stun:stun.example.org:3478"},
+        {"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"},
+    ]
+
+
+def test_ice_server_parsing() -> None:
+    turn = parse_ice_server("turns:alice:s3cr:et@relay.example.org:5349?transport=tcp")
+    assert (turn.url, turn.username, turn.credential) == (
+        "turns:relay.example.org:5349?transport=tcp", "alice", "s3cr:et"
+    )
+    for bad in ("http://x", "stun:", "turn:host:3478", "stun:user:pw@host:1", "udp:host:1"):
+        with pytest.raises(BadIceServerError):
+            parse_ice_server(bad)
+
+
+def test_bitrate_hints_are_added_to_video_fmtp() -> None:
+    sdp = "\r\n".join([
+        "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=rtpmap:0 PCMU/8000",
+        "m=video 9 UDP/TLS/RTP/SAVPF 97 98 99", "a=rtpmap:97 VP8/90000", "a=rtpmap:98 rtx/90000",
+        "a=fmtp:98 apt=97", "a=rtpmap:99 H264/90000", "a=fmtp:99 packetization-mode=1", "",
+    ])
+    out = add_bitrate_hints(sdp, 500_000, 1_500_000, 4_000_000)
+    hint = "x-google-min-bitrate=500;x-google-start-bitrate=1500;x-google-max-bitrate=4000"
+    lines = out.split("\r\n")
+    assert lines[lines.index("a=rtpmap:97 VP8/90000") + 1] == f"a=fmtp:97 {hint}"
+    assert f"a=fmtp:99 packetization-mode=1;{hint}" in lines
+    assert "a=fmtp:98 apt=97" in lines  # rtx untouched
+    assert out.count("x-google-max-bitrate") == 2
+
+
+def test_control_messages() -> None:
+    options = SwapOptions()
+    result = handle_message('{"type": "ping", "t": 12.5}', options, False)
+    assert result.replies == ({"type": "pong", "t": 12.5},)
+    result = handle_message(
+        '{"type": "settings", "many_faces": true, "strength": 0.4, "show_stats": true}', options, False
+    )
+    assert result.options.many_faces and result.options.strength == 0.4 and result.show_stats
+    assert result.replies == ()
+    for bad in ("not json", "[1]", '{"type": "dance"}', '{"type": "settings", "strength": 3}',
+                '{"type": "settings", "enhance": "yes"}', b"\xff\xfe"):
+        replies = handle_message(bad, options, False).replies
+        assert len(replies) == 1 and replies[0]["type"] == "error", bad
+    mixed = handle_message('{"type": "settings", "strength": "x", "enhance": true}', options, False)
+    assert mixed.options.enhance and mixed.options.strength == 1.0
+    assert mixed.replies[0]["code"] == "bad_settings"
