@@ -105,7 +105,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     report: dict[str, Any] = {"machine": machine_info(), "frames": args.frames, "results": {}}
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "frame_io": lambda: bench_frame_io(args.frames),
-        "paste": lambda: _bench_paste(args.frames),
+        "paste": lambda: _bench_paste(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
     }
@@ -121,13 +121,131 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _bench_paste(frames: int) -> dict[str, Any]:
-    raise NotImplementedError("paste suite not wired yet")
+REPO_DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+STANDINS_DIR = Path(os.environ.get("SWAPRTC_STANDINS_DIR", Path.home() / ".cache/swaprtc/standins"))
+
+
+def _photo(name: str) -> np.ndarray:
+    image = cv2.imread(str(REPO_DATA / name))
+    if image is None:
+        raise FileNotFoundError(f"bench photo {REPO_DATA / name} missing (run from a source checkout)")
+    return image
+
+
+def _store(settings: Settings, threads: int | None = None) -> Any:
+    from server.models.store import ModelStore
+
+    return ModelStore(
+        settings.models_dir, settings.providers, allow_download=settings.auto_download,
+        intra_op_threads=threads,
+    )
+
+
+def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
+    """Crop-region paste-back vs insightface's full-frame reference, one 128 crop, 720p and 1080p."""
+    from server.pipeline.aligner import estimate_arcface, warp_crop
+    from server.pipeline.detector import RetinaFaceDetector
+    from server.pipeline.paste import paste_back, paste_back_reference
+
+    detector = RetinaFaceDetector(_store(settings).session("retinaface_mnet025"))
+    photo = _photo("obama.jpg")
+    photo_face_h = detector.detect(photo)[0].height
+    result: dict[str, Any] = {}
+    for label, (w, h) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
+        # The face fills ~40% of the frame height, as in a webcam close-up.
+        scale = 0.4 * h / photo_face_h
+        face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        frame = np.full((h, w, 3), 90, np.uint8)
+        fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
+        frame[:fh, (w - fw) // 2:(w - fw) // 2 + fw] = face_img[:fh, :fw]
+        face = detector.detect(frame)[0]
+        m = estimate_arcface(face.kps, 128)
+        aligned = warp_crop(frame, m, 128)
+        swapped = 255 - aligned
+        s = side_by_side({
+            "crop_region": lambda frame=frame, swapped=swapped, m=m: paste_back(frame, swapped, m),
+            "insightface_reference": lambda frame=frame, swapped=swapped, aligned=aligned, m=m:
+                paste_back_reference(frame, swapped, aligned, m),
+        }, frames)
+        ours, ref = summary(s["crop_region"]), summary(s["insightface_reference"])
+        result[label] = {
+            "face_height_px": round(face.height),
+            "crop_region": ours,
+            "insightface_reference": ref,
+            "speedup": round(ref["median_ms"] / max(ours["median_ms"], 1e-6), 1),
+        }
+    return result
 
 
 def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
-    raise NotImplementedError("embedded suite not wired yet")
+    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
+    from server.embedded.bench import bench_embedded, live_frames
+    from server.embedded.engine import EmbeddedEngine
+
+    store = _store(settings)
+    engine = EmbeddedEngine.from_paths(
+        store.ensure("retinaface_mnet025"), store.ensure("face_landmark"), threads=1,
+        detect_every=settings.detect_every,
+    )
+    source = engine.prepare_source(_photo("astronaut.png"))
+    stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
+    return bench_embedded(engine, stream, source)
 
 
 def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
-    raise NotImplementedError("neural suite not wired yet")
+    """The neural engine per stage on a 640×480 frame with one face.
+
+    No real InSwapper/ArcFace/GFPGAN weights can be had offline, so unless the models dir holds
+    them this runs random-weight stand-ins with the real architectures (tools/build_standins.py):
+    realistic compute, meaningless pixels.
+    """
+    from server.pipeline.detector import RetinaFaceDetector
+    from server.pipeline.embedder import ArcFaceEmbedder
+    from server.pipeline.enhancer import GfpganEnhancer
+    from server.pipeline.neural import NeuralEngine
+    from server.pipeline.swapper import InSwapper, load_emap
+    from server.types import SwapOptions
+
+    store = _store(settings)
+    real = all(store.available(n) for n in ("w600k_r50", "inswapper_128"))
+    if real:
+        engine = NeuralEngine.from_store(store, settings)
+        weights = "real"
+    else:
+        if not (STANDINS_DIR / "inswapper_128.onnx").exists():
+            raise FileNotFoundError(
+                f"no neural models in {settings.models_dir} and no stand-ins in {STANDINS_DIR}: "
+                "run `python tools/build_standins.py` (needs `pip install torch==2.13.0`)"
+            )
+        import onnxruntime as ort
+
+        providers = [p for p in settings.providers if p in ort.get_available_providers()]
+
+        def session(name: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(STANDINS_DIR / name), providers=providers)
+
+        inswapper = STANDINS_DIR / "inswapper_128.onnx"
+        gfpgan = STANDINS_DIR / "GFPGANv1.4.onnx"
+        engine = NeuralEngine(
+            RetinaFaceDetector(store.session("retinaface_mnet025")),
+            ArcFaceEmbedder(session("w600k_r50.onnx")),
+            InSwapper(session("inswapper_128.onnx"), load_emap(inswapper)),
+            GfpganEnhancer(session("GFPGANv1.4.onnx")) if gfpgan.exists() else None,
+        )
+        weights = f"random-weight stand-ins from {STANDINS_DIR}"
+    source = engine.prepare_source(_photo("astronaut.png"))
+    target = cv2.resize(_photo("grace_hopper.jpg"), (640, 480))
+    n = max(2, min(frames, 5))  # each CPU call takes seconds
+    out: dict[str, Any] = {"weights": weights, "engine": engine.describe(), "frame_size": [640, 480]}
+    for label, options in {"swap": SwapOptions(), "swap+enhance": SwapOptions(enhance=True)}.items():
+        if options.enhance and engine.enhancer is None:
+            continue
+        stream = engine.open_stream()
+        stream.process(target, source, options)  # warm-up
+        per_stage: dict[str, list[float]] = {}
+        for _ in range(n):
+            for stage, ms in stream.process(target, source, options).timings_ms.items():
+                per_stage.setdefault(stage, []).append(ms)
+        out[label] = {k: round(statistics.median(v), 2) for k, v in per_stage.items()}
+        out[label]["n"] = n
+    return out
