@@ -18,6 +18,22 @@ MATCH_IOU = 0.3  # a detection this close to a track is the same face
 DUPLICATE_IOU = 0.5  # two tracks this close have converged on one face
 
 
+ROI_HOLD = 0.03  # keep the previous ROI while the new one differs by less than this (relative)
+
+
+def _stable_roi(old: Roi, new: Roi) -> Roi:
+    """The previous ROI while the face has not really moved, else the new one.
+
+    The landmark network is not exactly equivariant to its crop, so re-deriving the ROI from each
+    mesh makes a feedback loop that drifts the mesh by fractions of a pixel for a second or so;
+    holding the crop still makes a still face give the same mesh frame after frame.
+    """
+    moved = np.hypot(new.cx - old.cx, new.cy - old.cy) / old.size
+    resized = abs(new.size / old.size - 1.0)
+    turned = abs(new.angle - old.angle)
+    return old if max(moved, resized, turned) < ROI_HOLD else new
+
+
 @dataclass
 class Track:
     roi: Roi
@@ -103,9 +119,15 @@ class FaceTracker:
         for track in self.tracks:
             mesh, score = self.mesh_model.run(frame, track.roi)
             if track.fresh:
-                # A detector box frames the face differently from a mesh ROI: re-run once on the
-                # mesh's own ROI so the first mesh is as accurate as the tracked ones.
-                mesh, score = self.mesh_model.run(frame, roi_from_mesh(mesh))
+                # A detector box frames the face differently from a mesh ROI: re-run on the mesh's
+                # own ROI until it settles, so the smoothing filter starts from the mesh the next
+                # frames will reproduce (otherwise a still face visibly settles for half a second).
+                for _ in range(3):
+                    settled = _stable_roi(track.roi, roi_from_mesh(mesh))
+                    if settled is track.roi:
+                        break
+                    track.roi = settled
+                    mesh, score = self.mesh_model.run(frame, track.roi)
                 track.fresh = False
             if score < PRESENCE_THRESHOLD:
                 continue
@@ -113,7 +135,7 @@ class FaceTracker:
             size = float(max(box[2] - box[0], box[3] - box[1]))
             track.mesh = track.filter(mesh, t_now, size)
             track.score = score
-            track.roi = roi_from_mesh(track.mesh)
+            track.roi = _stable_roi(track.roi, roi_from_mesh(track.mesh))
             if any(m.box_iou(track.bbox, other.bbox) > DUPLICATE_IOU for other in alive):
                 continue
             alive.append(track)

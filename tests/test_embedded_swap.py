@@ -1,0 +1,178 @@
+"""Embedded engine swaps on real faces: the face changes toward the source, the pose and the
+target's own eyes and mouth stay, and nothing outside the face box is touched."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from server.embedded import mesh as m
+from server.embedded.engine import EmbeddedEngine, SourceTexture
+from server.embedded.warp import face_grid, warp_texture
+from server.errors import NoFaceError
+from server.settings import Settings
+from server.types import SourceFace, SwapOptions
+
+PAIRS = [("astronaut_bgr", "grace_bgr"), ("grace_bgr", "obama_bgr"), ("obama_bgr", "astronaut_bgr"),
+         ("astronaut_bgr", "obama_bgr")]
+
+
+@pytest.fixture(scope="module")
+def engine(model_store) -> EmbeddedEngine:
+    return EmbeddedEngine.from_store(model_store, Settings())
+
+
+def _source(engine: EmbeddedEngine, request: pytest.FixtureRequest, name: str) -> SourceFace:
+    return engine.prepare_source(request.getfixturevalue(name))
+
+
+def _fill(shape: tuple[int, ...], polygon: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def _skin(shape: tuple[int, ...], mesh: np.ndarray) -> np.ndarray:
+    """Inner face (well inside the oval), without eyes and mouth: where the swap is at full weight."""
+    inner = mesh[m.FACE_OVAL].mean(axis=0) + (m.blend_outline(mesh) - mesh[m.FACE_OVAL].mean(axis=0)) * 0.8
+    skin = _fill(shape, inner)
+    for ring in (m.LEFT_EYE, m.RIGHT_EYE, m.INNER_LIPS):
+        centre = mesh[ring].mean(axis=0)
+        skin &= ~_fill(shape, centre + (mesh[ring] - centre) * 1.6)
+    return skin
+
+
+def test_prepare_source_builds_texture_mesh_and_thumbnail(engine: EmbeddedEngine, astronaut_bgr) -> None:
+    src = engine.prepare_source(astronaut_bgr)
+    payload = src.payload
+    assert src.engine == "embedded" and src.faces_found == 1
+    assert isinstance(payload, SourceTexture)
+    assert payload.mesh.shape == (468, 2) and payload.triangles.shape[1] == 3
+    assert len(payload.triangles) > 800  # a dense triangulation over all 468 points
+    h, w = payload.texture.shape[:2]
+    assert max(h, w) <= 256
+    assert (payload.mesh >= -1).all() and (payload.mesh[:, 0] <= w).all() and (payload.mesh[:, 1] <= h).all()
+    thumb = cv2.imdecode(np.frombuffer(src.thumbnail_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert thumb is not None and max(thumb.shape[:2]) == 128
+    # The source face box matches the detector's idea of where the astronaut's face is.
+    assert 160 < src.face.bbox[0] < 200 and 250 < src.face.bbox[2] < 290
+
+
+def test_prepare_source_without_a_face_raises(engine: EmbeddedEngine, astronaut_bgr) -> None:
+    flag_corner = np.ascontiguousarray(astronaut_bgr[300:512, 0:150])
+    with pytest.raises(NoFaceError):
+        engine.prepare_source(flag_corner)
+    with pytest.raises(NoFaceError):
+        engine.prepare_source(np.full((240, 320, 3), 127, np.uint8))
+
+
+@pytest.mark.parametrize(("source_name", "target_name"), PAIRS)
+def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
+    engine: EmbeddedEngine, request: pytest.FixtureRequest, source_name: str, target_name: str
+) -> None:
+    source = _source(engine, request, source_name)
+    target = request.getfixturevalue(target_name)
+    before = engine.open_stream().process(target, None, SwapOptions())
+    result = engine.open_stream().process(target, source, SwapOptions())
+    assert result.swapped == 1 and result.frame.shape == target.shape
+    assert before.frame is target or np.array_equal(before.frame, target)
+    mesh = result.faces[0].mesh
+    assert mesh is not None
+    size = float(max(np.ptp(mesh, axis=0)))
+
+    # Nothing outside the face box changed, byte for byte.
+    x0, y0 = np.floor(mesh[m.FACE_OVAL].min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(mesh[m.FACE_OVAL].max(axis=0)).astype(int) + 2
+    outside = np.ones(target.shape[:2], bool)
+    outside[max(y0, 0):y1, max(x0, 0):x1] = False
+    assert np.array_equal(result.frame[outside], target[outside])
+
+    # The face region did change, substantially.
+    skin = _skin(target.shape, mesh)
+    diff = np.abs(result.frame.astype(np.int16) - target.astype(np.int16)).sum(axis=2)
+    assert diff[skin].mean() > 25
+
+    # Pose kept: the mesh found on the output lines up with the target's own mesh.
+    after = engine.open_stream().process(result.frame, None, SwapOptions())
+    assert len(after.faces) == 1
+    target_mesh = before.faces[0].mesh
+    offset = np.linalg.norm(after.faces[0].mesh - target_mesh, axis=1).mean()
+    assert offset < 0.03 * size, (offset, size)
+
+    # Appearance moved toward the source: inside the skin region the output is structurally more
+    # like the source texture warped onto the target's mesh than like the target itself.
+    payload = source.payload
+    grid = face_grid(mesh[m.FACE_OVAL], target.shape, 10_000)
+    warped, _, _ = warp_texture(payload.texture, payload.mesh, mesh, payload.triangles, grid)
+    box = (slice(grid.y0, grid.y1), slice(grid.x0, grid.x1))
+    gray = [cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for img in (result.frame[box], warped, target[box])]
+    region = skin[box]
+    _, to_source = structural_similarity(gray[0], gray[1], full=True, data_range=255)
+    _, to_target = structural_similarity(gray[0], gray[2], full=True, data_range=255)
+    s_source, s_target = to_source[region].mean(), to_target[region].mean()
+    assert s_source > s_target + 0.2, (s_source, s_target)
+
+    # Colour follows the target's skin: mean colour in the skin region is closer to the target's
+    # than the raw warped source's is.
+    out_mean = result.frame[box][region].mean(axis=0)
+    tgt_mean = target[box][region].mean(axis=0)
+    src_mean = warped[region].mean(axis=0)
+    assert np.linalg.norm(out_mean - tgt_mean) < 0.25 * np.linalg.norm(src_mean - tgt_mean) + 3.0
+
+
+def test_open_mouth_and_eyes_stay_the_targets(engine: EmbeddedEngine, astronaut_bgr, obama_bgr) -> None:
+    # Obama smiles with his teeth showing: the inner-lip polygon holds his own mouth interior.
+    source = engine.prepare_source(astronaut_bgr)
+    result = engine.open_stream().process(obama_bgr, source, SwapOptions())
+    mesh = result.faces[0].mesh
+    diff = np.abs(result.frame.astype(np.int16) - obama_bgr.astype(np.int16)).max(axis=2)
+    mouth = _fill(obama_bgr.shape, mesh[m.INNER_LIPS])
+    assert mouth.sum() > 500  # the mouth really is open
+    assert diff[mouth].mean() < 1.0 and np.percentile(diff[mouth], 99) <= 4
+    for ring in (m.LEFT_EYE, m.RIGHT_EYE):
+        eye = _fill(obama_bgr.shape, mesh[ring])
+        assert eye.sum() > 50
+        assert diff[eye].mean() < 2.0
+
+
+def test_strength_scales_the_change(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:
+    source = engine.prepare_source(grace_bgr)
+    full = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=1.0)).frame
+    half = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=0.5)).frame
+    none = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=0.0))
+    assert np.array_equal(none.frame, obama_bgr) and none.swapped == 0
+    d_full = np.abs(full.astype(np.int16) - obama_bgr).sum()
+    d_half = np.abs(half.astype(np.int16) - obama_bgr).sum()
+    assert 0.35 * d_full < d_half < 0.65 * d_full
+
+
+def test_many_faces_swaps_every_face_only_when_asked(engine: EmbeddedEngine, astronaut_bgr, grace_bgr,
+                                                     obama_bgr) -> None:
+    left = cv2.resize(grace_bgr, (400, 470))[:, 40:360]
+    right = cv2.resize(obama_bgr, (320, 400))[:, :320]
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    canvas[:470, :320] = left
+    canvas[40:440, 320:] = right
+    source = engine.prepare_source(astronaut_bgr)
+    one = engine.open_stream().process(canvas, source, SwapOptions(many_faces=False))
+    both = engine.open_stream().process(canvas, source, SwapOptions(many_faces=True))
+    assert one.swapped == 1 and len(one.faces) == 1
+    assert both.swapped == 2 and len(both.faces) == 2
+    changed = np.abs(both.frame.astype(np.int16) - canvas).sum(axis=2) > 30
+    assert changed[:, :320].sum() > 2000 and changed[:, 320:].sum() > 2000
+    # With one face, only the largest (Grace, on the left) is swapped.
+    changed_one = np.abs(one.frame.astype(np.int16) - canvas).sum(axis=2) > 30
+    assert changed_one[:, :320].sum() > 2000 and changed_one[:, 320:].sum() == 0
+
+
+def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:
+    source = engine.prepare_source(grace_bgr)
+    result = engine.open_stream().process(obama_bgr, source, SwapOptions(enhance=True))
+    assert set(result.timings_ms) >= {"detect", "landmarks", "warp", "color", "blend", "total"}
+    assert all(v >= 0 for v in result.timings_ms.values())
+    assert result.timings_ms["total"] >= result.timings_ms["warp"] > 0
+    info = engine.describe()
+    assert info["engine"] == "embedded" and "ignored" in str(info["enhance"])
+    assert info["providers"]["landmarks"] == ["CPUExecutionProvider"]
