@@ -29,6 +29,10 @@ def export(model: nn.Module, example: tuple[torch.Tensor, ...], spec: StandinSpe
         # The TorchScript exporter is deprecated, but the torch.export one needs onnxscript, which
         # is not installed here; the legacy path still writes the same operators at opset 17.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # InstanceNorm has no running statistics, so "train=True" is the intended behaviour; the
+        # un-folded Slice is InSwapper's style split, which stays a cheap runtime op.
+        warnings.filterwarnings("ignore", message=".*instance_norm.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         torch.onnx.export(
             model,
             example,

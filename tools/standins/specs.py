@@ -1,22 +1,14 @@
-"""What each stand-in is: its builder, file name, I/O names and the reference numbers (DESIGN.md §4)."""
+"""What each stand-in is: file name, I/O names and the reference numbers (DESIGN.md §4). No torch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
-
-from standins import arcface, gfpgan, inswapper, scrfd
 
 
 @dataclass(frozen=True)
 class StandinSpec:
     name: str
     file: str
-    build: Callable[[], nn.Module]
-    example: Callable[[], tuple[torch.Tensor, ...]]
     input_names: list[str]
     output_names: list[str]
     # Reference figures measured here on the earlier stand-ins (2 cores, ORT CPU).
@@ -32,8 +24,6 @@ SPECS: tuple[StandinSpec, ...] = (
     StandinSpec(
         name="det_10g",
         file="det_10g.onnx",
-        build=scrfd.ScrfdStandin,
-        example=scrfd.example_inputs,
         input_names=["input.1"],
         # The real export's tensor names; order: scores 8/16/32, boxes 8/16/32, keypoints 8/16/32.
         output_names=["448", "471", "494", "451", "474", "497", "454", "477", "500"],
@@ -44,8 +34,6 @@ SPECS: tuple[StandinSpec, ...] = (
     StandinSpec(
         name="w600k_r50",
         file="w600k_r50.onnx",
-        build=arcface.IResNet50,
-        example=arcface.example_inputs,
         input_names=["input.1"],
         output_names=["683"],
         dynamic_axes={"input.1": {0: "N"}, "683": {0: "N"}},
@@ -56,8 +44,6 @@ SPECS: tuple[StandinSpec, ...] = (
     StandinSpec(
         name="inswapper_128",
         file="inswapper_128.onnx",
-        build=inswapper.InSwapperStandin,
-        example=inswapper.example_inputs,
         input_names=["target", "source"],
         output_names=["output"],
         design_params_m=138.5,
@@ -68,8 +54,6 @@ SPECS: tuple[StandinSpec, ...] = (
     StandinSpec(
         name="gfpgan_1.4",
         file="GFPGANv1.4.onnx",
-        build=gfpgan.GfpganStandin,
-        example=gfpgan.example_inputs,
         input_names=["input"],
         output_names=["output"],
         design_params_m=84.0,
