@@ -308,6 +308,68 @@ def test_browser_swaps_the_camera_face(page, camera_face_box: tuple[int, int, in
     # A changed face could also be a hidden (pixelated) one; a swapped face keeps its detail.
     assert detail_ratio > 0.4, f"face region lost its detail (hidden, not swapped?): {detail_ratio:.2f}"
 
+    # A new source while streaming takes effect without reconnecting.
+    first_thumb = thumb.get_attribute("src")
+    page.get_by_test_id("source-input").set_input_files(str(DATA / "grace_hopper.jpg"))
+    page.wait_for_function(
+        "(old) => document.querySelector('[data-testid=source-thumbnail]').src !== old", arg=first_thumb,
+        timeout=10_000,
+    )
+    deadline = time.monotonic() + 8
+    while True:
+        later = _decode(page.evaluate(GRAB_JS, [640, 480])["remote"])
+        change, background_change = _region_diffs(remote, later, camera_face_box)
+        if change > max(5.0, 4 * background_change) or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(300)
+    _save("browser_remote_second_source.png", later)
+    metrics.update(second_source_change=change, second_source_background_change=background_change)
+    _save("browser_metrics.json", json.dumps(metrics, indent=2).encode())
+    assert change > max(5.0, 4 * background_change), (
+        f"the second source did not change the face: {change:.1f} vs background {background_change:.1f}"
+    )
+    assert page.get_by_test_id("connection-state").get_attribute("data-state") == "connected"
+    assert page.get_by_test_id("error").is_hidden()
+
+
+def test_browser_reflects_engine_and_keeps_settings(page, server_url: str) -> None:
+    info = _get_json(f"{server_url}/api/info")
+    engine = info["engine"]
+    badge = page.get_by_test_id("engine-badge")
+    page.wait_for_function("!document.getElementById('engine-badge').textContent.includes('…')")
+    assert str(engine.get("engine") or engine.get("name")) in badge.inner_text()
+    enhance = page.get_by_test_id("opt-enhance")
+    if engine.get("engine") == "embedded":
+        assert enhance.is_disabled()
+        assert "not available" in page.get_by_test_id("enhance-note").inner_text().lower()
+
+    # Settings survive a reload (localStorage); the keyboard reaches and toggles them.
+    page.get_by_test_id("opt-many-faces").focus()
+    page.keyboard.press("Space")
+    page.get_by_test_id("opt-strength").fill("0.5")
+    page.reload()
+    assert page.get_by_test_id("opt-many-faces").is_checked()
+    assert page.get_by_test_id("opt-strength").input_value() == "0.5"
+
+
+def test_browser_tabs_are_separate_sessions(browser, server_url: str) -> None:
+    context = browser.new_context()
+    try:
+        tabs = [context.new_page(), context.new_page()]
+        for tab, photo in zip(tabs, ("obama.jpg", "grace_hopper.jpg"), strict=True):
+            tab.goto(server_url + "/")
+            tab.get_by_test_id("source-input").set_input_files(str(DATA / photo))
+            tab.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
+        thumbs = [t.get_by_test_id("source-thumbnail").get_attribute("src") for t in tabs]
+        assert thumbs[0] != thumbs[1]
+        ids = [t.evaluate("window.swaprtc.sessionId") for t in tabs]
+        assert ids[0] and ids[1] and ids[0] != ids[1]
+        # The id lives in the tab's memory only, never in storage shared between tabs.
+        stored = tabs[0].evaluate("JSON.stringify(Object.assign({}, localStorage, sessionStorage))")
+        assert ids[0] not in stored and ids[1] not in stored
+    finally:
+        context.close()
+
 
 def test_browser_upload_error_is_readable(page, tmp_path: Path) -> None:
     not_an_image = tmp_path / "notes.txt"

@@ -18,21 +18,28 @@ const STATE_TEXT = {
 
 const $ = (id) => document.getElementById(id);
 
-/** What the server's engine description says about the face enhancer. */
+/**
+ * What the server's engine description says about the face enhancer. Engines describe it as a
+ * boolean (`supports_enhance`, `enhancer`, `enhance`) or as a sentence in `enhance` such as
+ * "ignored: this engine has no enhancer".
+ */
 export function enhancerSupport(engine) {
   if (!engine || typeof engine !== "object") return { supported: false, note: "" };
-  const flag = engine.supports_enhance ?? engine.enhance ?? engine.enhancer;
-  let supported;
-  if (typeof flag === "boolean") supported = flag;
-  else if (flag && typeof flag === "object") supported = flag.available ?? flag.supported ?? true;
-  else if (typeof flag === "string") supported = flag.length > 0;
-  else if (Array.isArray(engine.features)) supported = engine.features.includes("enhance");
-  else supported = false;
   const name = engine.name ?? engine.engine ?? "this";
-  const note = supported
-    ? ""
-    : `Not available with the ${name} engine${name === "embedded" ? " (it needs the neural engine on a GPU)" : ""}.`;
-  return { supported: Boolean(supported), note };
+  let supported = false;
+  let said = "";
+  const flag = [engine.supports_enhance, engine.enhancer, engine.enhance].find((v) => typeof v === "boolean");
+  if (flag !== undefined) {
+    supported = flag;
+  } else if (typeof engine.enhance === "string") {
+    said = engine.enhance;
+    supported = !/ignored|\bno\b|unsupported|not available|unavailable|disabled/i.test(said);
+  } else if (Array.isArray(engine.features)) {
+    supported = engine.features.includes("enhance");
+  }
+  const why = name === "embedded" ? " (it needs the neural engine on a GPU)" : "";
+  const note = supported ? "" : `Not available with the ${name} engine${why}.`;
+  return { supported, note, said };
 }
 
 function engineName(engine) {
