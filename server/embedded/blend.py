@@ -69,7 +69,7 @@ def lighting_gain(
     """Per-pixel, per-channel gain (coarse grid) taking the warped source's low-frequency colour
     and shading to the target's: gain = blur(target) / blur(source), both blurred over skin only.
     """
-    if skin.sum() < 8:
+    if skin.sum() < 4:
         return np.ones(target_grid.shape, np.float32)
     t = _masked_blur(target_grid.astype(np.float32), skin, sigma)
     s = _masked_blur(source_grid.astype(np.float32), skin, sigma)

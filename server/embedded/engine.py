@@ -41,6 +41,8 @@ LANDMARK_MODEL = "face_landmark"
 CONVERTED_LANDMARK_SHA256 = "fb7c08187a091b42890218809176188b0c6c30286503d7bf70d9fdcf937f26e7"
 TEXTURE_SIZE = 256  # long side of the source face texture (px)
 THUMBNAIL_SIZE = 128
+LIGHT_CELLS = 32  # resolution of the lighting estimate across the face box
+LIGHT_SIGMA = 0.12  # lighting blur, in face widths: shading follows the target, features do not
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +96,7 @@ class EmbeddedEngine:
         detect_every: int = 5,
         track_detect_size: int = 320,
         threads: int = 1,
-        max_cells: int = 96,
+        max_cells: int = 64,
     ) -> None:
         self.detect_every = detect_every
         self.threads = threads
@@ -220,7 +222,7 @@ def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: Sour
     grid = face_grid(mesh[m.FACE_OVAL], frame.shape, max_cells)
     if grid is None:
         return False
-    warped, cmap_x, cmap_y = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
+    warped, _, _ = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
     t_warp = time.perf_counter()
 
     target_box = frame[grid.y0:grid.y1, grid.x0:grid.x1]
@@ -228,8 +230,17 @@ def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: Sour
     rows, cols = grid.shape
     face_cells = float(max(np.ptp(grid_mesh[m.FACE_OVAL], axis=0)))
     blend_c, skin_c = face_masks(grid_mesh, (rows, cols), feather=max(1.0, 0.06 * face_cells))
-    source_c = cv2.remap(source.texture, cmap_x, cmap_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    gain = grid.upsample(lighting_gain(grid.downsample(target_box), source_c, skin_c, 0.12 * face_cells))
+    # Lighting is low-frequency: estimate it on a ~LIGHT_CELLS-wide thumbnail of the face box.
+    width, height = grid.size
+    k = max(width, height) / LIGHT_CELLS
+    small = (max(2, round(width / k)), max(2, round(height / k)))
+    gain_small = lighting_gain(
+        cv2.resize(target_box, small, interpolation=cv2.INTER_AREA),
+        cv2.resize(warped, small, interpolation=cv2.INTER_AREA),
+        cv2.resize(skin_c, small, interpolation=cv2.INTER_AREA),
+        LIGHT_SIGMA * face_cells * grid.step / k,
+    )
+    gain = cv2.resize(gain_small, grid.size, interpolation=cv2.INTER_LINEAR)
     t_color = time.perf_counter()
 
     alpha = grid.upsample(blend_c * np.float32(strength))

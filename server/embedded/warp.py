@@ -84,44 +84,45 @@ def triangle_maps(
     map_x = np.full(rows * cols, OUTSIDE, dtype=np.float32)
     map_y = np.full(rows * cols, OUTSIDE, dtype=np.float32)
     t = dst[triangles].astype(np.float32)  # (K, 3, 2)
-    s = src[triangles].astype(np.float32)
-    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    lo = np.floor(t.min(axis=1)).astype(np.int64)
-    hi = np.ceil(t.max(axis=1)).astype(np.int64)
-    lo = np.maximum(lo, 0)
-    hi = np.minimum(hi, np.array([cols - 1, rows - 1]))
-    bw = np.clip(hi[:, 0] - lo[:, 0] + 1, 0, None)
-    bh = np.clip(hi[:, 1] - lo[:, 1] + 1, 0, None)
-    keep = (np.abs(det) > 1e-6) & (bw > 0) & (bh > 0)
-    if not keep.any():
+    lo = np.maximum(np.floor(t.min(axis=1)), 0).astype(np.int32)  # (K, 2) x, y
+    hi = np.minimum(np.ceil(t.max(axis=1)), np.array([cols - 1, rows - 1])).astype(np.int32)
+    size = hi - lo + 1
+    e = t[:, 1:] - t[:, :1]  # (K, 2, 2) edge vectors t1 - t0, t2 - t0
+    det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
+    keep = np.flatnonzero((np.abs(det) > 1e-6) & (size > 0).all(axis=1))
+    if keep.size == 0:
         return map_x.reshape(rows, cols), map_y.reshape(rows, cols)
-    t, s, e1, e2, det = t[keep], s[keep], e1[keep], e2[keep], det[keep]
-    lo, bw, bh = lo[keep], bw[keep], bh[keep]
+    t, lo, size, e, det = t[keep], lo[keep], size[keep], e[keep], det[keep]
+    s = src[triangles[keep]].astype(np.float32)
 
-    # Barycentric (l1, l2) = B @ (p - t0), with B the inverse of [e1 e2]; source = s0 + l1 d1 + l2 d2.
+    # Barycentric (l1, l2) = B @ (p - t0) with B = inverse of [e1 e2]; written as affine rows in p.
     inv = 1.0 / det
-    b = np.stack([e2[:, 1] * inv, -e2[:, 0] * inv, -e1[:, 1] * inv, e1[:, 0] * inv], axis=1)
-    d1, d2 = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
-    coef = np.concatenate([t[:, 0], b, s[:, 0], d1, d2], axis=1).astype(np.float32)  # (K, 12)
+    b = np.stack([e[:, 1, 1] * inv, -e[:, 1, 0] * inv, -e[:, 0, 1] * inv, e[:, 0, 0] * inv], axis=1)
+    bary = np.empty((len(keep), 6), np.float32)
+    bary[:, 0:2], bary[:, 3:5] = b[:, 0:2], b[:, 2:4]
+    bary[:, 2] = -(b[:, 0] * t[:, 0, 0] + b[:, 1] * t[:, 0, 1])
+    bary[:, 5] = -(b[:, 2] * t[:, 0, 0] + b[:, 3] * t[:, 0, 1])
+    # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0).
+    src_coef = np.concatenate([s[:, 0], s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=1)  # (K, 6)
 
-    counts = bw * bh
-    tid = np.repeat(np.arange(len(counts)), counts)
+    # All bounding-box pixels of all triangles, flat: triangle id, then column/row inside its box.
+    counts = size[:, 0] * size[:, 1]
+    tid = np.repeat(np.arange(len(keep), dtype=np.int32), counts)
     starts = np.cumsum(counts) - counts
-    local = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts)
-    width = bw[tid]
-    px = lo[tid, 0] + local % width
-    py = lo[tid, 1] + local // width
-    c = coef[tid]
-    dx = px.astype(np.float32) - c[:, 0]
-    dy = py.astype(np.float32) - c[:, 1]
-    l1 = c[:, 2] * dx + c[:, 3] * dy
-    l2 = c[:, 4] * dx + c[:, 5] * dy
-    inside = (l1 >= -_EPS) & (l2 >= -_EPS) & (l1 + l2 <= 1.0 + _EPS)
-    l1, l2, c = l1[inside], l2[inside], c[inside]
-    flat = py[inside] * cols + px[inside]
-    map_x[flat] = c[:, 6] + l1 * c[:, 8] + l2 * c[:, 10]
-    map_y[flat] = c[:, 7] + l1 * c[:, 9] + l2 * c[:, 11]
+    local = (np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts.astype(np.int32), counts))
+    width = size[tid, 0]
+    row = local // width
+    px = (lo[tid, 0] + local - row * width).astype(np.float32)
+    py = (lo[tid, 1] + row).astype(np.float32)
+    c = bary[tid]
+    l1 = c[:, 0] * px + c[:, 1] * py + c[:, 2]
+    l2 = c[:, 3] * px + c[:, 4] * py + c[:, 5]
+    inside = np.flatnonzero((l1 >= -_EPS) & (l2 >= -_EPS) & (l1 + l2 <= 1.0 + _EPS))
+    l1, l2 = l1[inside], l2[inside]
+    sc = src_coef[tid[inside]]
+    flat = py[inside].astype(np.int32) * cols + px[inside].astype(np.int32)
+    map_x[flat] = sc[:, 0] + l1 * sc[:, 2] + l2 * sc[:, 4]
+    map_y[flat] = sc[:, 1] + l1 * sc[:, 3] + l2 * sc[:, 5]
     return map_x.reshape(rows, cols), map_y.reshape(rows, cols)
 
 
