@@ -1,10 +1,10 @@
-"""SCRFD-10G-KPS stand-in (det_10g): ResNet-V1e backbone, PAFPN neck, shared SCRFD head.
+"""SCRFD-10G-KPS stand-in (det_10g): ResNet-V1e backbone, PAFPN neck, one SCRFD head per stride.
 
 Mirrors insightface's scrfd_10g_bnkps config: basic blocks (3, 4, 2, 3) with planes
 (56, 88, 88, 224), a PAFPN over strides 8/16/32 with 56 channels, one head per stride (three
 stacked 3x3 convs of 80 channels, then score/box/keypoint convs; strides_share=False), 2 anchors per
-cell. The head's GroupNorm is a BatchNorm here: folded into the convs on export, it costs nothing
-either way. Outputs carry no batch dimension, like the real export.
+cell. Norms are BatchNorm (the "bn" in bnkps), folded into the convs on export. Outputs carry no
+batch dimension, like the real export.
 """
 
 from __future__ import annotations
