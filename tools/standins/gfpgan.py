@@ -2,8 +2,8 @@
 
 Follows the published architecture (channel multiplier 2, 16 separate latents from one linear
 layer, half-channel SFT, bilinear resampling). Approximations: no noise injection (a per-pixel add;
-the real export adds fixed or random noise), and the unused StyleGAN2 mapping MLP is left out, as
-the real ONNX export drops it too.
+the real export adds fixed or random noise), and the StyleGAN2 mapping MLP is left out: with
+latents from the encoder it is never run, so an ONNX export drops it.
 """
 
 from __future__ import annotations
