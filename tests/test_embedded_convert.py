@@ -60,3 +60,24 @@ def test_converted_landmarks_match_tflite(
     assert abs(onnx_score - lite_score) < 1e-4
     # And the points are spread over the face, not a degenerate output that trivially matches.
     assert np.ptp(lite_pts[:, 0]) > 60 and np.ptp(lite_pts[:, 1]) > 60
+
+
+def test_engine_converts_in_memory_when_the_models_folder_is_read_only(
+    face_landmark_path: Path, tmp_path: Path, astronaut_bgr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.embedded.convert as convert
+    from server.embedded.engine import EmbeddedEngine, converted_landmark_model
+
+    tflite = tmp_path / "face_landmark.tflite"
+    tflite.write_bytes(face_landmark_path.read_bytes())
+
+    def read_only(*_: object) -> str:
+        raise PermissionError("read-only file system")
+
+    # Tests run as root here, where chmod does not bind; simulate the read-only folder instead.
+    monkeypatch.setattr(convert, "convert_face_landmark", read_only)
+    model = converted_landmark_model(tflite)
+    assert isinstance(model, bytes) and hashlib.sha256(model).hexdigest() == CONVERTED_LANDMARK_SHA256
+    assert not (tmp_path / "face_landmark.onnx").exists()
+    engine = EmbeddedEngine.from_paths(face_landmark_path.parent / "retinaface_mnet025.onnx", tflite)
+    assert engine.prepare_source(astronaut_bgr).faces_found == 1

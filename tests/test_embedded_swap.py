@@ -176,3 +176,20 @@ def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> N
     info = engine.describe()
     assert info["engine"] == "embedded" and "ignored" in str(info["enhance"])
     assert info["providers"]["landmarks"] == ["CPUExecutionProvider"]
+
+
+def test_face_cut_by_the_frame_edge_and_large_uploads(
+    engine: EmbeddedEngine, astronaut_bgr, obama_bgr
+) -> None:
+    big = cv2.resize(astronaut_bgr, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    source = engine.prepare_source(big)
+    assert max(source.payload.texture.shape[:2]) <= 256
+    assert 640 < source.face.bbox[0] < 800  # found at full-image scale
+    # Obama's face (x 188..300 at this size) with a fifth of it outside the frame.
+    small = cv2.resize(obama_bgr, (455, 568))
+    frame = np.ascontiguousarray(small[60:540, 210:455])
+    result = engine.open_stream().process(frame, source, SwapOptions())
+    assert result.frame.shape == frame.shape and result.swapped == 1
+    assert result.faces[0].mesh[:, 0].min() < 0  # the mesh runs past the edge; the warp clips it
+    changed = np.abs(result.frame.astype(np.int16) - frame).sum(axis=2) > 30
+    assert changed[:, :40].sum() > 300  # swapped right up to the edge

@@ -38,7 +38,7 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[
 
 def convert_face_landmark(tflite_path: Path | str, onnx_path: Path | str) -> str:
     """Convert ``tflite_path`` to ``onnx_path`` atomically; returns the ONNX file's SHA-256."""
-    data = _convert_bytes(Path(tflite_path).read_bytes())
+    data = convert_bytes(Path(tflite_path).read_bytes())
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=onnx_path.parent, prefix=onnx_path.name, suffix=".part")
@@ -52,7 +52,8 @@ def convert_face_landmark(tflite_path: Path | str, onnx_path: Path | str) -> str
     return hashlib.sha256(data).hexdigest()
 
 
-def _convert_bytes(buf: bytes) -> bytes:
+def convert_bytes(buf: bytes) -> bytes:
+    """The ONNX model (serialised) for the TFLite model ``buf``."""
     import onnx
     import tflite
     from onnx import TensorProto, helper, numpy_helper

@@ -54,35 +54,45 @@ class SourceTexture:
     triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh, reused for every frame
 
 
-def make_session(path: Path | str, threads: int) -> ort.InferenceSession:
+def make_session(model: Path | str | bytes, threads: int) -> ort.InferenceSession:
     """A CPU session: these models are small, so a GPU round trip would cost more than it saves."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types
-        raise ModelError(f"onnxruntime could not load {path}: {exc}") from exc
+        label = "the converted face mesh model" if isinstance(model, bytes) else model
+        raise ModelError(f"onnxruntime could not load {label}: {exc}") from exc
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def converted_landmark_model(tflite_path: Path) -> Path:
-    """The ONNX conversion of face_landmark.tflite, made once next to it and reused."""
-    from server.embedded.convert import convert_face_landmark
+def converted_landmark_model(tflite_path: Path) -> Path | bytes:
+    """The ONNX conversion of face_landmark.tflite: made once next to it and reused, or kept in
+    memory when the models folder is read-only."""
+    from server.embedded.convert import convert_bytes, convert_face_landmark
 
     onnx_path = tflite_path.with_suffix(".onnx")
     if onnx_path.is_file() and _sha256(onnx_path) == CONVERTED_LANDMARK_SHA256:
         return onnx_path
-    digest = convert_face_landmark(tflite_path, onnx_path)
+    try:
+        digest = convert_face_landmark(tflite_path, onnx_path)
+        result: Path | bytes = onnx_path
+    except OSError as exc:
+        log.info("cannot write %s (%s); converting the face mesh model in memory", onnx_path, exc)
+        result = convert_bytes(tflite_path.read_bytes())
+        digest = hashlib.sha256(result).hexdigest()
     if digest != CONVERTED_LANDMARK_SHA256:
         # The input is pinned; a different digest means another onnx version serialised the same
         # graph differently. The graph is still checked by onnx.checker, so use it, but say so.
-        log.warning("converted %s has SHA-256 %s, expected %s", onnx_path, digest, CONVERTED_LANDMARK_SHA256)
-    return onnx_path
+        log.warning("converted face mesh model has SHA-256 %s, expected %s", digest,
+                    CONVERTED_LANDMARK_SHA256)
+    return result
 
 
 class EmbeddedEngine:
@@ -111,8 +121,8 @@ class EmbeddedEngine:
     def from_paths(cls, retinaface_onnx: Path | str, face_landmark: Path | str, *, threads: int = 1,
                    **kwargs: int) -> EmbeddedEngine:
         """From model files; ``face_landmark`` may be the .tflite (converted on first use) or .onnx."""
-        landmark = Path(face_landmark)
-        if landmark.suffix == ".tflite":
+        landmark: Path | bytes = Path(face_landmark)
+        if isinstance(landmark, Path) and landmark.suffix == ".tflite":
             landmark = converted_landmark_model(landmark)
         return cls(make_session(retinaface_onnx, threads), make_session(landmark, threads),
                    threads=threads, **kwargs)
