@@ -182,7 +182,7 @@ class App {
     $("opt-enhance").addEventListener("change", (e) => this.updateSetting("enhance", e.target.checked));
     $("opt-show-stats").addEventListener("change", (e) => this.updateSetting("show_stats", e.target.checked));
     $("opt-strength").addEventListener("input", (e) => {
-      $("opt-strength-out").textContent = `${Math.round(Number(e.target.value) * 100)}%`;
+      this.showStrength(Number(e.target.value));
       this.updateSetting("strength", Number(e.target.value));
     });
     $("error-dismiss").addEventListener("click", () => this.clearError());
@@ -203,11 +203,17 @@ class App {
     const s = this.settings;
     $("opt-many-faces").checked = s.many_faces;
     $("opt-strength").value = String(s.strength);
-    $("opt-strength-out").textContent = `${Math.round(s.strength * 100)}%`;
+    this.showStrength(s.strength);
     $("opt-enhance").checked = s.enhance;
     $("opt-show-stats").checked = s.show_stats;
     $("quality-select").value = s.quality;
     this.updateStatsVisibility();
+  }
+
+  showStrength(value) {
+    const text = `${Math.round(value * 100)}%`;
+    $("opt-strength-out").textContent = text;
+    $("opt-strength").setAttribute("aria-valuetext", text);
   }
 
   updateSetting(key, value) {
@@ -453,6 +459,7 @@ class App {
 
   async connect() {
     if (!this.wanted) return;
+    this.resetStats();
     this.setState(this.attempt ? "reconnecting" : "connecting");
     const conn = new Connection({
       stream: this.stream,
@@ -509,12 +516,13 @@ class App {
       this.clearSource();
     }
     if (err?.code && err.code !== "unknown_session") this.showError(err, "Connection");
-    this.scheduleReconnect();
+    // A session that expired while the page sat idle is no failure: retry at once, with a new one.
+    this.scheduleReconnect(err?.code === "unknown_session" && this.attempt === 0);
   }
 
-  scheduleReconnect() {
+  scheduleReconnect(immediately = false) {
     this.cancelReconnect();
-    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** this.attempt);
+    const base = immediately ? 0 : Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** this.attempt);
     const delay = Math.round(base * (0.75 + Math.random() * 0.5)); // Jitter: tabs don't retry in step.
     this.attempt += 1;
     const due = performance.now() + delay;
@@ -542,6 +550,12 @@ class App {
   handleMessage(msg) {
     if (msg.type === "stats") this.showStats(msg);
     else if (msg.type === "error") this.showError({ code: msg.code, message: msg.message }, "Server");
+  }
+
+  resetStats() {
+    for (const id of ["stat-fps-in", "stat-fps-out", "stat-latency", "stat-dropped", "stat-faces"]) {
+      $(id).textContent = "–";
+    }
   }
 
   showStats(s) {
