@@ -27,6 +27,24 @@ def paint_box(frame: np.ndarray, face: Face, colour: tuple[int, int, int]) -> No
     frame[max(0, y1):min(h, y2), max(0, x1):min(w, x2)] = colour
 
 
+ASTRONAUT_FACE = Face(  # RetinaFace on skimage's astronaut (DESIGN.md §5)
+    bbox=np.array([178, 59, 273, 178], np.float32),
+    score=0.9999,
+    kps=np.array([[203, 101], [247, 103], [223, 130], [201, 139], [246, 141]], np.float32),
+)
+
+
+class FixedFaceDetector:
+    """Reports the same faces for every frame, instantly: for tests about timing, where a real
+    detector's cost on a busy machine would blur what is measured."""
+
+    def __init__(self, faces: tuple[Face, ...] = (ASTRONAUT_FACE,)) -> None:
+        self.faces = faces
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        return list(self.faces)
+
+
 class PaintProcessor:
     def __init__(self, engine: PaintEngine) -> None:
         self.engine = engine

@@ -15,7 +15,7 @@ from av import VideoFrame
 from server.pipeline.detector import RetinaFaceDetector
 from server.rtc.privacy import hide_faces, hide_frame
 from server.rtc.track import InferencePool, StreamControl, SwapTrack, to_video_frame
-from tests.engine_doubles import PAINT_BGR, PaintEngine
+from tests.engine_doubles import PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import SyntheticCamera, draw_frame_id, read_frame_id
 
 FACE = (slice(75, 165), slice(190, 262))  # rows, cols well inside the astronaut's face box
@@ -141,8 +141,8 @@ async def test_frames_without_a_face_pass_through_with_a_source(astronaut_bgr, d
 async def test_slow_engine_drops_frames_and_latency_stays_bounded(astronaut_bgr, detector, pool) -> None:
     """A 30 fps camera into a 120 ms engine: the swap track drops frames and keeps latency flat,
     while awaiting every frame (the unbounded-queue baseline) falls further behind each second."""
-    engine = PaintEngine(detector, delay_s=0.12)
-    track, camera, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.5)
+    engine = PaintEngine(FixedFaceDetector(), delay_s=0.12)
+    track, camera, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
     frames = await take(track, 14)
     track.stop()
     latencies = [at - camera.sent_at[read_frame_id(image)] for image, _, at in frames]
@@ -153,7 +153,7 @@ async def test_slow_engine_drops_frames_and_latency_stays_bounded(astronaut_bgr,
     assert all(is_painted(image) for image, _, _ in frames)
 
     # Baseline: process every upstream frame in order on the same executor.
-    base_engine = PaintEngine(detector, delay_s=0.12)
+    base_engine = PaintEngine(FixedFaceDetector(), delay_s=0.12)
     processor = base_engine.open_stream()
     source = base_engine.prepare_source(astronaut_bgr)
     base_camera = SyntheticCamera(astronaut_bgr, 30.0)
@@ -171,13 +171,16 @@ async def test_slow_engine_drops_frames_and_latency_stays_bounded(astronaut_bgr,
 
 
 async def test_no_leak_before_the_first_swap_is_ready(astronaut_bgr, detector, pool) -> None:
-    engine = PaintEngine(detector, first_delay_s=0.8)
+    engine = PaintEngine(FixedFaceDetector(), first_delay_s=0.8)
     track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.1)
-    frames = await take(track, 10)
+    frames = await take(track, 3)
+    while not is_painted(frames[-1][0]) and len(frames) < 60:
+        frames += await take(track, 1)
+    frames += await take(track, 2)
     track.stop()
     assert_no_leak(frames, astronaut_bgr)
     assert track.stats.hidden_frames >= 3  # warm-up frames went out hidden ...
-    assert is_painted(frames[-1][0])  # ... then the swap took over
+    assert all(is_painted(image) for image, _, _ in frames[-3:])  # ... then the swap took over
     hidden = frames[0][0]
     assert not is_painted(hidden)
     reference = hide_faces(yuv_roundtrip(astronaut_bgr), detector.detect(astronaut_bgr))
@@ -187,14 +190,14 @@ async def test_no_leak_before_the_first_swap_is_ready(astronaut_bgr, detector, p
 async def test_engine_error_on_one_frame_hides_faces_and_the_stream_goes_on(
     astronaut_bgr, detector, pool
 ) -> None:
-    engine = PaintEngine(detector, fail_on={3})
-    track, _, _ = make_track(astronaut_bgr, engine, pool)
+    engine = PaintEngine(FixedFaceDetector(), fail_on={3})
+    # A generous deadline: frame i is exactly engine call i + 1, however busy the machine is.
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0, guard_timeout_s=5.0)
     frames = await take(track, 8)
     track.stop()
     assert track.stats.engine_errors == 1
     assert_no_leak(frames, astronaut_bgr)
-    assert not is_painted(frames[2][0])  # the failed frame: hidden, not swapped
-    assert all(is_painted(image) for image, _, _ in frames[3:])
+    assert [is_painted(image) for image, _, _ in frames] == [True, True, False, True, True, True, True, True]
     # The bottom strip is outside the face: still readable on the hidden frame.
     assert read_frame_id(frames[2][0]) >= 2
 

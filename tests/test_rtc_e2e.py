@@ -1,0 +1,219 @@
+"""Loopback end to end: a real aiortc client against the real service.
+
+The client uploads a source face over HTTP, streams frames built from the astronaut photo with a
+frame-id strip in the bottom rows, and checks the swapped track it gets back: the face region
+changed, the rest did not (within codec noise), the negotiated codec, and bounded latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from server.pipeline.detector import RetinaFaceDetector
+from server.rtc.app import SESSIONS, create_app
+from server.settings import Settings
+from tests.conftest import models_cache_dir
+from tests.engine_doubles import PAINT_BGR, FixedFaceDetector, PaintEngine
+from tests.rtc_client import (
+    STRIP_ROWS,
+    Received,
+    SwapClient,
+    SyntheticCamera,
+    draw_frame_id,
+    serve_in_process,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FACE_BOX = (178, 59, 273, 178)  # the astronaut's face (x1, y1, x2, y2)
+FACE = (slice(80, 165), slice(192, 260))  # rows, cols inside it
+
+
+def jpg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return data.tobytes()
+
+
+def outside_face_mask(shape: tuple[int, ...], margin: int = 45) -> np.ndarray:
+    """True away from the face (with room for blending) and above the frame-id strip."""
+    mask = np.ones(shape[:2], bool)
+    x1, y1, x2, y2 = FACE_BOX
+    mask[max(0, y1 - margin):y2 + margin, max(0, x1 - margin):x2 + margin] = False
+    mask[-STRIP_ROWS - 4:] = False
+    return mask
+
+
+def diffs(frame: Received, original: np.ndarray) -> tuple[float, float]:
+    """Mean absolute difference (face region, rest of the frame) against what was sent."""
+    sent = draw_frame_id(original, frame.frame_id).astype(np.int16)
+    delta = np.abs(frame.image.astype(np.int16) - sent).mean(axis=2)
+    return float(delta[FACE].mean()), float(delta[outside_face_mask(delta.shape)].mean())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def detector(retinaface_session) -> RetinaFaceDetector:
+    return RetinaFaceDetector(retinaface_session)
+
+
+@contextlib.asynccontextmanager
+async def paint_server(detector: Any, **settings: Any) -> AsyncIterator[tuple[str, Any]]:
+    engine_kwargs = settings.pop("engine_kwargs", {})
+    app = create_app(Settings(**settings), PaintEngine(detector, **engine_kwargs))
+    async with serve_in_process(app) as base:
+        yield base, app
+
+
+async def stream(client: SwapClient, image: np.ndarray, seconds: float, fps: float = 30.0) -> float:
+    """Connect with a synthetic camera and stream for ``seconds``; returns when streaming started."""
+    await client.connect(SyntheticCamera(image, fps))
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    return started
+
+
+# --- the real server process with the real embedded engine -------------------------------------
+@pytest.fixture(scope="module")
+def server_process(retinaface_session, face_landmark_path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """``python -m server serve`` on a free port with the embedded engine and the test models."""
+    port = free_port()
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"swaprtc-e2e-{port}.log"
+    env = {
+        **os.environ,
+        "SWAPRTC_MODELS_DIR": str(models_cache_dir()),
+        "SWAPRTC_ENGINE": "embedded",
+        "SWAPRTC_AUTO_DOWNLOAD": "false",
+        "SWAPRTC_ICE_LOOPBACK": "true",
+    }
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+    yield base, proc, log_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+async def test_real_server_swaps_the_face_and_leaves_the_rest(
+    server_process, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+) -> None:
+    base = server_process[0]
+    async with SwapClient(base) as client:
+        session = await client.create_session()
+        assert session["engine"]["engine"] == "embedded"
+        status, body = await client.upload_source(jpg(grace_bgr), "image/jpeg")
+        assert status == 200, body
+        started = await stream(client, astronaut_bgr, 3.0)
+        answer_has_loopback = "127.0.0.1" in client.pc.remoteDescription.sdp
+        messages = list(client.messages)
+    assert client.codec == "vp8"
+    assert answer_has_loopback  # --ice-loopback offers a 127.0.0.1 host candidate
+    late = [r for r in client.received if r.at > started + 1.0]
+    assert len(late) >= 15, f"only {len(late)} frames in 2 s"
+    face_diffs, rest_diffs = zip(*(diffs(r, astronaut_bgr) for r in late), strict=True)
+    assert min(face_diffs) > 12, face_diffs  # every frame: the face was replaced ...
+    assert statistics.median(rest_diffs) < 6, rest_diffs  # ... and the rest is the camera's
+    latencies = client.latencies_s(since=started + 1.0)
+    assert statistics.median(latencies) < 0.8, latencies
+    stats = [m for m in messages if m.get("type") == "stats"]
+    assert stats and stats[-1]["engine"] == "embedded" and stats[-1]["faces"] == 1
+    assert any(m.get("type") == "pong" for m in messages)
+
+
+async def test_real_server_shuts_down_gracefully(server_process, astronaut_bgr) -> None:
+    base, proc, log_path = server_process
+    async with SwapClient(base) as client:
+        await client.create_session()
+        await client.connect(SyntheticCamera(astronaut_bgr, 15))
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
+    log = log_path.read_text()
+    assert code == 0, log[-3000:]
+    assert "removed: shutdown" in log, log[-3000:]
+
+
+# --- in-process server with a test double: codec, slow engine, two sessions ---------------------
+async def test_h264_is_negotiated_when_configured(detector, astronaut_bgr) -> None:
+    async with paint_server(detector, codec="h264") as (base, _), SwapClient(base) as client:
+        await client.create_session()
+        status, _ = await client.upload_source(jpg(astronaut_bgr), "image/jpeg")
+        assert status == 200
+        await stream(client, astronaut_bgr, 1.0)
+    assert client.codec == "h264"
+    painted = np.array(PAINT_BGR, np.int16)
+    last = client.received[-1].image[FACE].astype(np.int16)
+    assert np.abs(last - painted).mean() < 20
+
+
+async def test_latency_stays_bounded_with_a_slow_engine_and_no_face_leaks(astronaut_bgr) -> None:
+    # A fixed-face detector: what is measured is the track's policy, not detector speed on a busy CI box.
+    slow = {"delay_s": 0.25, "first_delay_s": 0.6}
+    async with paint_server(FixedFaceDetector(), engine_kwargs=slow) as (base, _), SwapClient(base) as client:
+        await client.create_session()
+        status, _ = await client.upload_source(jpg(astronaut_bgr), "image/jpeg")
+        assert status == 200
+        started = await stream(client, astronaut_bgr, 4.0)
+        stats = [m for m in client.messages if m.get("type") == "stats"]
+    early = client.latencies_s(since=started + 0.5)
+    late = client.latencies_s(since=started + 3.0)
+    # Awaiting every frame would add ~0.85 s of latency per second here (30 fps in, 4 fps out).
+    assert len(late) >= 2 and statistics.median(late) < 1.0, late
+    assert statistics.median(late) < statistics.median(early) + 0.5, (early, late)  # not growing
+    assert stats and stats[-1]["dropped"] > 20  # the camera's 30 fps was thinned out, not queued
+    for frame in client.received:  # every frame: painted (swapped) or pixelated (hidden)
+        face, _ = diffs(frame, astronaut_bgr)
+        assert face > 12, "an unswapped face was sent"
+
+
+async def test_two_sessions_at_once_are_independent(detector, astronaut_bgr) -> None:
+    async with paint_server(detector) as (base, app), SwapClient(base) as swapped, SwapClient(base) as plain:
+        await swapped.create_session()
+        await plain.create_session()
+        assert (await swapped.upload_source(jpg(astronaut_bgr), "image/jpeg"))[0] == 200
+        await asyncio.gather(
+            stream(swapped, astronaut_bgr, 1.5, fps=15), stream(plain, astronaut_bgr, 1.5, fps=15)
+        )
+        assert len(app[SESSIONS].sessions) == 2
+        # Bad control messages get an error reply; the session keeps streaming.
+        plain._channel.send("this is not json")
+        await plain.send_settings(strength=7)
+        n = len(plain.received)
+        await asyncio.sleep(0.5)
+        assert len(plain.received) > n
+    errors = [m for m in plain.messages if m.get("type") == "error"]
+    assert {e["code"] for e in errors} == {"bad_json", "bad_settings"}
+    assert min(diffs(r, astronaut_bgr)[0] for r in swapped.received[-5:]) > 12
+    assert max(diffs(r, astronaut_bgr)[0] for r in plain.received[-5:]) < 6
