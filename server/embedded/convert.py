@@ -1,7 +1,8 @@
 """Convert MediaPipe's ``face_landmark.tflite`` to ONNX, so one runtime (ONNX Runtime) runs every model.
 
 The face mesh network uses only float32 CONV_2D, DEPTHWISE_CONV_2D, PRELU, ADD, MAX_POOL_2D and PAD,
-all of which map one-to-one onto ONNX operators. The converter reads the flatbuffer with the pure
+all of which map onto ONNX operators (PRELU is rewritten exactly into ops ONNX Runtime runs fast,
+see below). The converter reads the flatbuffer with the pure
 Python ``tflite`` schema package, keeps tensors in NCHW internally and restores the TFLite NHWC
 layout at the graph's input and outputs, so the ONNX model takes and returns exactly what the
 .tflite does. Anything outside that op set is refused rather than guessed. The output is
@@ -158,9 +159,22 @@ def convert_bytes(buf: bytes) -> bytes:
             channels = shape(ins[0])[3]
             if alpha.size != channels:
                 raise ConversionError(f"op {idx}: PRELU alpha {alpha.shape} is not per-channel")
+            # PRelu(x) = x + (1 - alpha) * Relu(-x), written with 1×1 depthwise convolutions:
+            # ONNX Runtime runs those in its blocked (NCHWc) layout with the Relu and the Add fused,
+            # where a PRelu node would force layout reorders and a slow broadcast kernel.
+            neg = np.full((channels, 1, 1, 1), -1.0, np.float32)
+            scale = (1.0 - alpha.reshape(channels)).reshape(channels, 1, 1, 1).astype(np.float32)
+            zeros = np.zeros(channels, np.float32)
             nodes.append(helper.make_node(
-                "PRelu", [name(ins[0]), init(f"op{idx}_alpha", alpha.reshape(channels, 1, 1).copy())],
-                [out], name=f"op{idx}_prelu"))
+                "Conv", [name(ins[0]), init(f"op{idx}_neg", neg), init(f"op{idx}_zero", zeros)],
+                [f"op{idx}_negx"], name=f"op{idx}_prelu_neg", kernel_shape=[1, 1], group=channels))
+            nodes.append(helper.make_node(
+                "Relu", [f"op{idx}_negx"], [f"op{idx}_relu"], name=f"op{idx}_prelu_relu"))
+            nodes.append(helper.make_node(
+                "Conv", [f"op{idx}_relu", init(f"op{idx}_scale", scale), f"op{idx}_zero"],
+                [f"op{idx}_neg_part"], name=f"op{idx}_prelu_scale", kernel_shape=[1, 1], group=channels))
+            nodes.append(helper.make_node(
+                "Add", [name(ins[0]), f"op{idx}_neg_part"], [out], name=f"op{idx}_prelu_add"))
         elif kind == "ADD":
             o = tflite.AddOptions()
             o.Init(opts_table.Bytes, opts_table.Pos)

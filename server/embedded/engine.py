@@ -38,7 +38,7 @@ NAME = "embedded"
 DETECTOR_MODEL = "retinaface_mnet025"
 LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
-CONVERTED_LANDMARK_SHA256 = "fb7c08187a091b42890218809176188b0c6c30286503d7bf70d9fdcf937f26e7"
+CONVERTED_LANDMARK_SHA256 = "08e3d7445ee97f1969766762a62baf6d3899c6e5c64974f1240d5ec84a9dbd74"
 TEXTURE_SIZE = 256  # long side of the source face texture (px)
 THUMBNAIL_SIZE = 128
 LIGHT_CELLS = 32  # resolution of the lighting estimate across the face box
