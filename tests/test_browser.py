@@ -247,7 +247,9 @@ def _save(name: str, image: np.ndarray | bytes) -> Path:
     return path
 
 
-def test_browser_swaps_the_camera_face(page, camera_face_box: tuple[int, int, int, int]) -> None:
+def test_browser_swaps_the_camera_face(
+    page, server_url: str, camera_face_box: tuple[int, int, int, int]
+) -> None:
     # Upload first (before connecting), through the page's real file input.
     page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
     thumb = page.get_by_test_id("source-thumbnail")
@@ -272,6 +274,12 @@ def test_browser_swaps_the_camera_face(page, camera_face_box: tuple[int, int, in
     assert page.get_by_test_id("stats-overlay").is_visible()
     assert float(fps_out.inner_text()) >= 0
     assert page.get_by_test_id("stat-engine").inner_text() not in ("", "–")
+    # The codec the browser negotiated is the one the server asked for.
+    codec = page.get_by_test_id("stat-codec")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=stat-codec]').textContent !== '–'", timeout=5_000
+    )
+    assert codec.inner_text() == _get_json(f"{server_url}/api/info")["codec"]
 
     # The server counts swapped frames (as opposed to frames whose face it only hid while the swap
     # was not ready): the face change below must come from real swaps.

@@ -548,12 +548,25 @@ class App {
   }
 
   handleMessage(msg) {
-    if (msg.type === "stats") this.showStats(msg);
+    if (msg.type === "stats") {
+      this.showStats(msg);
+      this.showMediaStats(); // Piggyback on the server's once-per-second beat.
+    }
     else if (msg.type === "error") this.showError({ code: msg.code, message: msg.message }, "Server");
   }
 
+  async showMediaStats() {
+    const m = await this.conn?.mediaStats().catch(() => null);
+    if (!m) return;
+    if (m.codec) $("stat-codec").textContent = m.codec;
+    if (typeof m.sendKbps === "number") {
+      $("stat-bitrate").textContent = m.sendKbps >= 1000 ? `${(m.sendKbps / 1000).toFixed(1)} Mb/s` : `${Math.round(m.sendKbps)} kb/s`;
+    }
+  }
+
   resetStats() {
-    for (const id of ["stat-fps-in", "stat-fps-out", "stat-latency", "stat-dropped", "stat-faces"]) {
+    for (const id of ["stat-fps-in", "stat-fps-out", "stat-latency", "stat-dropped", "stat-faces",
+      "stat-codec", "stat-bitrate"]) {
       $(id).textContent = "–";
     }
   }

@@ -88,6 +88,7 @@ export class Connection {
     this.lastMessageAt = 0;
     this.disconnectTimer = null;
     this.rttMs = null;
+    this.lastOut = null;
   }
 
   /** Negotiates and returns the answer (with the server's session_id). */
@@ -148,6 +149,24 @@ export class Connection {
         // Older browsers: the server-side SDP hints still apply.
       }
     }
+  }
+
+  /** What the browser itself measures: negotiated codec and the bitrate it really sends. */
+  async mediaStats() {
+    if (!this.pc) return null;
+    const report = await this.pc.getStats();
+    let out = null;
+    report.forEach((r) => {
+      if (r.type === "outbound-rtp" && r.kind === "video") out = r;
+    });
+    if (!out) return null;
+    const codec = out.codecId ? report.get(out.codecId)?.mimeType?.split("/")[1]?.toLowerCase() : undefined;
+    let kbps = null;
+    if (this.lastOut && out.timestamp > this.lastOut.timestamp) {
+      kbps = (8 * (out.bytesSent - this.lastOut.bytesSent)) / (out.timestamp - this.lastOut.timestamp);
+    }
+    this.lastOut = { bytesSent: out.bytesSent, timestamp: out.timestamp };
+    return { codec, sendKbps: kbps, width: out.frameWidth, height: out.frameHeight };
   }
 
   async replaceTrack(track) {
