@@ -193,3 +193,25 @@ def test_face_cut_by_the_frame_edge_and_large_uploads(
     assert result.faces[0].mesh[:, 0].min() < 0  # the mesh runs past the edge; the warp clips it
     changed = np.abs(result.frame.astype(np.int16) - frame).sum(axis=2) > 30
     assert changed[:, :40].sum() > 300  # swapped right up to the edge
+
+
+def test_lighting_follows_the_target(engine: EmbeddedEngine, astronaut_bgr, obama_bgr) -> None:
+    # Light Obama from his left only: a ramp from 35% to 100% brightness across the face. The
+    # astronaut's evenly lit face pasted in must pick up the same shading.
+    face = engine.open_stream().process(obama_bgr, None, SwapOptions()).faces[0]
+    x0 = float(face.bbox[0])
+    ramp = np.clip(0.35 + 0.65 * (np.arange(obama_bgr.shape[1]) - x0) / face.width, 0.35, 1.0)
+    shaded = np.clip(obama_bgr * ramp[None, :, None], 0, 255).astype(np.uint8)
+    source = engine.prepare_source(astronaut_bgr)
+    result = engine.open_stream().process(shaded, source, SwapOptions())
+    mesh = result.faces[0].mesh
+
+    def cheek(image: np.ndarray, point: int) -> float:
+        x, y = np.round(mesh[point]).astype(int)
+        return float(image[y - 8:y + 8, x - 8:x + 8].astype(np.float32).mean())
+
+    left, right = 205, 425  # cheek points of the mesh, image left and right
+    target_ratio = cheek(shaded, left) / cheek(shaded, right)
+    out_ratio = cheek(result.frame, left) / cheek(result.frame, right)
+    assert target_ratio < 0.75  # the shading is real
+    assert abs(out_ratio - target_ratio) < 0.08, (out_ratio, target_ratio)

@@ -278,6 +278,7 @@ class EmbeddedProcessor:
 
     def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
         start = time.perf_counter()
+        frame = np.ascontiguousarray(frame)  # OpenCV needs it; a no-op for decoded video frames
         tracked, track_ms = self.tracker.update(frame, options.many_faces)
         timings = {**track_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
         faces = tuple(
