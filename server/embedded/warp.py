@@ -89,11 +89,18 @@ def triangle_maps(
     size = hi - lo + 1
     e = t[:, 1:] - t[:, :1]  # (K, 2, 2) edge vectors t1 - t0, t2 - t0
     det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
-    keep = np.flatnonzero((np.abs(det) > 1e-6) & (size > 0).all(axis=1))
+    s_all = src[triangles].astype(np.float32)
+    f = s_all[:, 1:] - s_all[:, :1]
+    src_det = f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0]
+    # A triangle whose orientation flipped between the meshes has folded over: the surface turned
+    # away (a head turned further than in the source photo). Drawing it would smear texture over
+    # the visible side, so it is culled, like a back face in a renderer.
+    facing = det * src_det > 0
+    keep = np.flatnonzero(facing & (np.abs(det) > 1e-6) & (size > 0).all(axis=1))
     if keep.size == 0:
         return map_x.reshape(rows, cols), map_y.reshape(rows, cols)
     t, lo, size, e, det = t[keep], lo[keep], size[keep], e[keep], det[keep]
-    s = src[triangles[keep]].astype(np.float32)
+    s = s_all[keep]
 
     # Barycentric (l1, l2) = B @ (p - t0) with B = inverse of [e1 e2]; written as affine rows in p.
     inv = 1.0 / det
