@@ -106,3 +106,20 @@ def test_still_frame_without_noise_is_identical_frame_to_frame(
     outs = [stream.process(frame, source, SwapOptions()).frame for _ in range(30)]
     # The crop is held while the face has not moved, so a still picture gives the very same result.
     assert all(np.array_equal(out, outs[0]) for out in outs[1:])
+
+
+def test_resolution_change_mid_stream_starts_tracking_afresh(
+    engine: EmbeddedEngine, source, obama_bgr
+) -> None:
+    stream = engine.open_stream()
+    frame = _frame(obama_bgr)
+    for _ in range(2):
+        stream.process(frame, source, SwapOptions())
+    calls = stream.detector_calls
+    smaller = cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA)
+    result = stream.process(smaller, source, SwapOptions())
+    assert stream.detector_calls == calls + 1
+    assert result.swapped == 1
+    box = result.faces[0].bbox
+    fresh = engine.open_stream().process(smaller, None, SwapOptions()).faces[0].bbox
+    assert np.abs(box - fresh).max() < 3 and box[2] < 320

@@ -268,6 +268,7 @@ class EmbeddedProcessor:
     def __init__(self, engine: EmbeddedEngine, fps: float = 30.0) -> None:
         self.engine = engine
         self.tracker = FaceTracker(engine.stream_detector, engine.mesh_model, engine.detect_every, fps)
+        self._shape: tuple[int, ...] = ()
 
     @property
     def detector_calls(self) -> int:
@@ -279,6 +280,10 @@ class EmbeddedProcessor:
     def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
         start = time.perf_counter()
         frame = np.ascontiguousarray(frame)  # OpenCV needs it; a no-op for decoded video frames
+        if frame.shape != self._shape:
+            # WebRTC adapts resolution mid-stream; tracked ROIs are in the old frame's pixels.
+            self.tracker.reset()
+            self._shape = frame.shape
         tracked, track_ms = self.tracker.update(frame, options.many_faces)
         timings = {**track_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
         faces = tuple(
