@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from server.errors import ModelError
+
 # TFLite enum values (schema.fbs); spelled out so the hot import path does not need `tflite`.
 _PADDING_SAME, _PADDING_VALID = 0, 1
 _ACT_NONE, _ACT_RELU, _ACT_RELU6 = 0, 1, 3
 
 
-class ConversionError(RuntimeError):
-    pass
+class ConversionError(ModelError):
+    code = "model_conversion_failed"
 
 
 def _same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:

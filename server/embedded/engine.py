@@ -75,11 +75,20 @@ def _sha256(path: Path) -> str:
 def converted_landmark_model(tflite_path: Path) -> Path | bytes:
     """The ONNX conversion of face_landmark.tflite: made once next to it and reused, or kept in
     memory when the models folder is read-only."""
-    from server.embedded.convert import convert_bytes, convert_face_landmark
-
     onnx_path = tflite_path.with_suffix(".onnx")
     if onnx_path.is_file() and _sha256(onnx_path) == CONVERTED_LANDMARK_SHA256:
         return onnx_path
+    try:
+        import onnx  # noqa: F401
+        import tflite  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(
+            f"converting {tflite_path.name} to ONNX needs the 'onnx' and 'tflite' packages ({exc}); "
+            "install swaprtc with its dependencies, or put the converted face_landmark.onnx "
+            f"(SHA-256 {CONVERTED_LANDMARK_SHA256}) next to it", code="model_conversion_failed",
+        ) from exc
+    from server.embedded.convert import convert_bytes, convert_face_landmark
+
     try:
         digest = convert_face_landmark(tflite_path, onnx_path)
         result: Path | bytes = onnx_path
