@@ -379,6 +379,26 @@ def test_browser_tabs_are_separate_sessions(browser, server_url: str) -> None:
         context.close()
 
 
+def test_browser_explains_missing_camera_api(browser, server_url: str) -> None:
+    """Plain http on a LAN address has no navigator.mediaDevices: the page must say why."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.add_init_script(
+            "Object.defineProperty(Navigator.prototype, 'mediaDevices', { get: () => undefined })"
+        )
+        page.goto(server_url + "/")
+        banner = page.get_by_test_id("insecure-banner")
+        banner.wait_for(state="visible", timeout=5_000)
+        assert "https" in banner.inner_text()
+        assert page.get_by_test_id("start-button").is_disabled()
+        # Uploading a source still works without a camera.
+        page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+        page.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
+    finally:
+        context.close()
+
+
 def test_browser_upload_error_is_readable(page, tmp_path: Path) -> None:
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("this is not a photo\n")

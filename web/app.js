@@ -386,6 +386,7 @@ class App {
     local.srcObject = stream;
     local.play().catch(() => {});
     $("local-placeholder").hidden = true;
+    document.body.classList.add("camera-on");
   }
 
   watchCamera(stream) {
@@ -445,7 +446,7 @@ class App {
     $("remote-video").srcObject = null;
     $("local-placeholder").hidden = false;
     $("remote-placeholder").hidden = false;
-    document.body.classList.remove("remote-live");
+    document.body.classList.remove("remote-live", "camera-on");
     // The server frees everything of this session; the photo is re-sent on the next start.
     this.forgetSession();
     $("start-btn").disabled = !navigator.mediaDevices?.getUserMedia;
