@@ -139,10 +139,12 @@ class EmbeddedEngine:
     @classmethod
     def from_store(cls, store: ModelStore, settings: Settings) -> EmbeddedEngine:
         """Models through the model manager (fetched and SHA-256 checked), one thread per session:
-        the speed target is single-threaded, and sessions run in parallel across streams."""
+        the models are small enough that intra-op threads cost more than they give, and
+        parallelism comes from streams running side by side (``Settings.inference_threads`` sizes
+        that pool, so it is deliberately not reused here)."""
         return cls.from_paths(
             store.ensure(DETECTOR_MODEL), store.ensure(LANDMARK_MODEL),
-            threads=max(1, settings.inference_threads), detect_every=settings.detect_every,
+            threads=1, detect_every=settings.detect_every,
         )
 
     def describe(self) -> dict[str, object]:
