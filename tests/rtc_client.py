@@ -224,16 +224,16 @@ def answer_video_codec(sdp: str) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def serve_in_process(app: Any, host: str = "127.0.0.1") -> Any:
+async def serve_in_process(app: Any, host: str = "127.0.0.1", ssl_context: Any = None) -> Any:
     """Run an aiohttp app on a real socket (free port); yields its base URL."""
     from aiohttp import web
 
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, host, 0)
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()

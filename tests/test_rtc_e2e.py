@@ -137,10 +137,11 @@ async def test_real_server_swaps_the_face_and_leaves_the_rest(
         status, body = await client.upload_source(jpg(grace_bgr), "image/jpeg")
         assert status == 200, body
         started = await stream(client, astronaut_bgr, 3.0)
-        answer_has_loopback = "127.0.0.1" in client.pc.remoteDescription.sdp
+        answer = client.pc.remoteDescription.sdp
         messages = list(client.messages)
     assert client.codec == "vp8"
-    assert answer_has_loopback  # --ice-loopback offers a 127.0.0.1 host candidate
+    assert "127.0.0.1" in answer  # --ice-loopback offers a 127.0.0.1 host candidate
+    assert "x-google-start-bitrate=1500" in answer  # asks the browser for a sharp picture
     late = [r for r in client.received if r.at > started + 1.0]
     assert len(late) >= 15, f"only {len(late)} frames in 2 s"
     face_diffs, rest_diffs = zip(*(diffs(r, astronaut_bgr) for r in late), strict=True)

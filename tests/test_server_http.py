@@ -268,3 +268,63 @@ def test_control_messages() -> None:
     mixed = handle_message('{"type": "settings", "strength": "x", "enhance": true}', options, False)
     assert mixed.options.enhance and mixed.options.strength == 1.0
     assert mixed.replies[0]["code"] == "bad_settings"
+
+
+async def test_control_channel_silence_and_bitrate_policy(api: Api) -> None:
+    from aiortc.codecs import h264, vpx
+
+    settings = api.app[SESSIONS].settings
+    # Applied once at app start from Settings: the encoders' limits.
+    assert (
+        settings.min_bitrate, settings.start_bitrate, settings.max_bitrate
+    ) == (vpx.MIN_BITRATE, vpx.DEFAULT_BITRATE, vpx.MAX_BITRATE)
+    assert settings.max_bitrate == h264.MAX_BITRATE
+    session = api.app[SESSIONS].get(await api.session())
+    session.connected = True
+    session.channel = object()  # type: ignore[assignment]  # a control channel was opened
+    session.last_message_at = 100.0
+    idle = settings.session_idle_s
+    assert session.expired(100.0 + idle - 1, idle, 1e9) is None
+    assert session.expired(100.0 + idle + 1, idle, 1e9) == "control channel silent"
+    session.channel = None
+    await api.app[SESSIONS].remove(session.id)
+
+
+def self_signed(tmp_path: Any) -> tuple[Any, Any]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    return cert_path, key_path
+
+
+async def test_tls_from_settings(engine, tmp_path) -> None:
+    from server.errors import SwapRTCError
+    from server.rtc.app import tls_context
+
+    cert, key = self_signed(tmp_path)
+    with pytest.raises(SwapRTCError, match="both"):
+        tls_context(Settings(tls_cert=cert))
+    settings = Settings(tls_cert=cert, tls_key=key)
+    context = tls_context(settings)
+    assert context is not None
+    async with serve_in_process(create_app(settings, engine), ssl_context=context) as base, \
+            aiohttp.ClientSession() as http, http.get(base + "/api/health", ssl=False) as resp:
+        assert base.startswith("https://")
+        assert resp.status == 200 and (await resp.json())["ok"] is True

@@ -289,8 +289,13 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
-    web.run_app(
-        app, host=settings.host, port=settings.port, ssl_context=ssl_context, print=None,
-        shutdown_timeout=5.0, handle_signals=True,
-    )
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, ssl_context=ssl_context, print=None,
+            shutdown_timeout=5.0, handle_signals=True,
+        )
+    except OSError as exc:
+        raise SwapRTCError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", code="listen_failed"
+        ) from None
     return 0

@@ -145,7 +145,9 @@ class Session:
         except Exception as exc:
             await self._drop_pc()
             log.info("session %s: offer rejected: %r", self.id[:8], exc)
-            raise BadOfferError(f"the offer could not be applied: {exc}") from None
+            raise BadOfferError(
+                f"the offer could not be applied ({exc}); this server sends {policy.codec.upper()} video"
+            ) from None
         local = pc.localDescription
         answer = add_bitrate_hints(local.sdp, policy.min_bitrate, policy.start_bitrate, policy.max_bitrate)
         return RTCSessionDescription(sdp=answer, type=local.type)
