@@ -142,7 +142,7 @@ def test_strength_scales_the_change(engine: EmbeddedEngine, grace_bgr, obama_bgr
     full = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=1.0)).frame
     half = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=0.5)).frame
     none = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=0.0))
-    assert np.array_equal(none.frame, obama_bgr) and none.swapped == 0
+    assert np.array_equal(none.frame, obama_bgr) and none.swapped == 1  # done, by leaving it as is
     d_full = np.abs(full.astype(np.int16) - obama_bgr).sum()
     d_half = np.abs(half.astype(np.int16) - obama_bgr).sum()
     assert 0.35 * d_full < d_half < 0.65 * d_full
@@ -165,6 +165,13 @@ def test_many_faces_swaps_every_face_only_when_asked(engine: EmbeddedEngine, ast
     # With one face, only the largest (Grace, on the left) is swapped.
     changed_one = np.abs(one.frame.astype(np.int16) - canvas).sum(axis=2) > 30
     assert changed_one[:, :320].sum() > 2000 and changed_one[:, 320:].sum() == 0
+
+
+def test_a_source_from_another_engine_is_refused(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:
+    own = engine.prepare_source(grace_bgr)
+    foreign = SourceFace(engine="neural", face=own.face, faces_found=1, thumbnail_jpeg=b"", payload=object())
+    with pytest.raises(ValueError, match="neural"):
+        engine.open_stream().process(obama_bgr, foreign, SwapOptions())
 
 
 def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:

@@ -302,13 +302,19 @@ class EmbeddedProcessor:
             for t in tracked
         )
         strength = float(np.clip(options.strength, 0.0, 1.0))
-        payload = source.payload if source is not None else None
         out, swapped = frame, 0
-        if isinstance(payload, SourceTexture) and strength > 0 and faces:
-            out = frame.copy()
+        if source is not None:
+            if source.engine != NAME or not isinstance(source.payload, SourceTexture):
+                raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
             targets = faces if options.many_faces else faces[:1]
-            for face in targets:
-                assert face.mesh is not None
-                swapped += swap_face(frame, out, face.mesh, payload, strength, self.engine.max_cells, timings)
+            if strength <= 0:
+                # Asked to keep the target's face: every target face is done, unchanged.
+                swapped = len(targets)
+            elif targets:
+                out = frame.copy()
+                for face in targets:
+                    assert face.mesh is not None
+                    swapped += swap_face(frame, out, face.mesh, source.payload, strength,
+                                         self.engine.max_cells, timings)
         timings["total"] = (time.perf_counter() - start) * 1000
         return SwapResult(frame=out, faces=faces, swapped=swapped, timings_ms=timings)
