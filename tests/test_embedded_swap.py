@@ -105,7 +105,7 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     # like the source texture warped onto the target's mesh than like the target itself.
     payload = source.payload
     grid = face_grid(mesh[m.FACE_OVAL], target.shape, 10_000)
-    warped, _, _ = warp_texture(payload.texture, payload.mesh, mesh, payload.triangles, grid)
+    warped = warp_texture(payload.texture, payload.mesh, mesh, payload.triangles, grid)
     box = (slice(grid.y0, grid.y1), slice(grid.x0, grid.x1))
     gray = [cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for img in (result.frame[box], warped, target[box])]
     region = skin[box]

@@ -243,7 +243,7 @@ def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: Sour
     grid = face_grid(mesh[m.FACE_OVAL], frame.shape, max_cells)
     if grid is None:
         return False
-    warped, _, _ = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
+    warped = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
     t_warp = time.perf_counter()
 
     target_box = frame[grid.y0:grid.y1, grid.x0:grid.x1]

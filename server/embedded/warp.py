@@ -136,12 +136,8 @@ def triangle_maps(
 def warp_texture(
     texture: np.ndarray, texture_mesh: np.ndarray, target_mesh: np.ndarray, triangles: np.ndarray,
     grid: Grid,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The texture warped onto ``target_mesh`` over ``grid``'s box.
-
-    Returns the warped box (H, W, 3) uint8 and the coarse maps (for sampling the texture on the grid).
-    """
+) -> np.ndarray:
+    """The texture warped onto ``target_mesh`` over ``grid``'s box: (H, W, 3) uint8."""
     map_x, map_y = triangle_maps(grid.to_grid(target_mesh), texture_mesh, triangles, grid.shape)
-    full_x, full_y = grid.upsample(map_x), grid.upsample(map_y)
-    warped = cv2.remap(texture, full_x, full_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return warped, map_x, map_y
+    return cv2.remap(texture, grid.upsample(map_x), grid.upsample(map_y), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
