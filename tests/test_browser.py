@@ -379,6 +379,24 @@ def test_browser_tabs_are_separate_sessions(browser, server_url: str) -> None:
         context.close()
 
 
+def test_browser_frees_its_session_when_closed(browser, server_url: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/")
+        page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+        page.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
+        session_id = page.evaluate("window.swaprtc.sessionId")
+        before = _get_json(f"{server_url}/api/health")["sessions"]
+        page.close(run_before_unload=True)
+        deadline = time.monotonic() + 5
+        while _get_json(f"{server_url}/api/health")["sessions"] >= before:
+            assert time.monotonic() < deadline, f"session {session_id} still alive after the tab closed"
+            time.sleep(0.1)
+    finally:
+        context.close()
+
+
 def test_browser_explains_missing_camera_api(browser, server_url: str) -> None:
     """Plain http on a LAN address has no navigator.mediaDevices: the page must say why."""
     context = browser.new_context()
