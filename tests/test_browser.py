@@ -237,6 +237,23 @@ def _detail(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_32F).var())
 
 
+def _drop_file(page, test_id: str, path: Path, mime: str) -> None:
+    """Drag and drop a file onto an element, as the browser does for a file dragged from the desktop."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    transfer = page.evaluate_handle(
+        """([data, name, mime]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: mime }));
+            return dt;
+        }""",
+        [data, path.name, mime],
+    )
+    target = page.get_by_test_id(test_id)
+    for event in ("dragenter", "dragover", "drop"):
+        target.dispatch_event(event, {"dataTransfer": transfer})
+
+
 def _save(name: str, image: np.ndarray | bytes) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -364,9 +381,12 @@ def test_browser_tabs_are_separate_sessions(browser, server_url: str) -> None:
     context = browser.new_context()
     try:
         tabs = [context.new_page(), context.new_page()]
-        for tab, photo in zip(tabs, ("obama.jpg", "grace_hopper.jpg"), strict=True):
+        for tab in tabs:
             tab.goto(server_url + "/")
-            tab.get_by_test_id("source-input").set_input_files(str(DATA / photo))
+        # One tab through the file picker, the other by dropping a photo on the drop zone.
+        tabs[0].get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+        _drop_file(tabs[1], "dropzone", DATA / "grace_hopper.jpg", "image/jpeg")
+        for tab in tabs:
             tab.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
         thumbs = [t.get_by_test_id("source-thumbnail").get_attribute("src") for t in tabs]
         assert thumbs[0] != thumbs[1]

@@ -111,9 +111,10 @@ class App {
     try {
       this.info = await api.getInfo();
       this.applyEngine(this.info.engine);
+      this.clearError("Connection");
       return this.info;
     } catch (err) {
-      this.showError(err);
+      this.showError(err, "Connection");
       return null;
     }
   }
@@ -516,7 +517,10 @@ class App {
       this.source = null;
       this.clearSource();
     }
-    if (err?.code && err.code !== "unknown_session") this.showError(err, "Connection");
+    // Expired or taken sessions are recovered from silently with a fresh one.
+    if (err?.code && !["unknown_session", "already_connected"].includes(err.code)) {
+      this.showError(err, "Connection");
+    }
     // A session that expired while the page sat idle is no failure: retry at once, with a new one.
     this.scheduleReconnect(err?.code === "unknown_session" && this.attempt === 0);
   }
