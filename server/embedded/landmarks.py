@@ -4,6 +4,10 @@ Model contract (read from MediaPipe's face_landmark graph and the model itself):
 [1, 192, 192, 3] RGB scaled to [0, 1]; outputs [1, 1, 1, 1404] = 468 × (x, y, z) in crop pixels
 and [1, 1, 1, 1] face-presence logit. ROIs follow MediaPipe: square, rotated so the eye line is
 horizontal, 1.5× the face's extent.
+
+Runtime: ONNX Runtime, on the model converted from the .tflite by ``convert.py`` (one runtime for
+every model, no TFLite dependency at run time). The conversion is exact op for op; on the test
+photos its landmarks are within 2e-4 crop pixels of ai-edge-litert running the original file.
 """
 
 from __future__ import annotations
