@@ -142,6 +142,9 @@ async def test_real_server_swaps_the_face_and_leaves_the_rest(
     assert client.codec == "vp8"
     assert "127.0.0.1" in answer  # --ice-loopback offers a 127.0.0.1 host candidate
     assert "x-google-start-bitrate=1500" in answer  # asks the browser for a sharp picture
+    # Never leak: from the very first frame (engine warm-up included) the face is swapped or hidden.
+    first = [diffs(r, astronaut_bgr)[0] for r in client.received]
+    assert min(first) > 8, first
     late = [r for r in client.received if r.at > started + 1.0]
     assert len(late) >= 15, f"only {len(late)} frames in 2 s"
     face_diffs, rest_diffs = zip(*(diffs(r, astronaut_bgr) for r in late), strict=True)
