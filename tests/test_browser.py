@@ -356,6 +356,24 @@ def test_browser_swaps_the_camera_face(
     assert page.get_by_test_id("connection-state").get_attribute("data-state") == "connected"
     assert page.get_by_test_id("error").is_hidden()
 
+    # The server drops the session (as on a restart): the page reconnects by itself with a new
+    # session and sends its source photo again, so the face is swapped again without any click.
+    old_session = page.evaluate("window.swaprtc.sessionId")
+    request = urllib.request.Request(
+        f"{server_url}/api/session", method="DELETE", headers={"X-Session-Id": old_session}
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
+        assert r.status == 200
+    page.wait_for_function(
+        "(old) => window.swaprtc.sessionId && window.swaprtc.sessionId !== old"
+        " && document.querySelector('[data-testid=connection-state]').dataset.state === 'connected'",
+        arg=old_session, timeout=15_000,
+    )
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",
+        timeout=10_000,
+    )
+
 
 def test_browser_reflects_engine_and_keeps_settings(page, server_url: str) -> None:
     info = _get_json(f"{server_url}/api/info")

@@ -574,6 +574,7 @@ class App {
       "stat-codec", "stat-bitrate"]) {
       $(id).textContent = "–";
     }
+    for (const key of ["swappedFrames", "hiddenFrames", "faces", "hidden"]) delete $("stats").dataset[key];
   }
 
   showStats(s) {
