@@ -173,9 +173,17 @@ class SwapTrack(MediaStreamTrack):
         except MailboxClosed:
             self.stop()
             raise MediaStreamError from None
-        image = arrival.frame.to_ndarray(format="bgr24")
-        out, shown = await self._produce(image, arrival)
-        frame = to_video_frame(out, self._next_pts(arrival.frame), arrival.frame.time_base or VIDEO_TIME_BASE)
+        pts = self._next_pts(arrival.frame)
+        time_base = arrival.frame.time_base or VIDEO_TIME_BASE
+        if self._control.source is None and self._job is None:
+            # No swap requested: the decoded frame goes back out as it is, no conversion at all.
+            frame = arrival.frame
+            frame.pts, frame.time_base = pts, time_base
+            shown = arrival
+            self.stats.faces = self.stats.hidden = 0
+        else:
+            out, shown = await self._produce(arrival.frame.to_ndarray(format="bgr24"), arrival)
+            frame = to_video_frame(out, pts, time_base)
         self.stats.frames_out += 1
         self.stats.record_latency((time.monotonic() - shown.at) * 1000.0)
         return frame
