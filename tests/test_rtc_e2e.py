@@ -221,3 +221,39 @@ async def test_two_sessions_at_once_are_independent(detector, astronaut_bgr) -> 
     assert {e["code"] for e in errors} == {"bad_json", "bad_settings"}
     assert min(diffs(r, astronaut_bgr)[0] for r in swapped.received[-5:]) > 12
     assert max(diffs(r, astronaut_bgr)[0] for r in plain.received[-5:]) < 6
+
+
+LOOPBACK_ONLY = r"""
+import asyncio, sys
+import cv2, ifaddr
+import aioice.ice
+
+# Simulate a network namespace whose only interface is lo (what aioice would see there).
+_adapters = ifaddr.get_adapters
+ifaddr.get_adapters = lambda **kw: [a for a in _adapters(**kw) if a.name == "lo"]
+assert aioice.ice.get_host_addresses(True, False) == [], "without the patch: no host candidate at all"
+
+from server.rtc.app import create_app
+from server.settings import Settings
+from tests.engine_doubles import FixedFaceDetector, PaintEngine
+from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
+
+async def main():
+    image = cv2.imread("tests/data/astronaut.png")
+    app = create_app(Settings(ice_loopback=True), PaintEngine(FixedFaceDetector()))
+    async with serve_in_process(app) as base, SwapClient(base) as client:
+        await client.connect(SyntheticCamera(image, 30), timeout=10)
+        print("connected", "127.0.0.1" in client.pc.remoteDescription.sdp, len(client.received))
+
+asyncio.run(main())
+"""
+
+
+def test_loopback_only_network_connects_with_the_patch() -> None:
+    """With only ``lo``, aioice offers no host candidate; ``ice_loopback`` (patched at app start,
+    used here by client and server alike) makes a connection possible."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOOPBACK_ONLY], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[:2] == ["connected", "True"], result.stdout
