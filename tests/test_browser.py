@@ -79,12 +79,9 @@ def fake_camera(camera_frame: np.ndarray, tmp_path_factory: pytest.TempPathFacto
     return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", [camera_frame] * 5)
 
 
-@pytest.fixture(scope="module")
-def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    given = os.environ.get("SWAPRTC_BROWSER_TEST_URL")
-    if given:
-        yield given.rstrip("/")
-        return
+@contextlib.contextmanager
+def _running_server(model_store, log_dir: Path, **env_extra: str) -> Iterator[str]:
+    """A real ``swaprtc serve`` process on a free loopback port; yields its base URL."""
     for name in ("retinaface_mnet025", "face_landmark"):
         model_store.ensure(name)  # Fetch once into the test cache; the server then finds them there.
     port = _free_port()
@@ -94,8 +91,9 @@ def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "SWAPRTC_ENGINE": "embedded",
         "SWAPRTC_ICE_LOOPBACK": "true",  # CI containers may have no other interface.
         "SWAPRTC_LOG_LEVEL": "info",
+        **env_extra,
     }
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = log_dir / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -124,6 +122,16 @@ def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             proc.wait()
         if os.environ.get("SWAPRTC_TEST_SHOW_SERVER_LOG"):
             print(log_path.read_text()[-5000:])
+
+
+@pytest.fixture(scope="module")
+def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("SWAPRTC_BROWSER_TEST_URL")
+    if given:
+        yield given.rstrip("/")
+        return
+    with _running_server(model_store, tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +218,7 @@ def _wait_playing(page, element_id: str, timeout_ms: int = PLAY_TIMEOUT_MS) -> N
             state = page.get_by_test_id("connection-state").inner_text()
             raise AssertionError(
                 f"#{element_id} did not play (connection state: {state!r}); console:\n"
-                + "\n".join(page.console_log[-20:])
+                + "\n".join(getattr(page, "console_log", [])[-20:])
             )
 
 
@@ -373,6 +381,27 @@ def test_browser_swaps_the_camera_face(
         "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",
         timeout=10_000,
     )
+
+
+def test_browser_negotiates_h264_when_the_server_asks(
+    browser, model_store, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    if os.environ.get("SWAPRTC_BROWSER_TEST_URL"):
+        pytest.skip("needs its own server started with --codec h264")
+    with _running_server(model_store, tmp_path_factory.mktemp("h264"), SWAPRTC_CODEC="h264") as url:
+        assert _get_json(f"{url}/api/info")["codec"] == "h264"
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(url + "/")
+            page.get_by_test_id("start-button").click()
+            _wait_playing(page, "remote-video")
+            page.wait_for_function(
+                "document.querySelector('[data-testid=stat-codec]').textContent !== '–'", timeout=5_000
+            )
+            assert page.get_by_test_id("stat-codec").inner_text() == "h264"
+        finally:
+            context.close()
 
 
 def test_browser_reflects_engine_and_keeps_settings(page, server_url: str) -> None:
