@@ -3,6 +3,7 @@ sessions are independent, unexpected failures are a bare JSON 500."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -328,3 +329,40 @@ async def test_tls_from_settings(engine, tmp_path) -> None:
             aiohttp.ClientSession() as http, http.get(base + "/api/health", ssl=False) as resp:
         assert base.startswith("https://")
         assert resp.status == 200 and (await resp.json())["ok"] is True
+
+
+async def real_offer_lines() -> list[str]:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from tests.rtc_client import SyntheticCamera
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(SyntheticCamera(np.zeros((64, 64, 3), np.uint8)))
+    pc.createDataChannel("control")
+    await pc.setLocalDescription(await pc.createOffer())
+    lines = pc.localDescription.sdp.split("\r\n")
+    with contextlib.suppress(Exception):
+        await pc.close()
+    return lines
+
+
+async def test_damaged_offers_never_get_a_500(engine) -> None:
+    """Every one-line deletion and a set of truncated lines of a real offer: 200 or 400 JSON."""
+    lines = await real_offer_lines()
+    variants = ["\r\n".join(lines[:i] + lines[i + 1:]) for i in range(len(lines))]
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        damaged = list(lines)
+        j = int(rng.integers(len(damaged)))
+        cut = int(rng.integers(len(damaged[j]) + 1))
+        damaged[j] = damaged[j][:cut] + str(rng.choice(["", "x", ":", " 999", "=", "\x00"]))
+        variants.append("\r\n".join(damaged))
+    app = create_app(Settings(max_sessions=len(variants) + 1), engine)
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        api = Api(base, http, app)
+        for sdp in variants:
+            status, body = await api.call("POST", "/api/offer", json={"sdp": sdp, "type": "offer"})
+            assert status in (200, 400), (status, body, sdp)
+            if status == 400:
+                assert body["error"]["code"] == "bad_offer"
+        await app[SESSIONS].close_all()

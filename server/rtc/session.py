@@ -158,7 +158,11 @@ class Session:
             self.track.stop()
             self.track = None
         if pc is not None:
-            await pc.close()
+            try:
+                await pc.close()
+            except Exception:
+                # aiortc can fail to close a connection whose offer was only half applied.
+                log.debug("session %s: closing the peer connection failed", self.id[:8], exc_info=True)
 
     # --- DataChannel ---------------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
