@@ -10,7 +10,16 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from server.errors import SwapRTCError
+
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "engine": ("auto", "neural", "embedded"),
+    "codec": ("vp8", "h264"),
+    "detector": ("retinaface", "scrfd"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,21 @@ class Settings:
     detect_every: int = 5  # run the detector every N frames while tracking holds
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise SettingsError(
+                    f"invalid {name} {value!r} (--{name.replace('_', '-')} / SWAPRTC_{name.upper()}): "
+                    f"choose one of {', '.join(allowed)}"
+                )
+        for name in ("port", "max_sessions", "max_upload_bytes", "max_upload_pixels",
+                     "inference_threads", "detect_every"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("TLS needs both --tls-cert and --tls-key")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -70,6 +94,10 @@ class Settings:
         return replace(self, **given)
 
 
+class SettingsError(SwapRTCError):
+    code = "bad_setting"
+
+
 def _parse(hint: Any, raw: str, name: str) -> Any:
     text = str(hint)
     try:
@@ -89,7 +117,7 @@ def _parse(hint: Any, raw: str, name: str) -> Any:
             return Path(raw) if raw else None
         return raw
     except ValueError as exc:
-        raise SystemExit(f"invalid value for SWAPRTC_{name.upper()} / --{name}: {raw!r}") from exc
+        raise SettingsError(f"invalid value for SWAPRTC_{name.upper()} / --{name}: {raw!r}") from exc
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
@@ -110,6 +138,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> Non
                 help=f"repeatable (env {env}, comma separated)",
             )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=f"(env {env}, default {default})")
+            parser.add_argument(
+                flag, dest=name, default=None, choices=CHOICES.get(name),
+                help=f"(env {env}, default {default})",
+            )
 
 
