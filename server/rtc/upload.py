@@ -138,7 +138,10 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     size = header_size(data, fmt)
     if size is not None:
         check_pixels(*size, max_pixels)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None or image.size == 0:
         raise BadImageError(f"the {fmt.upper()} image could not be decoded (damaged or truncated?)")
     check_pixels(image.shape[1], image.shape[0], max_pixels)
