@@ -181,7 +181,7 @@ def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> N
     assert all(v >= 0 for v in result.timings_ms.values())
     assert result.timings_ms["total"] >= result.timings_ms["warp"] > 0
     info = engine.describe()
-    assert info["engine"] == "embedded" and "ignored" in str(info["enhance"])
+    assert info["engine"] == "embedded" and info["enhancer"] is False
     assert info["providers"]["landmarks"] == ["CPUExecutionProvider"]
 
 

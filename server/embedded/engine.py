@@ -161,7 +161,7 @@ class EmbeddedEngine:
             "threads": self.threads,
             "detect_every": self.detect_every,
             "method": "mesh texture warp (piecewise affine), colour and lighting matched, feathered blend",
-            "enhance": "ignored: this engine has no enhancer",
+            "enhancer": False,  # the embedded engine has no enhancer: SwapOptions.enhance is ignored
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:
