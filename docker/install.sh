@@ -7,16 +7,16 @@ py="${1:-python3}"
 flavour="${2:-cpu}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-"$py" -m pip install --no-cache-dir --disable-pip-version-check -q --upgrade pip
+"$py" -m pip install --disable-pip-version-check -q --upgrade pip
 if [ "$flavour" = "gpu" ]; then
   # onnxruntime and onnxruntime-gpu share one import package: install the project without the
   # CPU build, then the GPU build.
-  "$py" -m pip install --no-cache-dir --disable-pip-version-check -q "$root[gpu]"
+  "$py" -m pip install --disable-pip-version-check -q "$root[gpu]"
   "$py" -m pip uninstall -y -q onnxruntime || true
-  "$py" -m pip install --no-cache-dir --disable-pip-version-check -q --force-reinstall --no-deps \
+  "$py" -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
     "onnxruntime-gpu>=1.31"
 else
-  "$py" -m pip install --no-cache-dir --disable-pip-version-check -q "$root"
+  "$py" -m pip install --disable-pip-version-check -q "$root"
 fi
 # Smoke check: the package imports and the CLI answers.
 "$py" -c "import server.cli, onnxruntime, aiortc, av, cv2; print('swaprtc install ok, ort', onnxruntime.__version__, onnxruntime.get_available_providers())"

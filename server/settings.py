@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from server.errors import SwapRTCError
+from server.resources import default_models_dir
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODELS_DIR = default_models_dir()
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "engine": ("auto", "neural", "embedded"),

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import ModelError
+from server.resources import resource_path
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent.parent / "models" / "manifest.json"
+DEFAULT_MANIFEST = resource_path("models/manifest.json")
 ROLES = frozenset({"detector", "embedder", "swapper", "enhancer", "landmarker"})
 MEMBER_FORMATS = frozenset({"raw", "python-bytes-literal"})
 # Models every install needs; they come from package wheels so they download without a model hub.

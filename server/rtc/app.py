@@ -16,6 +16,7 @@ from aiohttp.multipart import BodyPartReader
 from server import __version__
 from server.engine import Engine
 from server.errors import SwapRTCError
+from server.resources import resource_path
 from server.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from server.rtc.sdp import apply_encoder_bitrates, codec_mime
 from server.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
@@ -26,7 +27,7 @@ from server.types import SourceFace
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+WEB_DIR = resource_path("web")
 MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the image
 CHUNK = 64 * 1024
 
