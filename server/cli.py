@@ -15,7 +15,7 @@ COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log
 SERVE = [
     "host", "port", "ice_servers", "ice_loopback", "codec", "min_bitrate", "start_bitrate",
     "max_bitrate", "tls_cert", "tls_key", "max_sessions", "max_upload_bytes",
-    "max_upload_pixels", "session_idle_s", "inference_threads", "detect_every",
+    "max_upload_pixels", "session_idle_s", "swap_deadline_ms", "inference_threads", "detect_every",
 ]
 
 

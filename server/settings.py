@@ -52,6 +52,8 @@ class Settings:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
     session_idle_s: float = 15.0  # DataChannel silence before a session is dropped
+    # Longest a frame waits for its swap before it goes out with faces hidden instead.
+    swap_deadline_ms: int = 200
     inference_threads: int = 1
     detect_every: int = 5  # run the detector every N frames while tracking holds
     log_level: str = "info"
@@ -65,7 +67,7 @@ class Settings:
                     f"choose one of {', '.join(allowed)}"
                 )
         for name in ("port", "max_sessions", "max_upload_bytes", "max_upload_pixels",
-                     "inference_threads", "detect_every"):
+                     "inference_threads", "detect_every", "swap_deadline_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
         if (self.tls_cert is None) != (self.tls_key is None):

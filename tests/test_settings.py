@@ -49,3 +49,11 @@ def test_cli_reports_bad_env_without_traceback(
     assert main(["models", "list"]) == 2
     err = capsys.readouterr().err
     assert "bad_setting" in err and "vp8" in err and "Traceback" not in err
+
+
+def test_swap_deadline_reaches_the_rtc_policy() -> None:
+    from server.rtc.app import SESSIONS, create_app
+    from tests.engine_doubles import FixedFaceDetector, PaintEngine
+
+    app = create_app(Settings(swap_deadline_ms=50), PaintEngine(FixedFaceDetector()))
+    assert app[SESSIONS].policy.deadline_s == pytest.approx(0.05)

@@ -228,7 +228,8 @@ def create_app(
     ice_servers = parse_ice_servers(settings.ice_servers)
     policy = RtcPolicy(
         ice_servers=tuple(ice_servers), codec=settings.codec.lower(), min_bitrate=settings.min_bitrate,
-        start_bitrate=settings.start_bitrate, max_bitrate=settings.max_bitrate, deadline_s=deadline_s,
+        start_bitrate=settings.start_bitrate, max_bitrate=settings.max_bitrate,
+        deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
     )
     pool = InferencePool(settings.inference_threads)
     extra = {} if never_connected_s is None else {"never_connected_s": never_connected_s}
