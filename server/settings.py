@@ -47,6 +47,7 @@ class Settings:
     max_bitrate: int = 4_000_000
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_self_signed: bool = False  # serve https with a throw-away certificate (LAN use)
     # Sessions and uploads
     max_sessions: int = 8
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -70,6 +71,8 @@ class Settings:
                      "inference_threads", "detect_every", "swap_deadline_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        if self.tls_self_signed and self.tls_cert is not None:
+            raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("TLS needs both --tls-cert and --tls-key")
 

@@ -317,7 +317,7 @@ def self_signed(tmp_path: Any) -> tuple[Any, Any]:
 
 async def test_tls_from_settings(engine, tmp_path) -> None:
     from server.errors import SwapRTCError
-    from server.rtc.app import tls_context
+    from server.rtc.tls import tls_context
 
     cert, key = self_signed(tmp_path)
     with pytest.raises(SwapRTCError, match="both"):
@@ -329,6 +329,36 @@ async def test_tls_from_settings(engine, tmp_path) -> None:
             aiohttp.ClientSession() as http, http.get(base + "/api/health", ssl=False) as resp:
         assert base.startswith("https://")
         assert resp.status == 200 and (await resp.json())["ok"] is True
+
+
+async def test_tls_self_signed_serves_https_for_localhost(engine) -> None:
+    import asyncio
+    import ssl
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from cryptography import x509
+
+    from server.rtc.tls import tls_context
+
+    settings = Settings(tls_self_signed=True)
+    context = tls_context(settings)
+    assert context is not None
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    async with serve_in_process(create_app(settings, engine), ssl_context=context) as base:
+        async with aiohttp.ClientSession() as http, http.get(base + "/api/health", ssl=client) as resp:
+            assert resp.status == 200
+        url = urlsplit(base)
+        _, writer = await asyncio.open_connection(url.hostname, url.port, ssl=client)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+    cert = x509.load_der_x509_certificate(der)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    with pytest.raises(Exception, match="not both"):
+        Settings(tls_self_signed=True, tls_cert=Path("c.pem"), tls_key=Path("k.pem"))
 
 
 async def real_offer_lines() -> list[str]:

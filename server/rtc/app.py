@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import logging
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from server.resources import resource_path
 from server.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from server.rtc.sdp import apply_encoder_bitrates, codec_mime
 from server.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
+from server.rtc.tls import tls_context
 from server.rtc.track import InferencePool
 from server.rtc.upload import MissingImageError, TooLargeError, decode_image
 from server.settings import Settings
@@ -269,16 +269,6 @@ async def _on_startup(app: web.Application) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     await app[SESSIONS].close_all()
     app[POOL].shutdown()
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls_cert is None and settings.tls_key is None:
-        return None
-    if settings.tls_cert is None or settings.tls_key is None:
-        raise SwapRTCError("TLS needs both --tls-cert and --tls-key", code="bad_tls")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
-    return context
 
 
 def serve(settings: Settings) -> int:
