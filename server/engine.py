@@ -18,9 +18,18 @@ class FrameProcessor(Protocol):
     """Per-stream processing state (tracking, smoothing). Not thread-safe: one stream, one user."""
 
     def process(
-        self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions
+        self,
+        frame: np.ndarray,
+        source: SourceFace | None,
+        options: SwapOptions,
+        timestamp_s: float | None = None,
     ) -> SwapResult:
-        """Swap faces in one BGR frame. With ``source`` None, returns the frame unchanged."""
+        """Swap faces in one BGR frame. With ``source`` None, returns the frame unchanged.
+
+        ``timestamp_s`` is the frame's presentation time (live streams drop frames, so the time
+        between processed frames varies); None means "one frame at the processor's nominal rate".
+        Every face found but not replaced is listed in ``SwapResult.unswapped``.
+        """
         ...
 
     def reset(self) -> None:

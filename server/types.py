@@ -65,3 +65,6 @@ class SwapResult:
     faces: tuple[Face, ...]  # faces found in the input frame
     swapped: int  # how many faces were replaced
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Faces present in ``frame`` but NOT replaced (not selected in one-face mode, too small, mesh
+    # rejected, ...). With a source set they must never be shown as they are: the caller hides them.
+    unswapped: tuple[Face, ...] = ()
