@@ -60,6 +60,8 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
+        object.__setattr__(self, "providers", tuple(normalise_provider(p) for p in self.providers))
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -71,6 +73,13 @@ class Settings:
                      "inference_threads", "detect_every", "swap_deadline_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        if self.session_idle_s <= 0:
+            raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
+        if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:
+            raise SettingsError(
+                "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
+                f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
+            )
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -95,13 +104,32 @@ class Settings:
         for k, v in list(given.items()):
             if isinstance(v, str):
                 given[k] = _parse(hints[k], v, k)
-            elif isinstance(v, list):
-                given[k] = tuple(v)
+            elif isinstance(v, list):  # repeatable flags, each may also be comma separated
+                given[k] = tuple(p.strip() for item in v for p in str(item).split(",") if p.strip())
         return replace(self, **given)
 
 
 class SettingsError(SwapRTCError):
     code = "bad_setting"
+
+
+KNOWN_PROVIDERS = (
+    "TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
+    "OpenVINOExecutionProvider", "CPUExecutionProvider",
+)
+
+
+def normalise_provider(name: str) -> str:
+    """``cuda`` / ``CUDA`` / ``CUDAExecutionProvider`` -> ``CUDAExecutionProvider``."""
+    key = name.strip().lower().removesuffix("executionprovider")
+    for full in KNOWN_PROVIDERS:
+        if full.lower().removesuffix("executionprovider") == key:
+            return full
+    raise SettingsError(
+        f"unknown execution provider {name!r}: use e.g. TensorRT, CUDA, CoreML, CPU "
+        f"(or the full onnxruntime names: {', '.join(KNOWN_PROVIDERS)})"
+    )
 
 
 def _parse(hint: Any, raw: str, name: str) -> Any:

@@ -55,8 +55,9 @@ def certificate_names(host: str) -> tuple[list[str], list[str]]:
 
 
 def self_signed_context(host: str, days: int = 30) -> ssl.SSLContext:
-    """A fresh EC key and self-signed certificate, kept in memory (the PEM files live only for the
-    instant ``load_cert_chain`` needs them). Browsers warn once; the fingerprint is logged so the
+    """A fresh EC key and self-signed certificate. Python's ``ssl`` loads a key only from a file, so
+    the PEM files exist for the instant ``load_cert_chain`` needs them, in a private (0700)
+    temporary folder deleted right after. Browsers warn once; the fingerprint is logged so the
     operator can compare it with what the browser shows."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
