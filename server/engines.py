@@ -11,12 +11,12 @@ import logging
 from server.engine import Engine
 from server.errors import ModelError
 from server.models.store import ModelStore
+from server.pipeline.onnx_io import GPU_PROVIDERS
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 NEURAL_MODELS = ("w600k_r50", "inswapper_128")
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider")
 
 
 def gpu_in_use(store: ModelStore) -> bool:

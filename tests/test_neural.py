@@ -20,7 +20,7 @@ from server.pipeline.neural import NeuralEngine, NeuralIdentity
 from server.pipeline.paste import crop_region
 from server.pipeline.swapper import InSwapper, identity_latent
 from server.settings import Settings
-from server.types import SwapOptions
+from server.types import Face, SwapOptions
 from tests.tiny_models import arcface_model, colour_matrix, gfpgan_model, inswapper_model, make_emap, session
 
 
@@ -133,6 +133,39 @@ def test_many_faces_swaps_every_face(engine, source, two_faces) -> None:
     assert np.abs(one.frame[ys, xs].astype(int) - two_faces[ys, xs].astype(int)).mean() > 30
     ys, xs = face_box(smaller)
     assert np.array_equal(one.frame[ys, xs], two_faces[ys, xs])
+
+
+def test_faces_left_alone_are_reported_unswapped(engine, source, two_faces) -> None:
+    stream = engine.open_stream()
+    one = stream.process(two_faces, source, SwapOptions(many_faces=False), timestamp_s=0.0)
+    many = stream.process(two_faces, source, SwapOptions(many_faces=True), timestamp_s=0.04)
+    largest, smaller = one.faces
+    assert largest.area >= smaller.area
+    # One-face mode leaves the smaller face as it is: the caller must hide it.
+    assert len(one.unswapped) == 1
+    np.testing.assert_array_equal(one.unswapped[0].bbox, smaller.bbox)
+    assert one.unswapped[0].bbox[0] > two_faces.shape[1] / 2  # the right-hand (Obama) face
+    assert many.unswapped == ()
+
+
+class _FixedDetector:
+    def __init__(self, faces: list[Face]) -> None:
+        self.faces = faces
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        return list(self.faces)
+
+
+def test_a_face_that_cannot_be_pasted_is_unswapped(engine, source, grace_bgr) -> None:
+    real = engine.detector.detect(grace_bgr)[0]
+    # Keypoints far outside the frame: the aligned crop maps back to no pixel of it.
+    off = Face(bbox=real.bbox + 5000, score=0.9, kps=real.kps + 5000)
+    stub = NeuralEngine(_FixedDetector([real, off]), engine.embedder, engine.swapper)
+    result = stub.open_stream().process(grace_bgr, source, SwapOptions(many_faces=True))
+    assert result.swapped == 1
+    assert len(result.unswapped) == 1 and result.unswapped[0] is off
+    ys, xs = face_box(real)
+    assert np.abs(result.frame[ys, xs].astype(int) - grace_bgr[ys, xs].astype(int)).mean() > 30
 
 
 def test_strength_changes_the_identity(retinaface_session, grace_bgr, astronaut_bgr) -> None:

@@ -11,14 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
-from server.errors import BadImageError, NoFaceError
+from server.errors import NoFaceError
+from server.faces import check_frame, face_thumbnail
 from server.pipeline.aligner import estimate_arcface, warp_crop
 from server.pipeline.detector import Detector, RetinaFaceDetector, ScrfdDetector
 from server.pipeline.embedder import ArcFaceEmbedder
 from server.pipeline.enhancer import GfpganEnhancer
+from server.pipeline.onnx_io import GPU_PROVIDERS
 from server.pipeline.paste import paste_into
 from server.pipeline.swapper import InSwapper, blend_latents, load_emap
 from server.types import Face, SourceFace, SwapOptions, SwapResult
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENGINE_NAME = "neural"
-THUMBNAIL_SIZE = 128
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,30 +39,6 @@ class NeuralIdentity:
 
     embedding: np.ndarray  # (512,) L2-normalised ArcFace embedding
     latent: np.ndarray  # (1, 512) (embedding @ emap) / norm, ready for InSwapper
-
-
-def face_thumbnail(image: np.ndarray, face: Face, size: int = THUMBNAIL_SIZE) -> bytes:
-    """JPEG of the face box grown by 30%, longest side ``size`` pixels."""
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in face.bbox)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half = max(x2 - x1, y2 - y1) * 0.65
-    left, top = max(int(cx - half), 0), max(int(cy - half), 0)
-    right, bottom = min(int(cx + half) + 1, w), min(int(cy + half) + 1, h)
-    crop = image[top:bottom, left:right] if right > left and bottom > top else image
-    scale = size / max(crop.shape[:2])
-    thumb = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise BadImageError("could not encode the face thumbnail")
-    return buf.tobytes()
-
-
-def check_frame(image: object) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise BadImageError("expected a BGR uint8 image of shape (H, W, 3)")
-    return image
 
 
 class NeuralEngine:
@@ -142,7 +117,7 @@ class NeuralEngine:
             engine=self.name,
             face=face,
             faces_found=len(faces),
-            thumbnail_jpeg=face_thumbnail(image, face),
+            thumbnail_jpeg=face_thumbnail(image, face.bbox),
             payload=identity,
         )
 
@@ -159,7 +134,14 @@ class NeuralStream:
     def reset(self) -> None:
         """Nothing is tracked between frames."""
 
-    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
+    def process(
+        self,
+        frame: np.ndarray,
+        source: SourceFace | None,
+        options: SwapOptions,
+        timestamp_s: float | None = None,
+    ) -> SwapResult:
+        """``timestamp_s`` is accepted for the FrameProcessor contract; nothing here depends on time."""
         t_start = time.perf_counter()
         if source is None:
             return SwapResult(frame=frame, faces=(), swapped=0, timings_ms={"total": 0.0})
@@ -172,13 +154,17 @@ class NeuralStream:
         faces = eng.detector.detect(frame)
         timings["detect"] = (time.perf_counter() - t) * 1000
         chosen = faces if options.many_faces else faces[:1]
+        # Faces left alone in one-face mode still show a real person: the caller hides them.
+        unswapped: list[Face] = list(faces[len(chosen):])
         if not chosen:
             timings["total"] = (time.perf_counter() - t_start) * 1000
-            return SwapResult(frame=frame, faces=tuple(faces), swapped=0, timings_ms=timings)
+            return SwapResult(frame=frame, faces=tuple(faces), swapped=0, timings_ms=timings,
+                              unswapped=tuple(unswapped))
 
         out = frame.copy()
         size = eng.swapper.size
         identity: NeuralIdentity = source.payload
+        done: list[Face] = []
         for face in chosen:
             t = time.perf_counter()
             m = estimate_arcface(face.kps, size)
@@ -194,13 +180,16 @@ class NeuralStream:
             timings["swap"] += (time.perf_counter() - t) * 1000
 
             t = time.perf_counter()
-            paste_into(out, swapped, m)
+            region = paste_into(out, swapped, m)
             timings["paste"] += (time.perf_counter() - t) * 1000
+            # No region: the aligned crop maps entirely outside the frame, so nothing was replaced.
+            (done if region is not None else unswapped).append(face)
 
         if options.enhance and eng.enhancer is not None:
             t = time.perf_counter()
-            for face in chosen:
+            for face in done:
                 eng.enhancer.enhance_into(out, face.kps, options.enhance_blend)
             timings["enhance"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t_start) * 1000
-        return SwapResult(frame=out, faces=tuple(faces), swapped=len(chosen), timings_ms=timings)
+        return SwapResult(frame=out, faces=tuple(faces), swapped=len(done), timings_ms=timings,
+                          unswapped=tuple(unswapped))

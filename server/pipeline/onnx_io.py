@@ -1,9 +1,14 @@
-"""Small helpers to read an onnxruntime session's I/O contract instead of hard-coding it."""
+"""Small onnxruntime helpers: read a session's I/O contract instead of hard-coding it, and which
+execution providers count as a GPU."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+
+# Providers that run on an accelerator: engine selection (auto picks neural only with one) and the
+# fp16 InSwapper choice (faster there, slower on a CPU) both ask this one list.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider")
 
 _TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
