@@ -3,6 +3,9 @@
 ``PaintEngine`` detects faces with the real RetinaFace detector and "swaps" by painting each chosen
 face box a solid colour (the source's colour), so a test can tell a swapped pixel from a camera
 pixel. It can be slow (``delay_s``, ``first_delay_s`` for a warm-up), and raise on chosen calls.
+Like the real engines it lists every face it found but did not paint in ``SwapResult.unswapped``
+(``max_swaps`` limits how many it paints); ``guard`` replaces the detector behind ``detect`` (the
+quick detection the track hides faces with), so a test can make it miss faces.
 """
 
 from __future__ import annotations
@@ -50,26 +53,36 @@ class PaintProcessor:
         self.engine = engine
         self.resets = 0
         self.calls = 0
+        self.timestamps: list[float | None] = []
 
-    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
+    def process(
+        self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions,
+        timestamp_s: float | None = None,
+    ) -> SwapResult:
         index = self.engine.next_call()
         self.calls += 1
+        self.timestamps.append(timestamp_s)
         delay = self.engine.first_delay_s if index == 1 else self.engine.delay_s
         if delay:
             time.sleep(delay)
         if index in self.engine.fail_on or (self.engine.fail_if and self.engine.fail_if(frame)):
             raise RuntimeError(f"deliberate engine failure on call {index}")
         t0 = time.perf_counter()
-        faces = tuple(self.engine.detect(frame))
+        faces = tuple(self.engine.detector.detect(frame))
         t1 = time.perf_counter()
         if source is None:
             return SwapResult(frame, faces, 0, {"detect": (t1 - t0) * 1000})
         out = frame.copy()
         targets = faces if options.many_faces else faces[:1]
+        if self.engine.max_swaps is not None:
+            targets = targets[: self.engine.max_swaps]
         for face in targets:
             paint_box(out, face, source.payload)
         t2 = time.perf_counter()
-        return SwapResult(out, faces, len(targets), {"detect": (t1 - t0) * 1000, "swap": (t2 - t1) * 1000})
+        return SwapResult(
+            out, faces, len(targets), {"detect": (t1 - t0) * 1000, "swap": (t2 - t1) * 1000},
+            unswapped=faces[len(targets):],
+        )
 
     def reset(self) -> None:
         self.resets += 1
@@ -88,8 +101,12 @@ class PaintEngine:
         fail_if: Callable[[np.ndarray], bool] | None = None,
         detect_fails: bool = False,
         colour: tuple[int, int, int] = PAINT_BGR,
+        max_swaps: int | None = None,
+        guard: Detector | FixedFaceDetector | None = None,
     ) -> None:
         self.detector = detector
+        self.max_swaps = max_swaps
+        self.guard = guard if guard is not None else detector
         self.delay_s = delay_s
         self.first_delay_s = first_delay_s or delay_s
         self.fail_on = set(fail_on)
@@ -111,7 +128,7 @@ class PaintEngine:
     def detect(self, frame: np.ndarray) -> list[Face]:
         if self.detect_fails:
             raise RuntimeError("deliberate detector failure")
-        return self.detector.detect(frame)
+        return self.guard.detect(frame)
 
     def prepare_source(self, image: np.ndarray) -> SourceFace:
         faces = self.detector.detect(image)

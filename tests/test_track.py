@@ -14,11 +14,17 @@ from av import VideoFrame
 
 from server.pipeline.detector import RetinaFaceDetector
 from server.rtc.privacy import hide_faces, hide_frame
-from server.rtc.track import InferencePool, StreamControl, SwapTrack, to_video_frame
-from tests.engine_doubles import PAINT_BGR, FixedFaceDetector, PaintEngine
+from server.rtc.track import Arrival, InferencePool, StreamControl, SwapTrack, to_video_frame
+from server.types import Face
+from tests.engine_doubles import ASTRONAUT_FACE, PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import SyntheticCamera, draw_frame_id, read_frame_id
 
 FACE = (slice(75, 165), slice(190, 262))  # rows, cols well inside the astronaut's face box
+# A second "face" on the astronaut's suit (textured, away from the first face and the id strip).
+OTHER_FACE = Face(
+    bbox=np.array([360, 220, 430, 300], np.float32), score=0.9, kps=np.zeros((5, 2), np.float32)
+)
+OTHER = (slice(230, 290), slice(370, 420))  # rows, cols inside OTHER_FACE
 
 
 class QueueTrack(MediaStreamTrack):
@@ -258,3 +264,100 @@ async def test_a_slow_session_does_not_starve_a_fast_one(astronaut_bgr, pool) ->
     # Turn-taking: the fast session gets about one frame per slow job (~6 fps here), no fewer.
     assert n_fast >= 0.8 * n_slow and n_fast >= 5, (n_fast, n_slow)
     assert slow_track.stats.dropped > 10  # the slow session thins its own camera, not the others'
+
+
+def assert_other_face_hidden(image: np.ndarray, original: np.ndarray) -> None:
+    raw = yuv_roundtrip(original)
+    pixelated = hide_faces(raw, [OTHER_FACE])
+    assert diff(image[OTHER], raw[OTHER]) > 15, "the unswapped second face was sent as it is"
+    assert diff(image[OTHER], pixelated[OTHER]) < 6
+
+
+async def test_a_partly_swapped_frame_hides_the_unswapped_face(astronaut_bgr, pool) -> None:
+    # One-face mode: the first face is painted, the second is listed in ``unswapped``.
+    engine = PaintEngine(FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)))
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
+    frames = await take(track, 4)
+    track.stop()
+    for image, _, _ in frames:
+        assert is_painted(image)
+        assert_other_face_hidden(image, astronaut_bgr)
+    assert track.stats.swapped_frames == 4
+    assert (track.stats.faces, track.stats.hidden) == (2, 1)
+
+
+async def test_faces_found_but_none_swapped_are_hidden(astronaut_bgr, pool) -> None:
+    engine = PaintEngine(FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)), max_swaps=0)
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
+    frames = await take(track, 3)
+    track.stop()
+    assert_no_leak(frames, astronaut_bgr)
+    for image, _, _ in frames:
+        assert not is_painted(image)
+        assert_other_face_hidden(image, astronaut_bgr)
+    assert track.stats.swapped_frames == 0 and track.stats.hidden_frames == 3
+    assert track.stats.hidden == 2
+
+
+async def test_a_face_the_guard_misses_stays_hidden_on_engine_errors(astronaut_bgr, pool) -> None:
+    """On an engine error the track hides what the quick guard detection finds plus the faces of
+    the latest engine result: a face the guard misses (here the astronaut's) stays covered where the
+    engine last saw it, also over several failing frames in a row."""
+    engine = PaintEngine(
+        FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)), guard=FixedFaceDetector((OTHER_FACE,)),
+        fail_on={3, 4},
+    )
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0, guard_timeout_s=5.0)
+    frames = await take(track, 6)
+    track.stop()
+    assert track.stats.engine_errors == 2
+    assert [is_painted(image) for image, _, _ in frames] == [True, True, False, False, True, True]
+    assert_no_leak(frames, astronaut_bgr)
+    for image, _, _ in frames:
+        assert_other_face_hidden(image, astronaut_bgr)
+
+
+async def test_the_first_source_set_mid_stream_swaps_the_next_frames(astronaut_bgr, detector, pool) -> None:
+    engine = PaintEngine(detector)
+    track, _, control = make_track(astronaut_bgr, engine, pool, source=False, deadline_s=5.0)
+    before = await take(track, 3)
+    assert not any(is_painted(image) for image, _, _ in before)
+    assert engine.calls == 0  # nothing to swap yet: frames went out as they came
+    control.set_source(engine.prepare_source(astronaut_bgr))
+    after = await take(track, 3)
+    track.stop()
+    assert all(is_painted(image) for image, _, _ in after)
+    assert track.stats.swapped_frames == 3
+
+
+async def test_the_processor_gets_each_frames_presentation_time(astronaut_bgr, pool) -> None:
+    engine = PaintEngine(FixedFaceDetector())
+    track, camera, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
+    frames = await take(track, 4)
+    track.stop()
+    # The camera stamps frame n with pts n * 3000 at 1/90000 s: n / 30 seconds.
+    expected = [read_frame_id(image) / camera.fps for image, _, _ in frames]
+    assert engine.processors[0].timestamps == pytest.approx(expected)
+
+
+def test_a_frame_without_pts_is_timed_by_its_arrival() -> None:
+    frame = to_video_frame(np.zeros((16, 16, 3), np.uint8), None)
+    assert SwapTrack._timestamp_s(Arrival(frame, at=12.5)) == 12.5
+
+
+async def test_every_frame_is_sent_or_counted_as_dropped(astronaut_bgr, pool) -> None:
+    """A warm-up longer than the deadline: frames go out hidden while the first swap runs; when it
+    finishes, the frame taken at that moment is replaced by the late swap and counted as dropped."""
+    engine = PaintEngine(FixedFaceDetector(), first_delay_s=0.5)
+    camera = SyntheticCamera(astronaut_bgr, 30.0, max_frames=24)
+    control = StreamControl()
+    control.set_source(engine.prepare_source(astronaut_bgr))
+    track = SwapTrack(QueueTrack(camera), engine, engine.open_stream(), control, pool, deadline_s=0.1)
+    ids = []
+    with pytest.raises(MediaStreamError):
+        while True:
+            frame = await track.recv()
+            ids.append(read_frame_id(frame.to_ndarray(format="bgr24")))
+    assert track.stats.frames_in == 24
+    assert len(ids) > len(set(ids))  # the first frame went out hidden, then again swapped
+    assert len(set(ids)) + track.stats.dropped == 24

@@ -6,10 +6,12 @@ runs the session's FrameProcessor on the shared inference executor, never on the
 aiortc encodes in. Each track has at most one job in flight, so with a FIFO executor sessions take
 turns and one backlogged session cannot starve another.
 
-Never leak the unswapped face: once a source is set, a frame with a face is sent only swapped or
-with its faces hidden. If the swap misses its deadline (first-call warm-up, an engine slower than
-the camera) the current frame goes out with faces hidden while the swap finishes; if the engine
-raises, faces found by ``engine.detect`` are hidden, and if that fails too the whole frame is.
+Never leak the unswapped face: once a source is set, a frame with a face is sent only with every
+face swapped or hidden. Faces the engine found but did not replace (``SwapResult.unswapped``) are
+pixelated, also in a frame where another face was swapped. If the swap misses its deadline
+(first-call warm-up, an engine slower than the camera) the current frame goes out with faces hidden
+while the swap finishes; if the engine raises, faces found by ``engine.detect`` and the faces of the
+last engine result are hidden, and if detection fails too the whole frame is.
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ class InferencePool:
     """The executors model work runs on, shared by every session of one app.
 
     ``inference`` runs swaps and source preparation; ``guard`` runs the quick detections used to
-    hide faces, so hiding never waits behind a slow swap.
+    hide faces, so hiding never waits behind a slow swap. Both get ``threads`` workers: several
+    sessions hiding at once (a slow engine) must not queue behind one guard thread and time out.
     """
 
     def __init__(self, threads: int = 1) -> None:
-        self.inference = ThreadPoolExecutor(max(1, threads), thread_name_prefix="swaprtc-infer")
-        self.guard = ThreadPoolExecutor(1, thread_name_prefix="swaprtc-guard")
+        self.threads = max(1, threads)
+        self.inference = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-infer")
+        self.guard = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-guard")
 
     def run(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
         return asyncio.get_running_loop().run_in_executor(self.inference, partial(fn, *args))
@@ -132,7 +136,8 @@ class SwapTrack(MediaStreamTrack):
         self._job: asyncio.Future[SwapResult] | None = None
         self._job_arrival: Arrival | None = None
         self._generation_seen = control.generation
-        self._last_faces: tuple[Face, ...] = ()
+        self._last_faces: tuple[Face, ...] = ()  # every face of the latest engine result
+        self._discarded = 0  # frames taken from the mailbox but never sent (a late swap went instead)
         self._last_pts: int | None = None
         self._clock_start: float | None = None
 
@@ -147,7 +152,7 @@ class SwapTrack(MediaStreamTrack):
                 frame = await self._source.recv()
                 self.stats.frames_in += 1
                 self._mailbox.put(Arrival(frame, time.monotonic()))
-                self.stats.dropped = self._mailbox.dropped
+                self._count_dropped()
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -156,6 +161,9 @@ class SwapTrack(MediaStreamTrack):
             log.exception("reading the remote track failed")
         finally:
             self._mailbox.close()
+
+    def _count_dropped(self) -> None:
+        self.stats.dropped = self._mailbox.dropped + self._discarded
 
     def stop(self) -> None:
         if self._reader is not None and not self._reader.done():
@@ -211,7 +219,9 @@ class SwapTrack(MediaStreamTrack):
         if self._job is None:
             reset = control.generation != self._generation_seen
             self._generation_seen = control.generation
-            self._job = self._pool.run(self._process, image, source, control.options, reset)
+            self._job = self._pool.run(
+                self._process, image, source, control.options, reset, self._timestamp_s(arrival)
+            )
             self._job.add_done_callback(_retrieve)
             self._job_arrival = arrival
         done, _ = await asyncio.wait({self._job}, timeout=self.deadline_s)
@@ -228,32 +238,52 @@ class SwapTrack(MediaStreamTrack):
             if self.stats.engine_errors <= 3 or self.stats.engine_errors % 100 == 0:
                 log.warning("engine failed on a frame (%d so far)", self.stats.engine_errors, exc_info=True)
             return await self._hidden(image), arrival
+        if job_arrival is not arrival:
+            # A late swap of an earlier frame finished: it goes out, this frame never will.
+            self._discarded += 1
+            self._count_dropped()
+        # Engines report every face they found, so a result without faces is trusted: no face to hide.
         self._last_faces = result.faces
         self.stats.faces = len(result.faces)
         self.stats.record_stages(result.timings_ms)
+        unswapped = result.unswapped
+        if result.swapped == 0 and result.faces and not unswapped:
+            # Faces found, none replaced and none listed: an engine not filling ``unswapped``
+            # still must not show them, so all of them are hidden.
+            unswapped = result.faces
         if result.swapped > 0:
             self.stats.swapped_frames += 1
-            self.stats.hidden = 0
-            return result.frame, job_arrival
-        if result.faces:
-            # Faces found but none replaced (too small, badly posed): never show them unswapped.
+        elif unswapped:
             self.stats.hidden_frames += 1
-            self.stats.hidden = len(result.faces)
-            return hide_faces(result.frame, result.faces), job_arrival
-        self.stats.hidden = 0
-        return result.frame, job_arrival
+        self.stats.hidden = len(unswapped)
+        # A partly swapped frame (one-face mode, a face too small to swap) hides the others.
+        frame = hide_faces(result.frame, unswapped) if unswapped else result.frame
+        return frame, job_arrival
+
+    @staticmethod
+    def _timestamp_s(arrival: Arrival) -> float:
+        """The frame's presentation time in seconds; its arrival time when it has no pts."""
+        frame = arrival.frame
+        if frame.pts is None:
+            return arrival.at
+        return float(frame.pts * (frame.time_base or VIDEO_TIME_BASE))
 
     def _process(
-        self, image: np.ndarray, source: SourceFace, options: SwapOptions, reset: bool
+        self, image: np.ndarray, source: SourceFace, options: SwapOptions, reset: bool, timestamp_s: float
     ) -> SwapResult:
         # Runs on the inference executor; one job per track at a time, so the processor (not
         # thread-safe) is only ever used by one thread at once.
         if reset:
             self._processor.reset()
-        return self._processor.process(image, source, options)
+        return self._processor.process(image, source, options, timestamp_s)
 
     async def _hidden(self, image: np.ndarray) -> np.ndarray:
-        """``image`` with every face hidden: detected now, plus where faces were last seen."""
+        """``image`` with every face hidden: detected now, plus where the engine last saw faces.
+
+        The quick detection may miss a face the engine found (a smaller or cheaper detector, a
+        turned head), so the latest engine result's faces are always hidden too; detections made
+        here are not remembered, so a miss cannot erase a face the engine reported.
+        """
         self.stats.hidden_frames += 1
         try:
             detected = await asyncio.wait_for(
@@ -265,7 +295,5 @@ class SwapTrack(MediaStreamTrack):
             self.stats.hidden = max(1, len(self._last_faces))
             return hide_frame(image)
         faces = [*detected, *self._last_faces]
-        self.stats.hidden = len(detected)
-        if detected:
-            self._last_faces = tuple(detected)
+        self.stats.hidden = max(len(detected), len(self._last_faces))
         return hide_faces(image, faces) if faces else image
