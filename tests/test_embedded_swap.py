@@ -156,10 +156,17 @@ def test_many_faces_swaps_every_face_only_when_asked(engine: EmbeddedEngine, ast
     canvas[:470, :320] = left
     canvas[40:440, 320:] = right
     source = engine.prepare_source(astronaut_bgr)
-    one = engine.open_stream().process(canvas, source, SwapOptions(many_faces=False))
+    one_stream = engine.open_stream()
+    one = one_stream.process(canvas, source, SwapOptions(many_faces=False))
     both = engine.open_stream().process(canvas, source, SwapOptions(many_faces=True))
-    assert one.swapped == 1 and len(one.faces) == 1
-    assert both.swapped == 2 and len(both.faces) == 2
+    assert one.swapped == 1 and len(one.faces) == 2
+    assert both.swapped == 2 and len(both.faces) == 2 and both.unswapped == ()
+    # The face left alone (Obama, on the right) is reported so the caller can hide it, and keeps
+    # being reported on the frames between scheduled detector runs.
+    for result in (one, one_stream.process(canvas, source, SwapOptions(many_faces=False))):
+        assert len(result.unswapped) == 1
+        x1, y1, x2, y2 = result.unswapped[0].bbox
+        assert x1 > 320 and (x1 + x2) / 2 > 400 and y2 > y1
     changed = np.abs(both.frame.astype(np.int16) - canvas).sum(axis=2) > 30
     assert changed[:, :320].sum() > 2000 and changed[:, 320:].sum() > 2000
     # With one face, only the largest (Grace, on the left) is swapped.

@@ -138,3 +138,80 @@ def test_moving_face_is_followed_without_visible_lag(engine: EmbeddedEngine, sou
     lag = float(np.linalg.norm(tracked - exact, axis=1).mean())
     assert lag < 0.03 * size, (lag, size)
     assert stream.detector_calls == 5  # the scheduled ones only: tracking never lost the face
+
+
+def _low_presence(monkeypatch: pytest.MonkeyPatch, engine: EmbeddedEngine) -> None:
+    """The mesh still runs but sees no face (as for a profile or a hand over the face)."""
+    real = engine.mesh_model.run
+    monkeypatch.setattr(engine.mesh_model, "run", lambda frame, roi: (real(frame, roi)[0], 0.1))
+
+
+def test_a_face_the_mesh_rejects_is_reported_unswapped(
+    engine: EmbeddedEngine, source, obama_bgr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = _frame(obama_bgr)
+    box = engine.open_stream().process(frame, None, SwapOptions()).faces[0].bbox
+    _low_presence(monkeypatch, engine)
+    stream = engine.open_stream()
+    for i in range(3):
+        result = stream.process(frame, source, SwapOptions())
+        assert result.swapped == 0 and np.array_equal(result.frame, frame)
+        assert len(result.unswapped) == 1 and result.faces == result.unswapped
+        # The detector's box, around the same face the mesh would have framed.
+        centre = result.unswapped[0].bbox.reshape(2, 2).mean(axis=0)
+        assert np.linalg.norm(centre - box.reshape(2, 2).mean(axis=0)) < 0.15 * (box[2] - box[0])
+        # No mesh follows it, so the detector looks again on every frame while it is there.
+        assert stream.detector_calls == i + 1
+
+
+def test_a_face_lost_between_detections_is_reported_at_once(
+    engine: EmbeddedEngine, source, obama_bgr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = _frame(obama_bgr)
+    stream = engine.open_stream()
+    for _ in range(2):
+        assert stream.process(frame, source, SwapOptions()).swapped == 1
+    calls = stream.detector_calls
+    _low_presence(monkeypatch, engine)  # e.g. a hand comes over the face between detector runs
+    result = stream.process(frame, source, SwapOptions())
+    assert stream.detector_calls == calls + 1
+    assert result.swapped == 0 and len(result.unswapped) == 1
+    monkeypatch.undo()
+    back = stream.process(frame, source, SwapOptions())
+    assert back.swapped == 1 and back.unswapped == ()
+
+
+def test_a_face_whose_swap_fails_is_unswapped(
+    engine: EmbeddedEngine, source, obama_bgr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.embedded.engine as embedded
+
+    monkeypatch.setattr(embedded, "swap_face", lambda *args: False)
+    frame = _frame(obama_bgr)
+    result = engine.open_stream().process(frame, source, SwapOptions())
+    assert result.swapped == 0 and len(result.faces) == 1
+    assert result.unswapped == result.faces and result.unswapped[0].mesh is not None
+
+
+def _lag_after_a_jump(engine: EmbeddedEngine, obama_bgr: np.ndarray, gap_s: float | None) -> float:
+    """Mean mesh distance from where the face really is, one frame after it moved 24 px."""
+    stream = engine.open_stream()
+    t = 0.0
+    for _ in range(4):
+        stream.process(_frame(obama_bgr), None, SwapOptions(), timestamp_s=None if gap_s is None else t)
+        t += 1 / 30
+    moved = _frame(obama_bgr, dx=24)
+    t += 0.0 if gap_s is None else gap_s - 1 / 30
+    tracked = stream.process(moved, None, SwapOptions(), timestamp_s=None if gap_s is None else t)
+    exact = engine.open_stream().process(moved, None, SwapOptions()).faces[0].mesh
+    return float(np.linalg.norm(tracked.faces[0].mesh - exact, axis=1).mean())
+
+
+def test_smoothing_uses_the_real_time_between_frames(engine: EmbeddedEngine, obama_bgr) -> None:
+    nominal = _lag_after_a_jump(engine, obama_bgr, 1 / 30)
+    # After dropped frames (half a second between processed frames) the filter must not hold the
+    # face back as if only a thirtieth of a second had passed.
+    dropped = _lag_after_a_jump(engine, obama_bgr, 0.5)
+    assert dropped < 0.5 * nominal, (dropped, nominal)
+    # Without timestamps, each frame counts as one at the nominal 30 fps.
+    assert _lag_after_a_jump(engine, obama_bgr, None) == pytest.approx(nominal, rel=1e-3)

@@ -24,7 +24,8 @@ from server.embedded.blend import composite, face_masks, lighting_gain
 from server.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
 from server.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
 from server.embedded.warp import face_grid, warp_texture
-from server.errors import BadImageError, ModelError, NoFaceError
+from server.errors import ModelError, NoFaceError
+from server.faces import check_frame, face_thumbnail
 from server.pipeline.detector import RetinaFaceDetector
 from server.types import Face, SourceFace, SwapOptions, SwapResult
 
@@ -40,7 +41,6 @@ LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
 CONVERTED_LANDMARK_SHA256 = "08e3d7445ee97f1969766762a62baf6d3899c6e5c64974f1240d5ec84a9dbd74"
 TEXTURE_SIZE = 256  # long side of the source face texture (px)
-THUMBNAIL_SIZE = 128
 LIGHT_CELLS = 32  # resolution of the lighting estimate across the face box
 LIGHT_SIGMA = 0.12  # lighting blur, in face widths: shading follows the target, features do not
 
@@ -175,9 +175,7 @@ class EmbeddedEngine:
         return mesh, score
 
     def prepare_source(self, image: np.ndarray) -> SourceFace:
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
-                or image.dtype != np.uint8:
-            raise BadImageError("expected a BGR uint8 image")
+        image = check_frame(image)
         faces = self.detect(image)
         if not faces:
             raise NoFaceError("no face found in the source image")
@@ -188,7 +186,7 @@ class EmbeddedEngine:
         payload = SourceTexture(texture=texture, mesh=tex_mesh, triangles=m.triangulate(tex_mesh))
         face = Face(bbox=m.mesh_bbox(mesh), score=faces[0].score, kps=m.five_points(mesh), mesh=mesh)
         return SourceFace(engine=NAME, face=face, faces_found=len(faces),
-                          thumbnail_jpeg=_thumbnail(image, mesh), payload=payload)
+                          thumbnail_jpeg=face_thumbnail(image, m.mesh_bbox(mesh)), payload=payload)
 
     def open_stream(self) -> EmbeddedProcessor:
         return EmbeddedProcessor(self)
@@ -216,21 +214,6 @@ def _texture(image: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarra
     # Pixel-index coordinates scale about pixel centres.
     tex_mesh = (mesh - np.array([x0, y0], np.float32) + 0.5) * scale_xy - 0.5
     return np.ascontiguousarray(crop), tex_mesh.astype(np.float32)
-
-
-def _thumbnail(image: np.ndarray, mesh: np.ndarray) -> bytes:
-    x1, y1, x2, y2 = m.mesh_bbox(mesh)
-    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 0.6
-    box = _crop_box(np.array([[cx - half, cy - half], [cx + half, cy + half]], np.float32), image.shape, 0.0)
-    crop = image[box[1]:box[3], box[0]:box[2]]
-    scale = THUMBNAIL_SIZE / max(crop.shape[:2])
-    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(crop, size, interpolation=interp)
-    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise BadImageError("could not encode the thumbnail")
-    return buf.tobytes()
 
 
 def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: SourceTexture,
@@ -288,25 +271,35 @@ class EmbeddedProcessor:
     def reset(self) -> None:
         self.tracker.reset()
 
-    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions) -> SwapResult:
+    def process(
+        self,
+        frame: np.ndarray,
+        source: SourceFace | None,
+        options: SwapOptions,
+        timestamp_s: float | None = None,
+    ) -> SwapResult:
         start = time.perf_counter()
         frame = np.ascontiguousarray(frame)  # OpenCV needs it; a no-op for decoded video frames
         if frame.shape != self._shape:
             # WebRTC adapts resolution mid-stream; tracked ROIs are in the old frame's pixels.
             self.tracker.reset()
             self._shape = frame.shape
-        tracked, track_ms = self.tracker.update(frame, options.many_faces)
-        timings = {**track_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
-        faces = tuple(
+        update = self.tracker.update(frame, options.many_faces, timestamp_s)
+        timings = {**update.timings_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
+        tracked = tuple(
             Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)
-            for t in tracked
+            for t in update.faces
         )
+        # Faces the detector found but no mesh follows are still faces in the picture: report them.
+        faces = tracked + tuple(update.untracked)
         strength = float(np.clip(options.strength, 0.0, 1.0))
         out, swapped = frame, 0
+        unswapped: list[Face] = list(faces)
         if source is not None:
             if source.engine != NAME or not isinstance(source.payload, SourceTexture):
                 raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
-            targets = faces if options.many_faces else faces[:1]
+            targets = tracked if options.many_faces else tracked[:1]
+            unswapped = [f for f in faces if f not in targets]
             if strength <= 0:
                 # Asked to keep the target's face: every target face is done, unchanged.
                 swapped = len(targets)
@@ -314,7 +307,11 @@ class EmbeddedProcessor:
                 out = frame.copy()
                 for face in targets:
                     assert face.mesh is not None
-                    swapped += swap_face(frame, out, face.mesh, source.payload, strength,
-                                         self.engine.max_cells, timings)
+                    if swap_face(frame, out, face.mesh, source.payload, strength, self.engine.max_cells,
+                                 timings):
+                        swapped += 1
+                    else:  # too small or off-frame: left as it was, so the caller must hide it
+                        unswapped.append(face)
         timings["total"] = (time.perf_counter() - start) * 1000
-        return SwapResult(frame=out, faces=faces, swapped=swapped, timings_ms=timings)
+        return SwapResult(frame=out, faces=faces, swapped=swapped, timings_ms=timings,
+                          unswapped=tuple(unswapped))

@@ -1,5 +1,10 @@
 """Per-stream face tracking: detector on the first frame, every N frames and when tracking is lost;
-in between, each face's ROI comes from its previous mesh (MediaPipe's tracking scheme)."""
+in between, each face's ROI comes from its previous mesh (MediaPipe's tracking scheme).
+
+Faces the detector finds but the tracker cannot follow (the mesh rejects a profile or a covered
+face; one-face mode leaves the others) are reported as ``untracked`` so the caller can hide them.
+They have no mesh to follow them, so while there are any the detector runs on every frame.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from server.embedded import mesh as m
 from server.embedded.landmarks import FaceMeshModel, Roi, roi_from_detection, roi_from_mesh
 from server.embedded.smoothing import MeshFilter
 from server.pipeline.detector import Detector
+from server.types import Face
 
 PRESENCE_THRESHOLD = 0.5  # face-presence probability below which a track is lost
 MATCH_IOU = 0.3  # a detection this close to a track is the same face
@@ -57,6 +63,13 @@ class TrackedFace:
     score: float
 
 
+@dataclass(frozen=True)
+class TrackUpdate:
+    faces: list[TrackedFace]  # followed by their mesh, largest first
+    untracked: list[Face]  # found by this frame's detector run but not followed (no mesh)
+    timings_ms: dict[str, float]
+
+
 class FaceTracker:
     """Not thread-safe: one per stream."""
 
@@ -65,58 +78,79 @@ class FaceTracker:
         self.detector = detector
         self.mesh_model = mesh_model
         self.detect_every = max(1, int(detect_every))
-        self.fps = fps
+        self.fps = fps  # nominal rate: the time step when a frame comes without a timestamp
         self.tracks: list[Track] = []
-        self.frame_index = 0
         self.detector_calls = 0
         self._since_detect = 0
+        self._untracked: list[Face] = []
+        self._t: float | None = None
 
     def reset(self) -> None:
         self.tracks = []
+        self._untracked = []
         self._since_detect = 0
 
-    def update(self, frame: np.ndarray, many: bool) -> tuple[list[TrackedFace], dict[str, float]]:
-        """Faces in this frame (largest first) and the time spent per stage (ms)."""
+    def _clock(self, timestamp_s: float | None) -> float:
+        """The frame's time: its own timestamp, else one nominal frame after the previous one."""
+        if timestamp_s is None:
+            timestamp_s = 0.0 if self._t is None else self._t + 1.0 / self.fps
+        self._t = float(timestamp_s)
+        return self._t
+
+    def update(self, frame: np.ndarray, many: bool, timestamp_s: float | None = None) -> TrackUpdate:
+        """Faces in this frame and the time spent per stage (ms). ``timestamp_s`` is the frame's
+        presentation time; the smoothing filter uses the real time between frames."""
         timings = {"detect": 0.0, "landmarks": 0.0}
-        t_now = self.frame_index / self.fps
-        self.frame_index += 1
-        detected = False
-        if not self.tracks or self._since_detect >= self.detect_every - 1:
-            self._detect(frame, many, timings)
-            detected = True
+        t_now = self._clock(timestamp_s)
+        found: list[Face] | None = None
+        if not self.tracks or self._untracked or self._since_detect >= self.detect_every - 1:
+            found = self._detect(frame, many, timings)
         else:
             self._since_detect += 1
-        faces = self._track(frame, t_now, timings)
-        if not faces and not detected:
-            # Lost every face between detections (it moved far or left): look again right away.
-            self._detect(frame, many, timings)
-            faces = self._track(frame, t_now, timings)
-        return faces, timings
+        before = len(self.tracks)
+        alive = self._track(frame, t_now, self.tracks, [], timings)
+        if found is None and len(alive) < before:
+            # A face was lost between detections (it moved far, turned, was covered or left): look
+            # again right away, so that a face still there is followed again or at least reported.
+            self.tracks = alive
+            found = self._detect(frame, many, timings)
+            kept_alive = [t for t in self.tracks if t in alive]
+            alive = self._track(frame, t_now, [t for t in self.tracks if t not in alive], kept_alive, timings)
+        self.tracks = alive
+        faces = [TrackedFace(t.mesh, t.score) for t in alive if t.mesh is not None]
+        untracked = [] if found is None else [
+            f for f in found if not any(m.box_iou(t.bbox, f.bbox) > MATCH_IOU for t in alive)
+        ]
+        self._untracked = untracked
+        return TrackUpdate(faces, untracked, timings)
 
-    def _detect(self, frame: np.ndarray, many: bool, timings: dict[str, float]) -> None:
+    def _detect(self, frame: np.ndarray, many: bool, timings: dict[str, float]) -> list[Face]:
+        """Run the detector and update the track list from it; returns every face it found."""
         start = time.perf_counter()
         found = self.detector.detect(frame)
         timings["detect"] += (time.perf_counter() - start) * 1000
         self.detector_calls += 1
         self._since_detect = 0
-        if not many:
-            found = found[:1]
+        chosen = found if many else found[:1]
         kept: list[Track] = []
-        for face in found:
+        for face in chosen:
             match = next((t for t in self.tracks if m.box_iou(t.bbox, face.bbox) > MATCH_IOU), None)
             if match is not None and match not in kept:
                 kept.append(match)  # its mesh-based ROI is better than a fresh box
             else:
                 kept.append(Track(roi=roi_from_detection(face.bbox, face.kps)))
-        if many or not found:
+        if many or not chosen:
             # Faces the detector missed this time stay while their landmarks still see a face.
             kept += [t for t in self.tracks if t not in kept]
         self.tracks = kept
+        return found
 
-    def _track(self, frame: np.ndarray, t_now: float, timings: dict[str, float]) -> list[TrackedFace]:
+    def _track(self, frame: np.ndarray, t_now: float, tracks: list[Track], alive: list[Track],
+               timings: dict[str, float]) -> list[Track]:
+        """Run the mesh on ``tracks``; returns ``alive`` plus those still seeing a face, largest first."""
         start = time.perf_counter()
-        alive: list[Track] = []
-        for track in self.tracks:
+        alive = list(alive)
+        for track in tracks:
             mesh, score = self.mesh_model.run(frame, track.roi)
             if track.fresh:
                 # A detector box frames the face differently from a mesh ROI: re-run on the mesh's
@@ -140,6 +174,5 @@ class FaceTracker:
                 continue
             alive.append(track)
         alive.sort(key=lambda t: float(np.prod(t.bbox[2:] - t.bbox[:2])), reverse=True)
-        self.tracks = alive
         timings["landmarks"] += (time.perf_counter() - start) * 1000
-        return [TrackedFace(t.mesh, t.score) for t in alive if t.mesh is not None]
+        return alive
