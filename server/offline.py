@@ -203,6 +203,15 @@ def _audio_stream(
     return aout, f"re-encoded ({name} to {codec})"
 
 
+def frame_time(frame: av.VideoFrame) -> float | None:
+    """A decoded frame's presentation time in seconds; None when the stream gives it no timestamp."""
+    if frame.time is not None:
+        return float(frame.time)
+    if frame.pts is not None and frame.time_base is not None:
+        return float(frame.pts * frame.time_base)
+    return None
+
+
 def _transcode(
     inp: av.container.InputContainer,
     vin: av.VideoStream,
@@ -235,7 +244,9 @@ def _transcode(
                         out.mux(aout.encode(aframe))
                 continue
             for frame in packet.decode():
-                result = stream.process(frame.to_ndarray(format="bgr24"), source, options)
+                # The frame's own time, so tracking smooths over real time at any frame rate.
+                result = stream.process(frame.to_ndarray(format="bgr24"), source, options,
+                                        timestamp_s=frame_time(frame))
                 new = av.VideoFrame.from_ndarray(result.frame, format="bgr24")
                 # Keep each frame at its own time (variable frame rate survives), strictly increasing.
                 pts = round(frame.time * rate) if frame.time is not None else last_pts + 1

@@ -12,12 +12,12 @@ import pytest
 
 from server.cli import main
 from server.errors import BadImageError, NoFaceError, UnsupportedFormatError
-from server.offline import UnreadableFileError, swap_file
+from server.offline import UnreadableFileError, frame_time, swap_file
 from server.pipeline.detector import RetinaFaceDetector
 from server.pipeline.embedder import ArcFaceEmbedder
 from server.pipeline.neural import NeuralEngine
 from server.pipeline.swapper import InSwapper
-from server.types import SwapOptions
+from server.types import SourceFace, SwapOptions, SwapResult
 from tests.tiny_models import arcface_model, inswapper_model, make_emap, session
 
 W, H, FPS, N_FRAMES, SAMPLE_RATE = 320, 240, 12, 12, 44100
@@ -151,6 +151,43 @@ def test_video_without_audio(engine, files, grace_bgr, tmp_path) -> None:
     assert stats.audio == "none" and stats.frames == 3
     frames, _, audio, rate = decode(out_path)
     assert len(frames) == 3 and audio == [] and rate == 10
+
+
+class _RecordingEngine:
+    """Wraps a real engine; its streams record the timestamp each frame came with."""
+
+    def __init__(self, engine: NeuralEngine) -> None:
+        self.engine = engine
+        self.timestamps: list[float | None] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.engine, name)
+
+    def open_stream(self) -> _RecordingEngine:
+        self.stream = self.engine.open_stream()
+        return self
+
+    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions,
+                timestamp_s: float | None = None) -> SwapResult:
+        self.timestamps.append(timestamp_s)
+        return self.stream.process(frame, source, options, timestamp_s)
+
+
+def test_video_frames_carry_their_own_time(engine, files, video, tmp_path) -> None:
+    recorder = _RecordingEngine(engine)
+    swap_file(files["source"], video, tmp_path / "timed.mp4", recorder, SwapOptions(),  # type: ignore[arg-type]
+              progress=False)
+    times = recorder.timestamps
+    assert len(times) == N_FRAMES and all(t is not None for t in times)
+    # 12 fps, not the nominal 30 fps a live stream would assume.
+    np.testing.assert_allclose(np.diff(np.asarray(times, dtype=float)), 1 / FPS, atol=1e-3)
+
+
+def test_frame_time_falls_back_to_pts() -> None:
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    assert frame_time(frame) is None
+    frame.pts, frame.time_base = 90, Fraction(1, 30)
+    assert frame_time(frame) == pytest.approx(3.0)
 
 
 def test_cli_end_to_end(monkeypatch, engine, files, tmp_path, capsys) -> None:
