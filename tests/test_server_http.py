@@ -3,6 +3,7 @@ sessions are independent, unexpected failures are a bare JSON 500."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -93,6 +94,12 @@ async def test_bad_offers_get_400_json(api: Api) -> None:
         "POST", "/api/offer", json={"sdp": audio_only, "type": "offer", "session_id": "nope"}
     )
     assert_error(status, body, 404, "unknown_session")
+    # A body that claims gzip but is not: aiohttp fails while reading it.
+    status, body = await api.call(
+        "POST", "/api/offer", data=b'{"sdp": "v=0", "type": "offer"}',
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert_error(status, body, 400, "bad_request")
     # Rejected offers leave no session behind.
     assert (await api.call("GET", "/api/health")) == (200, {"ok": True, "sessions": 0})
 
@@ -124,6 +131,15 @@ async def test_bad_uploads_get_4xx_json(api: Api, astronaut_bgr: np.ndarray) -> 
     form.add_field("other", b"x", filename="x.png", content_type="image/png")
     status, body = await api.call("POST", "/api/source", data=form, headers={"X-Session-Id": sid})
     assert_error(status, body, 400, "missing_image")
+    # A multipart part whose header line has no colon.
+    status, body = await api.upload(sid, b"--b\r\nfoo\r\n\r\n", "multipart/form-data; boundary=b")
+    assert_error(status, body, 400, "bad_request")
+    for ctype in ("image/png", "multipart/form-data; boundary=b"):
+        status, body = await api.call(
+            "POST", "/api/source", data=jpg(astronaut_bgr),  # not gzip
+            headers={"X-Session-Id": sid, "Content-Type": ctype, "Content-Encoding": "gzip"},
+        )
+        assert_error(status, body, 400, "bad_request")
     status, body = await api.upload("unknown", png(astronaut_bgr))
     assert_error(status, body, 404, "unknown_session")
     status, body = await api.call("POST", "/api/source", data=png(astronaut_bgr))
@@ -181,13 +197,37 @@ async def test_sessions_are_independent_and_limited(api: Api, astronaut_bgr, gra
     assert_error(status, body, 404, "unknown_session")
 
 
-async def test_never_connected_sessions_expire(api: Api) -> None:
-    sid = await api.session()
+async def test_never_connected_sessions_expire(api: Api, astronaut_bgr: np.ndarray) -> None:
+    bare, with_source = await api.session(), await api.session()
+    assert (await api.upload(with_source, jpg(astronaut_bgr), "image/jpeg"))[0] == 200
     manager = api.app[SESSIONS]
-    session = manager.get(sid)
-    assert await manager.sweep(now=session.created_at + 1.0) == []
-    assert await manager.sweep(now=session.created_at + manager.never_connected_s + 1.0) == [sid]
+    created = manager.get(with_source).created_at
+    assert manager.unused_s < manager.never_connected_s
+    assert await manager.sweep(now=created + 1.0) == []
+    # No source and no connection: gone soon. A source but never connected: kept much longer.
+    assert await manager.sweep(now=created + manager.unused_s + 1.0) == [bare]
+    assert await manager.sweep(now=created + manager.never_connected_s - 1.0) == []
+    assert await manager.sweep(now=created + manager.never_connected_s + 1.0) == [with_source]
     assert (await api.call("GET", "/api/health"))[1]["sessions"] == 0
+
+
+async def test_unused_sessions_free_their_slot_soon(engine, astronaut_bgr: np.ndarray) -> None:
+    """Anonymous POST /api/session calls cannot hold every slot: with a short injected lifetime
+    the janitor retires sessions without a source or a connection, and the page's next upload
+    gets unknown_session (it then creates a new session)."""
+    app = create_app(Settings(max_sessions=2), engine, unused_s=1.0)
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        api = Api(base, http, app)
+        bare, kept = await api.session(), await api.session()
+        assert (await api.upload(kept, jpg(astronaut_bgr), "image/jpeg"))[0] == 200
+        assert_error(*await api.call("POST", "/api/session"), 429, "too_many_sessions")
+        for _ in range(50):  # the janitor runs once a second
+            if (await api.call("GET", "/api/health"))[1]["sessions"] < 2:
+                break
+            await asyncio.sleep(0.1)
+        assert set(app[SESSIONS].sessions) == {kept}
+        assert_error(*await api.upload(bare, jpg(astronaut_bgr), "image/jpeg"), 404, "unknown_session")
+        assert (await api.call("POST", "/api/session"))[0] == 201
 
 
 async def test_info_health_and_static(api: Api) -> None:

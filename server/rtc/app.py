@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
+from aiohttp.web_protocol import RequestPayloadError
 
 from server import __version__
 from server.engine import Engine
@@ -47,6 +49,10 @@ def json_error(status: int, code: str, message: str) -> web.Response:
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+# Raised by aiohttp while a handler reads a malformed body: a bad multipart part header
+# (InvalidHeader), a Content-Encoding the body does not match (ContentEncodingError, and
+# RequestPayloadError around it). The client's fault, not a server error.
+BAD_BODY_ERRORS = (HttpProcessingError, RequestPayloadError)
 
 
 @web.middleware
@@ -60,6 +66,12 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         if exc.status >= 400 and request.path.startswith("/api/"):
             return json_error(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
         raise
+    except BAD_BODY_ERRORS as exc:
+        log.info("bad request body in %s %s: %r", request.method, request.path, exc)
+        response = json_error(400, "bad_request", "the request body could not be read (malformed or wrongly encoded)")
+        # The rest of the body cannot be read either: close the connection instead of draining it.
+        response.force_close()
+        return response
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -222,6 +234,7 @@ def create_app(
     web_dir: Path = WEB_DIR,
     deadline_s: float | None = None,
     never_connected_s: float | None = None,
+    unused_s: float | None = None,
 ) -> web.Application:
     """The whole service around an injected engine (any ``server.engine.Engine``)."""
     codec_mime(settings.codec)  # fail early on an unknown codec
@@ -232,7 +245,11 @@ def create_app(
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
     )
     pool = InferencePool(settings.inference_threads)
-    extra = {} if never_connected_s is None else {"never_connected_s": never_connected_s}
+    extra: dict[str, float] = {}
+    if never_connected_s is not None:
+        extra["never_connected_s"] = never_connected_s
+    if unused_s is not None:
+        extra["unused_s"] = unused_s
     app = web.Application(
         middlewares=[errors_middleware], client_max_size=settings.max_upload_bytes + MULTIPART_SLACK
     )

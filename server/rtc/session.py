@@ -19,7 +19,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
-from server.engine import Engine
+from server.engine import Engine, FrameProcessor
 from server.errors import SwapRTCError
 from server.rtc.control import handle_message
 from server.rtc.ice import IceServer, rtc_configuration
@@ -31,6 +31,9 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 NEVER_CONNECTED_S = 300.0  # a page may upload a source long before the camera starts
+# A session with neither a source nor a peer connection costs nothing to recreate (the page does so
+# by itself on unknown_session), so anonymous POST /api/session calls only hold a slot briefly.
+UNUSED_S = 60.0
 JANITOR_PERIOD_S = 1.0
 
 
@@ -84,7 +87,7 @@ class Session:
         self.control = StreamControl()
         self.stats = StreamStats()
         self.show_stats = False
-        self.processor = engine.open_stream()
+        self.processor: FrameProcessor | None = None  # opened for each track
         self.pc: RTCPeerConnection | None = None
         self.track: SwapTrack | None = None
         self.channel: RTCDataChannel | None = None
@@ -110,6 +113,10 @@ class Session:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and self.track is None:
                 kwargs = {"deadline_s": policy.deadline_s} if policy.deadline_s else {}
+                # Each track gets its own processor: a stopped track's last job may still be
+                # running on the old one (processors are not thread-safe), and a new connection
+                # starts tracking afresh anyway.
+                self.processor = self.engine.open_stream()
                 self.track = SwapTrack(
                     track, self.engine, self.processor, self.control, self.pool, self.stats, **kwargs
                 )
@@ -188,10 +195,16 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def expired(self, now: float, idle_s: float, never_connected_s: float) -> str | None:
+    def expired(
+        self, now: float, idle_s: float, never_connected_s: float, unused_s: float = UNUSED_S
+    ) -> str | None:
         """Why this session should be retired now, or None."""
-        if not self.connected and now - self.created_at > never_connected_s:
-            return "never connected"
+        if not self.connected:
+            age = now - self.created_at
+            if self.pc is None and self.control.source is None and age > unused_s:
+                return "unused (no source, no connection)"
+            if age > never_connected_s:
+                return "never connected"
         if self.channel is not None and self.last_message_at is not None \
                 and now - self.last_message_at > idle_s:
             return "control channel silent"
@@ -222,12 +235,14 @@ class SessionManager:
         policy: RtcPolicy,
         *,
         never_connected_s: float = NEVER_CONNECTED_S,
+        unused_s: float = UNUSED_S,
     ) -> None:
         self.engine = engine
         self.pool = pool
         self.settings = settings
         self.policy = policy
         self.never_connected_s = never_connected_s
+        self.unused_s = unused_s
         self.sessions: dict[str, Session] = {}
         self._janitor: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -268,7 +283,7 @@ class SessionManager:
         now = time.monotonic() if now is None else now
         removed = []
         for session in list(self.sessions.values()):
-            reason = session.expired(now, self.settings.session_idle_s, self.never_connected_s)
+            reason = session.expired(now, self.settings.session_idle_s, self.never_connected_s, self.unused_s)
             if reason:
                 await self.remove(session.id, reason)
                 removed.append(session.id)
