@@ -57,6 +57,27 @@ def test_scrfd_decodes_a_known_anchor() -> None:
     assert faces[0].score == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize("order", [[8, 0, 4, 2, 6, 1, 5, 3, 7], [2, 1, 0, 5, 4, 3, 8, 7, 6]])
+def test_scrfd_outputs_in_another_order(order: list[int]) -> None:
+    """Exports order the 9 heads differently: they are told apart by shape, not position."""
+    outs, _ = _scrfd_with_face((10, 12), anchor=1, score=0.9)
+    # A second face on the stride-32 head: its anchors must pair with stride 32's centres.
+    big = (3 * 20 + 4) * 2  # cell (4, 3) of the 20×20 grid, anchor 0
+    outs[2][big, 0] = 0.8
+    outs[5][big] = [1, 1, 1, 1]
+    frame = np.zeros((640, 640, 3), np.uint8)
+    expected = ScrfdDetector(session(scrfd_model(outs))).detect(frame)
+    shuffled = session(scrfd_model(outs, order=order))
+    default_names = [o.name for o in session(scrfd_model(outs)).get_outputs()]
+    assert [o.name for o in shuffled.get_outputs()] != default_names
+    faces = ScrfdDetector(shuffled).detect(frame)
+    assert len(faces) == len(expected) == 2
+    for got, want in zip(faces, expected, strict=True):
+        np.testing.assert_allclose(got.bbox, want.bbox)
+        np.testing.assert_allclose(got.kps, want.kps)
+    np.testing.assert_allclose(faces[0].bbox, [4 * 32 - 32, 3 * 32 - 32, 4 * 32 + 32, 3 * 32 + 32], atol=1e-3)
+
+
 def test_scrfd_threshold_and_nms() -> None:
     outs, idx = _scrfd_with_face((10, 12), anchor=0, score=0.8)
     outs[0][idx + 1, 0] = 0.7  # same cell, other anchor: an overlapping duplicate

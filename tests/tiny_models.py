@@ -136,10 +136,13 @@ def gfpgan_model() -> onnx.ModelProto:
 SCRFD_OUTPUTS = ("448", "471", "494", "451", "474", "497", "454", "477", "500")
 
 
-def scrfd_model(outputs: list[np.ndarray], size: int = 640) -> onnx.ModelProto:
+def scrfd_model(
+    outputs: list[np.ndarray], size: int = 640, order: list[int] | None = None
+) -> onnx.ModelProto:
     """SCRFD-10G contract: ``input.1`` [1,3,size,size] → 9 outputs without a batch dimension
     (scores [N,1], boxes [N,4], kps [N,10] for strides 8/16/32). Outputs are the given constants
-    (plus 0 × mean(input), so the input stays live)."""
+    (plus 0 × mean(input), so the input stays live). ``order`` lists the graph's outputs by their
+    index in ``outputs``, as another export might order them; the default is the real file's."""
     assert len(outputs) == 9
     nodes = [
         helper.make_node("ReduceMean", ["input.1"], ["m"], keepdims=0),
@@ -155,7 +158,7 @@ def scrfd_model(outputs: list[np.ndarray], size: int = 640) -> onnx.ModelProto:
         nodes,
         "scrfd_tiny",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
-        infos,
+        [infos[i] for i in (order or range(9))],
         initializer=inits,
     )
     return _model(graph)

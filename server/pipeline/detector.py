@@ -126,6 +126,27 @@ class RetinaFaceDetector:
         return _to_faces(boxes, scores, pts.reshape(-1, 10), scale, self.nms_iou)
 
 
+def scrfd_heads(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(scores, boxes, keypoints) per stride 8, 16, 32 from SCRFD's 9 outputs in any order.
+
+    Exports differ in output order, so each output is placed by its shape: the last dimension says
+    what it is (1 score, 4 box distances, 10 keypoint offsets) and the anchor count which stride
+    (stride 8 has the most anchors, stride 32 the fewest).
+    """
+    groups: dict[int, list[np.ndarray]] = {1: [], 4: [], 10: []}
+    for out in outputs:
+        width = out.shape[-1] if out.ndim else 0
+        if width not in groups:
+            raise ValueError(f"unexpected SCRFD output of shape {out.shape}")
+        groups[width].append(out.reshape(-1, width))
+    for width, group in groups.items():
+        if len(group) != len(STRIDES):
+            raise ValueError(f"SCRFD model must give {len(STRIDES)} outputs of width {width}, "
+                             f"got {len(group)}")
+        group.sort(key=len, reverse=True)
+    return list(zip(groups[1], groups[4], groups[10], strict=True))
+
+
 class ScrfdDetector:
     """SCRFD-10G-KPS: input (RGB - 127.5) / 128; 9 outputs (scores, boxes, kps per stride)."""
 
@@ -158,12 +179,12 @@ class ScrfdDetector:
             image, 1.0 / 128.0, (self.input_size, self.input_size), (127.5, 127.5, 127.5),
             swapRB=True,
         )
-        outs = self.session.run(None, {self.input_name: blob})
+        outs = scrfd_heads(self.session.run(None, {self.input_name: blob}))
         all_boxes, all_scores, all_kps = [], [], []
-        for idx, stride in enumerate(STRIDES):
-            scores = outs[idx].reshape(-1)
-            dist = outs[idx + 3].reshape(-1, 4) * stride
-            kps = outs[idx + 6].reshape(-1, 10) * stride
+        for (scores, dist, kps), stride in zip(outs, STRIDES, strict=True):
+            scores = scores.reshape(-1)
+            dist = dist.reshape(-1, 4) * stride
+            kps = kps.reshape(-1, 10) * stride
             mask = scores >= self.score_threshold
             if not mask.any():
                 continue
