@@ -1,8 +1,9 @@
 """Paste a processed, aligned face crop back into the frame.
 
 ``paste_back`` works on the face's bounding box only: it maps the crop's corners into the frame,
-warps the crop and a cached feathered mask into that region with a shifted matrix, and blends in
-integer arithmetic there. Pixels outside the region are never touched.
+warps the crop and a cached feathered mask into that region with a shifted matrix, and blends
+there with ``cv2.blendLinear`` (uint8 pixels, float32 per-pixel weights, result rounded back to
+uint8). Pixels outside the region are never touched.
 
 ``paste_back_reference`` re-implements insightface's ``INSwapper.get(paste_back=True)`` behaviour
 (three full-frame warps, full-frame erode and blur, float32 full-frame blend) so the benchmark can
