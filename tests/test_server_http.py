@@ -436,3 +436,30 @@ async def test_damaged_offers_never_get_a_500(engine) -> None:
             if status == 400:
                 assert body["error"]["code"] == "bad_offer"
         await app[SESSIONS].close_all()
+
+
+async def test_an_offer_after_a_rejected_one_gets_its_own_processor(engine) -> None:
+    """An offer rejected after its track was created, then a good one on the same session: the
+    new track must not share the old track's processor (not thread-safe; its job may still run)."""
+    lines = await real_offer_lines()
+    without_mid = "\r\n".join(line for line in lines if line != "a=mid:0")
+    app = create_app(Settings(), engine)
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        api = Api(base, http, app)
+        sid = await api.session()
+        session = app[SESSIONS].get(sid)
+        opened = len(engine.processors)
+        status, body = await api.call(
+            "POST", "/api/offer", json={"sdp": without_mid, "type": "offer", "session_id": sid}
+        )
+        assert_error(status, body, 400, "bad_offer")
+        assert len(engine.processors) == opened + 1  # the rejected offer had a track
+        first = engine.processors[-1]
+        assert session.track is None and session.pc is None
+        status, body = await api.call(
+            "POST", "/api/offer", json={"sdp": "\r\n".join(lines), "type": "offer", "session_id": sid}
+        )
+        assert status == 200, body
+        assert len(engine.processors) == opened + 2
+        assert session.processor is engine.processors[-1] and session.processor is not first
+        await app[SESSIONS].close_all()
