@@ -107,9 +107,9 @@ class FaceTracker:
             found = self._detect(frame, many, timings)
         else:
             self._since_detect += 1
-        before = len(self.tracks)
-        alive = self._track(frame, t_now, self.tracks, [], timings)
-        if found is None and len(alive) < before:
+        tracks = self.tracks
+        alive = self._track(frame, t_now, tracks, [], timings)
+        if found is None and any(t.score < PRESENCE_THRESHOLD for t in tracks):
             # A face was lost between detections (it moved far, turned, was covered or left): look
             # again right away, so that a face still there is followed again or at least reported.
             self.tracks = alive
@@ -163,12 +163,12 @@ class FaceTracker:
                     track.roi = settled
                     mesh, score = self.mesh_model.run(frame, track.roi)
                 track.fresh = False
+            track.score = score
             if score < PRESENCE_THRESHOLD:
                 continue
             box = m.mesh_bbox(mesh)
             size = float(max(box[2] - box[0], box[3] - box[1]))
             track.mesh = track.filter(mesh, t_now, size)
-            track.score = score
             track.roi = _stable_roi(track.roi, roi_from_mesh(track.mesh))
             if any(m.box_iou(track.bbox, other.bbox) > DUPLICATE_IOU for other in alive):
                 continue
