@@ -68,7 +68,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         raise
     except BAD_BODY_ERRORS as exc:
         log.info("bad request body in %s %s: %r", request.method, request.path, exc)
-        response = json_error(400, "bad_request", "the request body could not be read (malformed or wrongly encoded)")
+        response = json_error(
+            400, "bad_request", "the request body could not be read (malformed or wrongly encoded)"
+        )
         # The rest of the body cannot be read either: close the connection instead of draining it.
         response.force_close()
         return response
