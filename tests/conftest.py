@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from server.models.store import ModelStore
 
 DATA = Path(__file__).parent / "data"
 
@@ -43,7 +49,7 @@ def models_cache_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_store():  # -> server.models.store.ModelStore
+def model_store() -> ModelStore:
     from server.models.download import DownloadPolicy
     from server.models.store import ModelStore
 
@@ -51,10 +57,10 @@ def model_store():  # -> server.models.store.ModelStore
 
 
 @pytest.fixture(scope="session")
-def retinaface_session(model_store):  # -> onnxruntime.InferenceSession
+def retinaface_session(model_store: ModelStore) -> ort.InferenceSession:
     return model_store.session("retinaface_mnet025")
 
 
 @pytest.fixture(scope="session")
-def face_landmark_path(model_store) -> Path:
+def face_landmark_path(model_store: ModelStore) -> Path:
     return model_store.ensure("face_landmark")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,9 @@ from server.pipeline.aligner import (
     warp_crop,
 )
 from server.pipeline.detector import RetinaFaceDetector
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def test_arcface_template_sizes() -> None:
@@ -52,12 +57,14 @@ def test_umeyama_never_reflects() -> None:
 
 
 @pytest.fixture(scope="module")
-def astronaut_kps(retinaface_session, astronaut_bgr) -> np.ndarray:
+def astronaut_kps(retinaface_session: ort.InferenceSession, astronaut_bgr: np.ndarray) -> np.ndarray:
     return RetinaFaceDetector(retinaface_session).detect(astronaut_bgr)[0].kps
 
 
 @pytest.mark.parametrize("size", [112, 128])
-def test_real_face_lands_on_the_template(astronaut_kps, astronaut_bgr, size: int) -> None:
+def test_real_face_lands_on_the_template(
+    astronaut_kps: np.ndarray, astronaut_bgr: np.ndarray, size: int
+) -> None:
     m = estimate_arcface(astronaut_kps, size)
     mapped = transform_points(m, astronaut_kps)
     # five points, four degrees of freedom: a real face fits the template within a few pixels
@@ -68,7 +75,7 @@ def test_real_face_lands_on_the_template(astronaut_kps, astronaut_bgr, size: int
     assert crop.mean() > 40
 
 
-def test_ffhq_crop_is_512(astronaut_kps, astronaut_bgr) -> None:
+def test_ffhq_crop_is_512(astronaut_kps: np.ndarray, astronaut_bgr: np.ndarray) -> None:
     m = estimate_ffhq(astronaut_kps)
     crop = warp_crop(astronaut_bgr, m, 512)
     assert crop.shape == (512, 512, 3)

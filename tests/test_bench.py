@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from server.cli import main
 
+if TYPE_CHECKING:
+    from server.models.store import ModelStore
+
 
 def test_bench_reports_json_for_each_suite(
-    model_store, face_landmark_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    model_store: ModelStore, face_landmark_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "bench.json"
     code = main([

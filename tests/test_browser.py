@@ -20,12 +20,19 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.y4m import fit_frame, write_y4m
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+    from playwright.sync_api import Browser, Page
+
+    from server.models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -58,7 +65,9 @@ def camera_frame(astronaut_bgr: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def camera_face_box(camera_frame: np.ndarray, retinaface_session) -> tuple[int, int, int, int]:
+def camera_face_box(
+    camera_frame: np.ndarray, retinaface_session: ort.InferenceSession
+) -> tuple[int, int, int, int]:
     """Eyes-to-mouth box of the face in the fake camera picture, found by the real detector.
 
     The inner features, not the detector's whole box: that one includes hair and forehead, which a
@@ -80,7 +89,7 @@ def fake_camera(camera_frame: np.ndarray, tmp_path_factory: pytest.TempPathFacto
 
 
 @contextlib.contextmanager
-def _running_server(model_store, log_dir: Path, **env_extra: str) -> Iterator[str]:
+def _running_server(model_store: ModelStore, log_dir: Path, **env_extra: str) -> Iterator[str]:
     """A real ``swaprtc serve`` process on a free loopback port; yields its base URL."""
     for name in ("retinaface_mnet025", "face_landmark"):
         model_store.ensure(name)  # Fetch once into the test cache; the server then finds them there.
@@ -125,7 +134,7 @@ def _running_server(model_store, log_dir: Path, **env_extra: str) -> Iterator[st
 
 
 @pytest.fixture(scope="module")
-def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     given = os.environ.get("SWAPRTC_BROWSER_TEST_URL")
     if given:
         yield given.rstrip("/")
@@ -135,7 +144,7 @@ def server_url(model_store, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def browser(fake_camera: Path):
+def browser(fake_camera: Path) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is required under CI=true (install the Debian chromium package)")
     from playwright.sync_api import sync_playwright
@@ -164,7 +173,7 @@ def browser(fake_camera: Path):
 
 
 @pytest.fixture
-def page(browser, server_url: str):
+def page(browser: Browser, server_url: str) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     pg = context.new_page()
     console: list[str] = []
@@ -211,7 +220,7 @@ def _decode(data_url: str) -> np.ndarray:
     return image
 
 
-def _wait_playing(page, element_id: str, timeout_ms: int = PLAY_TIMEOUT_MS) -> None:
+def _wait_playing(page: Page, element_id: str, timeout_ms: int = PLAY_TIMEOUT_MS) -> None:
     deadline = time.monotonic() + timeout_ms / 1000
     while not page.evaluate(PLAYING_JS, element_id):
         if time.monotonic() > deadline:
@@ -245,7 +254,7 @@ def _detail(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_32F).var())
 
 
-def _drop_file(page, test_id: str, path: Path, mime: str) -> None:
+def _drop_file(page: Page, test_id: str, path: Path, mime: str) -> None:
     """Drag and drop a file onto an element, as the browser does for a file dragged from the desktop."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     transfer = page.evaluate_handle(
@@ -273,7 +282,7 @@ def _save(name: str, image: np.ndarray | bytes) -> Path:
 
 
 def test_browser_swaps_the_camera_face(
-    page, server_url: str, camera_face_box: tuple[int, int, int, int]
+    page: Page, server_url: str, camera_face_box: tuple[int, int, int, int]
 ) -> None:
     # Upload first (before connecting), through the page's real file input.
     page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
@@ -384,7 +393,7 @@ def test_browser_swaps_the_camera_face(
 
 
 def test_browser_negotiates_h264_when_the_server_asks(
-    browser, model_store, tmp_path_factory: pytest.TempPathFactory
+    browser: Browser, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     if os.environ.get("SWAPRTC_BROWSER_TEST_URL"):
         pytest.skip("needs its own server started with --codec h264")
@@ -404,7 +413,7 @@ def test_browser_negotiates_h264_when_the_server_asks(
             context.close()
 
 
-def test_browser_reflects_engine_and_keeps_settings(page, server_url: str) -> None:
+def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str) -> None:
     info = _get_json(f"{server_url}/api/info")
     engine = info["engine"]
     badge = page.get_by_test_id("engine-badge")
@@ -424,7 +433,7 @@ def test_browser_reflects_engine_and_keeps_settings(page, server_url: str) -> No
     assert page.get_by_test_id("opt-strength").input_value() == "0.5"
 
 
-def test_browser_tabs_are_separate_sessions(browser, server_url: str) -> None:
+def test_browser_tabs_are_separate_sessions(browser: Browser, server_url: str) -> None:
     context = browser.new_context()
     try:
         tabs = [context.new_page(), context.new_page()]
@@ -446,7 +455,7 @@ def test_browser_tabs_are_separate_sessions(browser, server_url: str) -> None:
         context.close()
 
 
-def test_browser_frees_its_session_when_closed(browser, server_url: str) -> None:
+def test_browser_frees_its_session_when_closed(browser: Browser, server_url: str) -> None:
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -464,7 +473,7 @@ def test_browser_frees_its_session_when_closed(browser, server_url: str) -> None
         context.close()
 
 
-def test_browser_explains_missing_camera_api(browser, server_url: str) -> None:
+def test_browser_explains_missing_camera_api(browser: Browser, server_url: str) -> None:
     """Plain http on a LAN address has no navigator.mediaDevices: the page must say why."""
     context = browser.new_context()
     try:
@@ -484,7 +493,7 @@ def test_browser_explains_missing_camera_api(browser, server_url: str) -> None:
         context.close()
 
 
-def test_browser_upload_error_is_readable(page, tmp_path: Path) -> None:
+def test_browser_upload_error_is_readable(page: Page, tmp_path: Path) -> None:
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("this is not a photo\n")
     page.get_by_test_id("source-input").set_input_files(str(not_an_image))

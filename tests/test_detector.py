@@ -3,14 +3,19 @@ model whose outputs are known."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
 from server.pipeline.detector import RetinaFaceDetector, ScrfdDetector
 from tests.tiny_models import scrfd_model, scrfd_zero_outputs, session
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
-def test_retinaface_on_astronaut(retinaface_session, astronaut_bgr) -> None:
+
+def test_retinaface_on_astronaut(retinaface_session: ort.InferenceSession, astronaut_bgr: np.ndarray) -> None:
     faces = RetinaFaceDetector(retinaface_session).detect(astronaut_bgr)
     assert len(faces) == 1
     face = faces[0]
@@ -20,12 +25,14 @@ def test_retinaface_on_astronaut(retinaface_session, astronaut_bgr) -> None:
     np.testing.assert_allclose(face.kps, expected, atol=3)
 
 
-def test_retinaface_finds_nothing_on_a_blank_image(retinaface_session) -> None:
+def test_retinaface_finds_nothing_on_a_blank_image(retinaface_session: ort.InferenceSession) -> None:
     blank = np.full((240, 320, 3), 127, dtype=np.uint8)
     assert RetinaFaceDetector(retinaface_session).detect(blank) == []
 
 
-def test_retinaface_scales_back_to_frame_coordinates(retinaface_session, astronaut_bgr) -> None:
+def test_retinaface_scales_back_to_frame_coordinates(
+    retinaface_session: ort.InferenceSession, astronaut_bgr: np.ndarray
+) -> None:
     import cv2
 
     big = cv2.resize(astronaut_bgr, (1024, 1024))

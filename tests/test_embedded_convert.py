@@ -22,7 +22,9 @@ def converted(face_landmark_path: Path, tmp_path_factory: pytest.TempPathFactory
     return out, convert_face_landmark(face_landmark_path, out)
 
 
-def test_conversion_is_deterministic_and_pinned(face_landmark_path: Path, converted, tmp_path: Path) -> None:
+def test_conversion_is_deterministic_and_pinned(
+    face_landmark_path: Path, converted: tuple[Path, str], tmp_path: Path
+) -> None:
     path, digest = converted
     again = convert_face_landmark(face_landmark_path, tmp_path / "again.onnx")
     assert digest == again == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -38,7 +40,11 @@ def test_same_padding_matches_tensorflow() -> None:
 
 @pytest.mark.parametrize("photo", ["astronaut_bgr", "grace_bgr", "obama_bgr"])
 def test_converted_landmarks_match_tflite(
-    photo: str, request: pytest.FixtureRequest, converted, face_landmark_path: Path, retinaface_session
+    photo: str,
+    request: pytest.FixtureRequest,
+    converted: tuple[Path, str],
+    face_landmark_path: Path,
+    retinaface_session: ort.InferenceSession,
 ) -> None:
     image = request.getfixturevalue(photo)
     face = RetinaFaceDetector(retinaface_session).detect(image)[0]
@@ -63,7 +69,7 @@ def test_converted_landmarks_match_tflite(
 
 
 def test_engine_converts_in_memory_when_the_models_folder_is_read_only(
-    face_landmark_path: Path, tmp_path: Path, astronaut_bgr, monkeypatch: pytest.MonkeyPatch
+    face_landmark_path: Path, tmp_path: Path, astronaut_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import server.embedded.convert as convert
     from server.embedded.engine import EmbeddedEngine, converted_landmark_model

@@ -3,6 +3,8 @@ target's own eyes and mouth stay, and nothing outside the face box is touched.""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import pytest
@@ -15,12 +17,15 @@ from server.errors import NoFaceError
 from server.settings import Settings
 from server.types import SourceFace, SwapOptions
 
+if TYPE_CHECKING:
+    from server.models.store import ModelStore
+
 PAIRS = [("astronaut_bgr", "grace_bgr"), ("grace_bgr", "obama_bgr"), ("obama_bgr", "astronaut_bgr"),
          ("astronaut_bgr", "obama_bgr")]
 
 
 @pytest.fixture(scope="module")
-def engine(model_store) -> EmbeddedEngine:
+def engine(model_store: ModelStore) -> EmbeddedEngine:
     return EmbeddedEngine.from_store(model_store, Settings())
 
 
@@ -44,7 +49,9 @@ def _skin(shape: tuple[int, ...], mesh: np.ndarray) -> np.ndarray:
     return skin
 
 
-def test_prepare_source_builds_texture_mesh_and_thumbnail(engine: EmbeddedEngine, astronaut_bgr) -> None:
+def test_prepare_source_builds_texture_mesh_and_thumbnail(
+    engine: EmbeddedEngine, astronaut_bgr: np.ndarray
+) -> None:
     src = engine.prepare_source(astronaut_bgr)
     payload = src.payload
     assert src.engine == "embedded" and src.faces_found == 1
@@ -60,7 +67,7 @@ def test_prepare_source_builds_texture_mesh_and_thumbnail(engine: EmbeddedEngine
     assert 160 < src.face.bbox[0] < 200 and 250 < src.face.bbox[2] < 290
 
 
-def test_prepare_source_without_a_face_raises(engine: EmbeddedEngine, astronaut_bgr) -> None:
+def test_prepare_source_without_a_face_raises(engine: EmbeddedEngine, astronaut_bgr: np.ndarray) -> None:
     flag_corner = np.ascontiguousarray(astronaut_bgr[300:512, 0:150])
     with pytest.raises(NoFaceError):
         engine.prepare_source(flag_corner)
@@ -122,7 +129,9 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     assert np.linalg.norm(out_mean - tgt_mean) < 0.25 * np.linalg.norm(src_mean - tgt_mean) + 3.0
 
 
-def test_open_mouth_and_eyes_stay_the_targets(engine: EmbeddedEngine, astronaut_bgr, obama_bgr) -> None:
+def test_open_mouth_and_eyes_stay_the_targets(
+    engine: EmbeddedEngine, astronaut_bgr: np.ndarray, obama_bgr: np.ndarray
+) -> None:
     # Obama smiles with his teeth showing: the inner-lip polygon holds his own mouth interior.
     source = engine.prepare_source(astronaut_bgr)
     result = engine.open_stream().process(obama_bgr, source, SwapOptions())
@@ -137,7 +146,9 @@ def test_open_mouth_and_eyes_stay_the_targets(engine: EmbeddedEngine, astronaut_
         assert diff[eye].mean() < 2.0
 
 
-def test_strength_scales_the_change(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:
+def test_strength_scales_the_change(
+    engine: EmbeddedEngine, grace_bgr: np.ndarray, obama_bgr: np.ndarray
+) -> None:
     source = engine.prepare_source(grace_bgr)
     full = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=1.0)).frame
     half = engine.open_stream().process(obama_bgr, source, SwapOptions(strength=0.5)).frame
@@ -148,8 +159,9 @@ def test_strength_scales_the_change(engine: EmbeddedEngine, grace_bgr, obama_bgr
     assert 0.35 * d_full < d_half < 0.65 * d_full
 
 
-def test_many_faces_swaps_every_face_only_when_asked(engine: EmbeddedEngine, astronaut_bgr, grace_bgr,
-                                                     obama_bgr) -> None:
+def test_many_faces_swaps_every_face_only_when_asked(
+    engine: EmbeddedEngine, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray, obama_bgr: np.ndarray
+) -> None:
     left = cv2.resize(grace_bgr, (400, 470))[:, 40:360]
     right = cv2.resize(obama_bgr, (320, 400))[:, :320]
     canvas = np.full((480, 640, 3), 90, np.uint8)
@@ -174,14 +186,16 @@ def test_many_faces_swaps_every_face_only_when_asked(engine: EmbeddedEngine, ast
     assert changed_one[:, :320].sum() > 2000 and changed_one[:, 320:].sum() == 0
 
 
-def test_a_source_from_another_engine_is_refused(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:
+def test_a_source_from_another_engine_is_refused(
+    engine: EmbeddedEngine, grace_bgr: np.ndarray, obama_bgr: np.ndarray
+) -> None:
     own = engine.prepare_source(grace_bgr)
     foreign = SourceFace(engine="neural", face=own.face, faces_found=1, thumbnail_jpeg=b"", payload=object())
     with pytest.raises(ValueError, match="neural"):
         engine.open_stream().process(obama_bgr, foreign, SwapOptions())
 
 
-def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> None:
+def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr: np.ndarray, obama_bgr: np.ndarray) -> None:
     source = engine.prepare_source(grace_bgr)
     result = engine.open_stream().process(obama_bgr, source, SwapOptions(enhance=True))
     assert set(result.timings_ms) >= {"detect", "landmarks", "warp", "color", "blend", "total"}
@@ -193,7 +207,7 @@ def test_timings_and_describe(engine: EmbeddedEngine, grace_bgr, obama_bgr) -> N
 
 
 def test_face_cut_by_the_frame_edge_and_large_uploads(
-    engine: EmbeddedEngine, astronaut_bgr, obama_bgr
+    engine: EmbeddedEngine, astronaut_bgr: np.ndarray, obama_bgr: np.ndarray
 ) -> None:
     big = cv2.resize(astronaut_bgr, (2048, 2048), interpolation=cv2.INTER_CUBIC)
     source = engine.prepare_source(big)
@@ -209,7 +223,9 @@ def test_face_cut_by_the_frame_edge_and_large_uploads(
     assert changed[:, :40].sum() > 300  # swapped right up to the edge
 
 
-def test_lighting_follows_the_target(engine: EmbeddedEngine, astronaut_bgr, obama_bgr) -> None:
+def test_lighting_follows_the_target(
+    engine: EmbeddedEngine, astronaut_bgr: np.ndarray, obama_bgr: np.ndarray
+) -> None:
     # Light Obama from his left only: a ramp from 35% to 100% brightness across the face. The
     # astronaut's evenly lit face pasted in must pick up the same shading.
     face = engine.open_stream().process(obama_bgr, None, SwapOptions()).faces[0]

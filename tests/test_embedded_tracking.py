@@ -3,6 +3,8 @@ still face gives a still result."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import pytest
@@ -11,14 +13,17 @@ from server.embedded.engine import EmbeddedEngine
 from server.settings import Settings
 from server.types import SourceFace, SwapOptions
 
+if TYPE_CHECKING:
+    from server.models.store import ModelStore
+
 
 @pytest.fixture(scope="module")
-def engine(model_store) -> EmbeddedEngine:
+def engine(model_store: ModelStore) -> EmbeddedEngine:
     return EmbeddedEngine.from_store(model_store, Settings(detect_every=5))
 
 
 @pytest.fixture(scope="module")
-def source(engine: EmbeddedEngine, grace_bgr) -> SourceFace:
+def source(engine: EmbeddedEngine, grace_bgr: np.ndarray) -> SourceFace:
     return engine.prepare_source(grace_bgr)
 
 
@@ -30,7 +35,9 @@ def _frame(image: np.ndarray, dx: int = 0) -> np.ndarray:
     return np.ascontiguousarray(canvas[:, 200 - dx: 200 - dx + 640])
 
 
-def test_detector_runs_every_n_frames_while_tracking(engine: EmbeddedEngine, source, obama_bgr) -> None:
+def test_detector_runs_every_n_frames_while_tracking(
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
+) -> None:
     frame = _frame(obama_bgr)
     stream = engine.open_stream()
     swapped = [stream.process(frame, source, SwapOptions()).swapped for _ in range(10)]
@@ -39,7 +46,7 @@ def test_detector_runs_every_n_frames_while_tracking(engine: EmbeddedEngine, sou
 
 
 def test_redetects_when_the_face_leaves_and_comes_back_elsewhere(
-    engine: EmbeddedEngine, source, obama_bgr
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
 ) -> None:
     stream = engine.open_stream()
     for _ in range(3):
@@ -60,7 +67,7 @@ def test_redetects_when_the_face_leaves_and_comes_back_elsewhere(
 
 
 def test_face_jumping_far_between_detections_is_found_again(
-    engine: EmbeddedEngine, source, obama_bgr
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
 ) -> None:
     stream = engine.open_stream()
     stream.process(_frame(obama_bgr), source, SwapOptions())  # detection on frame 0
@@ -73,7 +80,9 @@ def test_face_jumping_far_between_detections_is_found_again(
     assert abs((x_centre - x_before) - (-200)) < 8
 
 
-def test_still_face_does_not_shimmer(engine: EmbeddedEngine, source, obama_bgr) -> None:
+def test_still_face_does_not_shimmer(
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
+) -> None:
     # A still face seen through camera noise: 30 frames of the same picture plus fresh sensor noise.
     base = _frame(obama_bgr)
     rng = np.random.default_rng(7)
@@ -99,7 +108,7 @@ def test_still_face_does_not_shimmer(engine: EmbeddedEngine, source, obama_bgr) 
 
 
 def test_still_frame_without_noise_is_identical_frame_to_frame(
-    engine: EmbeddedEngine, source, obama_bgr
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
 ) -> None:
     frame = _frame(obama_bgr)
     stream = engine.open_stream()
@@ -109,7 +118,7 @@ def test_still_frame_without_noise_is_identical_frame_to_frame(
 
 
 def test_resolution_change_mid_stream_starts_tracking_afresh(
-    engine: EmbeddedEngine, source, obama_bgr
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
 ) -> None:
     stream = engine.open_stream()
     frame = _frame(obama_bgr)
@@ -125,7 +134,9 @@ def test_resolution_change_mid_stream_starts_tracking_afresh(
     assert np.abs(box - fresh).max() < 3 and box[2] < 320
 
 
-def test_moving_face_is_followed_without_visible_lag(engine: EmbeddedEngine, source, obama_bgr) -> None:
+def test_moving_face_is_followed_without_visible_lag(
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
+) -> None:
     # The face slides 4 px per frame (120 px/s at 30 fps) for 25 frames, never leaving the ROI.
     stream = engine.open_stream()
     for i in range(25):
@@ -147,7 +158,7 @@ def _low_presence(monkeypatch: pytest.MonkeyPatch, engine: EmbeddedEngine) -> No
 
 
 def test_a_face_the_mesh_rejects_is_reported_unswapped(
-    engine: EmbeddedEngine, source, obama_bgr, monkeypatch: pytest.MonkeyPatch
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frame = _frame(obama_bgr)
     box = engine.open_stream().process(frame, None, SwapOptions()).faces[0].bbox
@@ -165,7 +176,7 @@ def test_a_face_the_mesh_rejects_is_reported_unswapped(
 
 
 def test_a_face_lost_between_detections_is_reported_at_once(
-    engine: EmbeddedEngine, source, obama_bgr, monkeypatch: pytest.MonkeyPatch
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frame = _frame(obama_bgr)
     stream = engine.open_stream()
@@ -182,7 +193,7 @@ def test_a_face_lost_between_detections_is_reported_at_once(
 
 
 def test_a_face_whose_swap_fails_is_unswapped(
-    engine: EmbeddedEngine, source, obama_bgr, monkeypatch: pytest.MonkeyPatch
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import server.embedded.engine as embedded
 
@@ -207,7 +218,7 @@ def _lag_after_a_jump(engine: EmbeddedEngine, obama_bgr: np.ndarray, gap_s: floa
     return float(np.linalg.norm(tracked.faces[0].mesh - exact, axis=1).mean())
 
 
-def test_smoothing_uses_the_real_time_between_frames(engine: EmbeddedEngine, obama_bgr) -> None:
+def test_smoothing_uses_the_real_time_between_frames(engine: EmbeddedEngine, obama_bgr: np.ndarray) -> None:
     nominal = _lag_after_a_jump(engine, obama_bgr, 1 / 30)
     # After dropped frames (half a second between processed frames) the filter must not hold the
     # face back as if only a thirtieth of a second had passed.

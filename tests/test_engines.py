@@ -28,13 +28,17 @@ def cpu_store(models_dir: Path, monkeypatch: pytest.MonkeyPatch, neural_present:
 
 
 @pytest.mark.parametrize("neural_present", [False, True])
-def test_auto_picks_embedded_without_a_gpu(model_store, monkeypatch, neural_present: bool) -> None:
+def test_auto_picks_embedded_without_a_gpu(
+    model_store: ModelStore, monkeypatch: pytest.MonkeyPatch, neural_present: bool
+) -> None:
     # Even with the neural models present, a CPU-only onnxruntime must not get the 0.3 fps engine.
     store = cpu_store(model_store.models_dir, monkeypatch, neural_present)
     assert choose_engine(Settings(engine="auto"), store) == "embedded"
 
 
-def test_auto_picks_neural_where_a_gpu_provider_really_runs(model_store, monkeypatch) -> None:
+def test_auto_picks_neural_where_a_gpu_provider_really_runs(
+    model_store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = cpu_store(model_store.models_dir, monkeypatch, neural_present=True)
     gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(store, "providers_in_use", lambda name: gpu)
@@ -42,13 +46,15 @@ def test_auto_picks_neural_where_a_gpu_provider_really_runs(model_store, monkeyp
     assert choose_engine(Settings(engine="embedded"), store) == "embedded"
 
 
-def test_build_engine_default_is_the_embedded_engine(model_store, face_landmark_path) -> None:
+def test_build_engine_default_is_the_embedded_engine(
+    model_store: ModelStore, face_landmark_path: Path
+) -> None:
     engine = build_engine(Settings(models_dir=model_store.models_dir, auto_download=False))
     assert isinstance(engine, EmbeddedEngine)
     assert engine.describe()["engine"] == "embedded"
 
 
-def test_neural_without_models_is_a_clear_error(model_store, tmp_path: Path) -> None:
+def test_neural_without_models_is_a_clear_error(model_store: ModelStore, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
     (models / "retinaface_mnet025.onnx").write_bytes(model_store.path("retinaface_mnet025").read_bytes())
@@ -58,7 +64,7 @@ def test_neural_without_models_is_a_clear_error(model_store, tmp_path: Path) -> 
 
 
 def test_swap_command_with_the_default_engine(
-    model_store, face_landmark_path, tmp_path: Path, grace_bgr: np.ndarray
+    model_store: ModelStore, face_landmark_path: Path, tmp_path: Path, grace_bgr: np.ndarray
 ) -> None:
     """`swaprtc swap` with no engine flag: auto -> embedded on this CPU machine, real models."""
     target = tmp_path / "target.png"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from server.cli import main
 from server.models.manifest import Manifest
+
+if TYPE_CHECKING:
+    from server.models.store import ModelStore
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, dict]]:
@@ -19,14 +23,16 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
 
 
 @pytest.fixture()
-def models_dir(tmp_path: Path, model_store) -> Path:
+def models_dir(tmp_path: Path, model_store: ModelStore) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
     shutil.copy(model_store.path("retinaface_mnet025"), folder / "retinaface_mnet025.onnx")
     return folder
 
 
-def test_list_json_shows_every_model_and_its_state(capsys, models_dir: Path) -> None:
+def test_list_json_shows_every_model_and_its_state(
+    capsys: pytest.CaptureFixture[str], models_dir: Path
+) -> None:
     code, models = run_json(capsys, "list", "--models-dir", str(models_dir))
     assert code == 0
     assert list(models) == Manifest.load().names
@@ -40,7 +46,7 @@ def test_list_json_shows_every_model_and_its_state(capsys, models_dir: Path) -> 
     assert not swapper["present"] and swapper["size"] == 554_253_681 and swapper["providers"] == []
 
 
-def test_verify_then_list_reports_verified(capsys, models_dir: Path) -> None:
+def test_verify_then_list_reports_verified(capsys: pytest.CaptureFixture[str], models_dir: Path) -> None:
     code, models = run_json(capsys, "verify", "retinaface_mnet025", "--models-dir", str(models_dir))
     assert code == 0 and models["retinaface_mnet025"]["status"] == "verified"
     _, models = run_json(capsys, "list", "--models-dir", str(models_dir))
@@ -50,7 +56,9 @@ def test_verify_then_list_reports_verified(capsys, models_dir: Path) -> None:
     assert code == 0 and models["det_10g"]["status"] == "missing"
 
 
-def test_verify_fails_on_corrupt_or_missing_files(capsys, models_dir: Path) -> None:
+def test_verify_fails_on_corrupt_or_missing_files(
+    capsys: pytest.CaptureFixture[str], models_dir: Path
+) -> None:
     target = models_dir / "retinaface_mnet025.onnx"
     target.write_bytes(target.read_bytes()[:-10])
     _, models = run_json(capsys, "list", "--models-dir", str(models_dir))
@@ -63,12 +71,12 @@ def test_verify_fails_on_corrupt_or_missing_files(capsys, models_dir: Path) -> N
     assert code == 1 and models["det_10g"]["status"] == "missing"
 
 
-def test_unknown_model_name_is_an_error(capsys, models_dir: Path) -> None:
+def test_unknown_model_name_is_an_error(capsys: pytest.CaptureFixture[str], models_dir: Path) -> None:
     assert main(["models", "verify", "nope", "--models-dir", str(models_dir)]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
-def test_human_readable_list(capsys, models_dir: Path) -> None:
+def test_human_readable_list(capsys: pytest.CaptureFixture[str], models_dir: Path) -> None:
     assert main(["models", "list", "--models-dir", str(models_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(Manifest.load().names)

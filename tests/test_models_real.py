@@ -4,6 +4,7 @@ download, cached between runs in the git-ignored test models folder)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -11,8 +12,15 @@ import numpy as np
 from server.models.integrity import sha256_file
 from server.models.manifest import Manifest
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
-def test_retinaface_file_matches_manifest_and_runs(model_store, retinaface_session, astronaut_bgr) -> None:
+    from server.models.store import ModelStore
+
+
+def test_retinaface_file_matches_manifest_and_runs(
+    model_store: ModelStore, retinaface_session: ort.InferenceSession, astronaut_bgr: np.ndarray
+) -> None:
     entry = Manifest.load().get("retinaface_mnet025")
     path = model_store.path("retinaface_mnet025")
     assert path.stat().st_size == entry.size == 1_736_694

@@ -20,11 +20,11 @@ from server.pipeline.neural import NeuralEngine, NeuralIdentity
 from server.pipeline.paste import crop_region
 from server.pipeline.swapper import InSwapper, identity_latent
 from server.settings import Settings
-from server.types import Face, SwapOptions
+from server.types import Face, SourceFace, SwapOptions
 from tests.tiny_models import arcface_model, colour_matrix, gfpgan_model, inswapper_model, make_emap, session
 
 
-def build_engine(retinaface_session, effect: str = "invert") -> NeuralEngine:
+def build_engine(retinaface_session: ort.InferenceSession, effect: str = "invert") -> NeuralEngine:
     emap = make_emap()
     return NeuralEngine(
         RetinaFaceDetector(retinaface_session),
@@ -35,12 +35,12 @@ def build_engine(retinaface_session, effect: str = "invert") -> NeuralEngine:
 
 
 @pytest.fixture(scope="module")
-def engine(retinaface_session) -> NeuralEngine:
+def engine(retinaface_session: ort.InferenceSession) -> NeuralEngine:
     return build_engine(retinaface_session)
 
 
 @pytest.fixture(scope="module")
-def source(engine, astronaut_bgr):
+def source(engine: NeuralEngine, astronaut_bgr: np.ndarray) -> SourceFace:
     return engine.prepare_source(astronaut_bgr)
 
 
@@ -51,14 +51,14 @@ def outside_mask(frame: np.ndarray, regions: list[tuple[int, int, int, int]]) ->
     return mask
 
 
-def face_box(face) -> tuple[slice, slice]:
+def face_box(face: Face) -> tuple[slice, slice]:
     """The central half of the detected box: surely inside the swapped face."""
     x1, y1, x2, y2 = face.bbox
     cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
     return slice(int(cy - h / 4), int(cy + h / 4)), slice(int(cx - w / 4), int(cx + w / 4))
 
 
-def test_prepare_source(engine, source) -> None:
+def test_prepare_source(engine: NeuralEngine, source: SourceFace) -> None:
     assert source.engine == "neural" and source.faces_found == 1
     ident = source.payload
     assert isinstance(ident, NeuralIdentity)
@@ -68,28 +68,32 @@ def test_prepare_source(engine, source) -> None:
     assert source.thumbnail_jpeg[:2] == b"\xff\xd8" and max(thumb.shape[:2]) == 128
 
 
-def test_different_faces_give_different_embeddings(engine, source, grace_bgr) -> None:
+def test_different_faces_give_different_embeddings(
+    engine: NeuralEngine, source: SourceFace, grace_bgr: np.ndarray
+) -> None:
     other = engine.prepare_source(grace_bgr).payload.embedding
     assert float(other @ source.payload.embedding) < 0.999
 
 
-def test_no_face_in_source(engine) -> None:
+def test_no_face_in_source(engine: NeuralEngine) -> None:
     with pytest.raises(NoFaceError) as exc:
         engine.prepare_source(np.full((200, 200, 3), 128, np.uint8))
     assert exc.value.code == "no_face" and "no face" in exc.value.message
 
 
-def test_not_an_image(engine) -> None:
+def test_not_an_image(engine: NeuralEngine) -> None:
     with pytest.raises(BadImageError):
         engine.prepare_source(np.zeros((10, 10), np.uint8))
 
 
-def test_without_source_the_frame_is_unchanged(engine, grace_bgr) -> None:
+def test_without_source_the_frame_is_unchanged(engine: NeuralEngine, grace_bgr: np.ndarray) -> None:
     result = engine.open_stream().process(grace_bgr, None, SwapOptions())
     assert np.array_equal(result.frame, grace_bgr) and result.swapped == 0
 
 
-def test_swap_changes_the_face_and_nothing_else(engine, source, grace_bgr) -> None:
+def test_swap_changes_the_face_and_nothing_else(
+    engine: NeuralEngine, source: SourceFace, grace_bgr: np.ndarray
+) -> None:
     frame = grace_bgr.copy()
     result = engine.open_stream().process(frame, source, SwapOptions())
     assert np.array_equal(frame, grace_bgr), "the input frame must not be modified"
@@ -110,7 +114,7 @@ def test_swap_changes_the_face_and_nothing_else(engine, source, grace_bgr) -> No
 
 
 @pytest.fixture(scope="module")
-def two_faces(grace_bgr, obama_bgr) -> np.ndarray:
+def two_faces(grace_bgr: np.ndarray, obama_bgr: np.ndarray) -> np.ndarray:
     h = 300
     left = cv2.resize(grace_bgr, (round(grace_bgr.shape[1] * h / grace_bgr.shape[0]), h))
     right = cv2.resize(obama_bgr, (round(obama_bgr.shape[1] * (h - 40) / obama_bgr.shape[0]), h - 40))
@@ -118,7 +122,7 @@ def two_faces(grace_bgr, obama_bgr) -> np.ndarray:
     return np.hstack([left, right])
 
 
-def test_many_faces_swaps_every_face(engine, source, two_faces) -> None:
+def test_many_faces_swaps_every_face(engine: NeuralEngine, source: SourceFace, two_faces: np.ndarray) -> None:
     stream = engine.open_stream()
     one = stream.process(two_faces, source, SwapOptions(many_faces=False))
     many = stream.process(two_faces, source, SwapOptions(many_faces=True))
@@ -135,7 +139,9 @@ def test_many_faces_swaps_every_face(engine, source, two_faces) -> None:
     assert np.array_equal(one.frame[ys, xs], two_faces[ys, xs])
 
 
-def test_faces_left_alone_are_reported_unswapped(engine, source, two_faces) -> None:
+def test_faces_left_alone_are_reported_unswapped(
+    engine: NeuralEngine, source: SourceFace, two_faces: np.ndarray
+) -> None:
     stream = engine.open_stream()
     one = stream.process(two_faces, source, SwapOptions(many_faces=False), timestamp_s=0.0)
     many = stream.process(two_faces, source, SwapOptions(many_faces=True), timestamp_s=0.04)
@@ -156,7 +162,9 @@ class _FixedDetector:
         return list(self.faces)
 
 
-def test_a_face_that_cannot_be_pasted_is_unswapped(engine, source, grace_bgr) -> None:
+def test_a_face_that_cannot_be_pasted_is_unswapped(
+    engine: NeuralEngine, source: SourceFace, grace_bgr: np.ndarray
+) -> None:
     real = engine.detector.detect(grace_bgr)[0]
     # Keypoints far outside the frame: the aligned crop maps back to no pixel of it.
     off = Face(bbox=real.bbox + 5000, score=0.9, kps=real.kps + 5000)
@@ -168,7 +176,9 @@ def test_a_face_that_cannot_be_pasted_is_unswapped(engine, source, grace_bgr) ->
     assert np.abs(result.frame[ys, xs].astype(int) - grace_bgr[ys, xs].astype(int)).mean() > 30
 
 
-def test_strength_changes_the_identity(retinaface_session, grace_bgr, astronaut_bgr) -> None:
+def test_strength_changes_the_identity(
+    retinaface_session: ort.InferenceSession, grace_bgr: np.ndarray, astronaut_bgr: np.ndarray
+) -> None:
     # A swapper that paints a flat colour computed from the latent makes the identity visible.
     engine = build_engine(retinaface_session, effect="colour")
     source = engine.prepare_source(astronaut_bgr)
@@ -188,7 +198,9 @@ def test_strength_changes_the_identity(retinaface_session, grace_bgr, astronaut_
     assert np.abs(c_full - c_none).max() > 10
 
 
-def test_enhancer_runs_only_when_asked(engine, source, grace_bgr) -> None:
+def test_enhancer_runs_only_when_asked(
+    engine: NeuralEngine, source: SourceFace, grace_bgr: np.ndarray
+) -> None:
     stream = engine.open_stream()
     plain = stream.process(grace_bgr, source, SwapOptions(enhance=False))
     enhanced = stream.process(grace_bgr, source, SwapOptions(enhance=True, enhance_blend=1.0))
@@ -232,7 +244,9 @@ class StubStore:
         return list(self.sessions[name].get_providers()) if name in self.sessions else []
 
 
-def test_from_store_reads_emap_from_the_file(tmp_path, retinaface_session, astronaut_bgr) -> None:
+def test_from_store_reads_emap_from_the_file(
+    tmp_path: Path, retinaface_session: ort.InferenceSession, astronaut_bgr: np.ndarray
+) -> None:
     emap = make_emap(seed=11)
     store = StubStore(tmp_path, {"w600k_r50": arcface_model(), "inswapper_128": inswapper_model(emap=emap)})
     store.sessions["retinaface_mnet025"] = retinaface_session

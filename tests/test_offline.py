@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -20,11 +21,14 @@ from server.pipeline.swapper import InSwapper
 from server.types import SourceFace, SwapOptions, SwapResult
 from tests.tiny_models import arcface_model, inswapper_model, make_emap, session
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 W, H, FPS, N_FRAMES, SAMPLE_RATE = 320, 240, 12, 12, 44100
 
 
 @pytest.fixture(scope="module")
-def engine(retinaface_session) -> NeuralEngine:
+def engine(retinaface_session: ort.InferenceSession) -> NeuralEngine:
     emap = make_emap()
     return NeuralEngine(
         RetinaFaceDetector(retinaface_session),
@@ -34,7 +38,9 @@ def engine(retinaface_session) -> NeuralEngine:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, astronaut_bgr, grace_bgr) -> dict[str, Path]:
+def files(
+    tmp_path_factory: pytest.TempPathFactory, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("offline")
     paths = {
         "source": folder / "source.png",
@@ -87,7 +93,9 @@ def decode(path: Path) -> tuple[list[np.ndarray], av.VideoStream, list[str], Fra
         return frames, v, audio, rate
 
 
-def test_image_end_to_end(engine, files, grace_bgr, tmp_path) -> None:
+def test_image_end_to_end(
+    engine: NeuralEngine, files: dict[str, Path], grace_bgr: np.ndarray, tmp_path: Path
+) -> None:
     out = tmp_path / "out.png"
     stats = swap_file(files["source"], files["target"], out, engine, SwapOptions(), progress=False)
     assert stats.kind == "image" and stats.frames_swapped == 1
@@ -105,13 +113,15 @@ def test_image_end_to_end(engine, files, grace_bgr, tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory, grace_bgr) -> Path:
+def video(tmp_path_factory: pytest.TempPathFactory, grace_bgr: np.ndarray) -> Path:
     path = tmp_path_factory.mktemp("video") / "clip.mp4"
     make_video(path, grace_bgr)
     return path
 
 
-def test_video_end_to_end_with_audio(engine, files, video, tmp_path) -> None:
+def test_video_end_to_end_with_audio(
+    engine: NeuralEngine, files: dict[str, Path], video: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "swapped.mp4"
     stats = swap_file(files["source"], video, out, engine, SwapOptions(), progress=False)
     assert stats.kind == "video" and stats.audio == "copied"
@@ -138,7 +148,9 @@ def test_video_end_to_end_with_audio(engine, files, video, tmp_path) -> None:
     assert pa == pb, "audio packets must be copied unchanged"
 
 
-def test_video_without_audio(engine, files, grace_bgr, tmp_path) -> None:
+def test_video_without_audio(
+    engine: NeuralEngine, files: dict[str, Path], grace_bgr: np.ndarray, tmp_path: Path
+) -> None:
     path = tmp_path / "silent.mkv"
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264", rate=10)
@@ -173,7 +185,9 @@ class _RecordingEngine:
         return self.stream.process(frame, source, options, timestamp_s)
 
 
-def test_video_frames_carry_their_own_time(engine, files, video, tmp_path) -> None:
+def test_video_frames_carry_their_own_time(
+    engine: NeuralEngine, files: dict[str, Path], video: Path, tmp_path: Path
+) -> None:
     recorder = _RecordingEngine(engine)
     swap_file(files["source"], video, tmp_path / "timed.mp4", recorder, SwapOptions(),  # type: ignore[arg-type]
               progress=False)
@@ -190,7 +204,13 @@ def test_frame_time_falls_back_to_pts() -> None:
     assert frame_time(frame) == pytest.approx(3.0)
 
 
-def test_cli_end_to_end(monkeypatch, engine, files, tmp_path, capsys) -> None:
+def test_cli_end_to_end(
+    monkeypatch: pytest.MonkeyPatch,
+    engine: NeuralEngine,
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import server.engines
 
     monkeypatch.setattr(server.engines, "build_engine", lambda settings: engine)
@@ -213,7 +233,15 @@ def test_cli_end_to_end(monkeypatch, engine, files, tmp_path, capsys) -> None:
         ("bad_strength", "bad_argument"),
     ],
 )
-def test_cli_errors(monkeypatch, engine, files, tmp_path, capsys, case: str, code: str) -> None:
+def test_cli_errors(
+    monkeypatch: pytest.MonkeyPatch,
+    engine: NeuralEngine,
+    files: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    code: str,
+) -> None:
     import server.engines
 
     monkeypatch.setattr(server.engines, "build_engine", lambda settings: engine)
@@ -241,7 +269,7 @@ def test_cli_errors(monkeypatch, engine, files, tmp_path, capsys, case: str, cod
     assert not (tmp_path / "o.png").exists()
 
 
-def test_error_types(engine, files, tmp_path) -> None:
+def test_error_types(engine: NeuralEngine, files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(NoFaceError, match=r"blank\.png"):
         swap_file(files["blank"], files["target"], tmp_path / "x.png", engine, SwapOptions(), False)
     with pytest.raises(BadImageError):
@@ -257,7 +285,9 @@ def test_error_types(engine, files, tmp_path) -> None:
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_video_to_webm_reencodes_audio(engine, files, video, tmp_path) -> None:
+def test_video_to_webm_reencodes_audio(
+    engine: NeuralEngine, files: dict[str, Path], video: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "swapped.webm"
     stats = swap_file(files["source"], video, out, engine, SwapOptions(), progress=False)
     assert stats.audio.startswith("re-encoded") and stats.frames == N_FRAMES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import pytest
@@ -10,14 +12,19 @@ from server.pipeline.aligner import estimate_arcface, transform_points, warp_cro
 from server.pipeline.detector import RetinaFaceDetector
 from server.pipeline.paste import crop_region, mask_template, paste_back, paste_back_reference, paste_into
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 
 @pytest.fixture(scope="module")
-def detector(retinaface_session) -> RetinaFaceDetector:
+def detector(retinaface_session: ort.InferenceSession) -> RetinaFaceDetector:
     return RetinaFaceDetector(retinaface_session)
 
 
 @pytest.mark.parametrize("photo", ["astronaut_bgr", "grace_bgr", "obama_bgr"])
-def test_matches_reference_and_stays_in_region(detector, photo: str, request) -> None:
+def test_matches_reference_and_stays_in_region(
+    detector: RetinaFaceDetector, photo: str, request: pytest.FixtureRequest
+) -> None:
     frame = request.getfixturevalue(photo)
     face = detector.detect(frame)[0]
     m = estimate_arcface(face.kps, 128)
@@ -78,7 +85,7 @@ def test_face_entirely_outside_the_frame() -> None:
     assert (frame == 50).all()
 
 
-def test_crop_lands_where_it_came_from(astronaut_bgr, detector) -> None:
+def test_crop_lands_where_it_came_from(astronaut_bgr: np.ndarray, detector: RetinaFaceDetector) -> None:
     # paste back an unmodified crop: the face is reproduced (up to resampling), i.e. no offset
     face = detector.detect(astronaut_bgr)[0]
     m = estimate_arcface(face.kps, 128)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -37,6 +37,9 @@ from tests.rtc_client import (
     draw_frame_id,
     serve_in_process,
 )
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE_BOX = (178, 59, 273, 178)  # the astronaut's face (x1, y1, x2, y2)
@@ -72,7 +75,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def detector(retinaface_session) -> RetinaFaceDetector:
+def detector(retinaface_session: ort.InferenceSession) -> RetinaFaceDetector:
     return RetinaFaceDetector(retinaface_session)
 
 
@@ -94,7 +97,9 @@ async def stream(client: SwapClient, image: np.ndarray, seconds: float, fps: flo
 
 # --- the real server process with the real embedded engine -------------------------------------
 @pytest.fixture(scope="module")
-def server_process(retinaface_session, face_landmark_path) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+def server_process(
+    retinaface_session: ort.InferenceSession, face_landmark_path: Path
+) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """``python -m server serve`` on a free port with the embedded engine and the test models."""
     port = free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"swaprtc-e2e-{port}.log"
@@ -128,7 +133,7 @@ def server_process(retinaface_session, face_landmark_path) -> Iterator[tuple[str
 
 
 async def test_real_server_swaps_the_face_and_leaves_the_rest(
-    server_process, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+    server_process: tuple[str, subprocess.Popen, Path], astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
 ) -> None:
     base = server_process[0]
     async with SwapClient(base) as client:
@@ -157,7 +162,9 @@ async def test_real_server_swaps_the_face_and_leaves_the_rest(
     assert any(m.get("type") == "pong" for m in messages)
 
 
-async def test_real_server_shuts_down_gracefully(server_process, astronaut_bgr) -> None:
+async def test_real_server_shuts_down_gracefully(
+    server_process: tuple[str, subprocess.Popen, Path], astronaut_bgr: np.ndarray
+) -> None:
     base, proc, log_path = server_process
     async with SwapClient(base) as client:
         await client.create_session()
@@ -170,7 +177,9 @@ async def test_real_server_shuts_down_gracefully(server_process, astronaut_bgr) 
 
 
 # --- in-process server with a test double: codec, slow engine, two sessions ---------------------
-async def test_h264_is_negotiated_when_configured(detector, astronaut_bgr) -> None:
+async def test_h264_is_negotiated_when_configured(
+    detector: RetinaFaceDetector, astronaut_bgr: np.ndarray
+) -> None:
     async with paint_server(detector, codec="h264") as (base, _), SwapClient(base) as client:
         await client.create_session()
         status, _ = await client.upload_source(jpg(astronaut_bgr), "image/jpeg")
@@ -182,7 +191,7 @@ async def test_h264_is_negotiated_when_configured(detector, astronaut_bgr) -> No
     assert np.abs(last - painted).mean() < 20
 
 
-async def test_latency_stays_bounded_with_a_slow_engine_and_no_face_leaks(astronaut_bgr) -> None:
+async def test_latency_stays_bounded_with_a_slow_engine_and_no_face_leaks(astronaut_bgr: np.ndarray) -> None:
     # A fixed-face detector: what is measured is the track's policy, not detector speed on a busy CI box.
     slow = {"delay_s": 0.25, "first_delay_s": 0.6}
     async with paint_server(FixedFaceDetector(), engine_kwargs=slow) as (base, _), SwapClient(base) as client:
@@ -202,7 +211,9 @@ async def test_latency_stays_bounded_with_a_slow_engine_and_no_face_leaks(astron
         assert face > 12, "an unswapped face was sent"
 
 
-async def test_two_sessions_at_once_are_independent(detector, astronaut_bgr) -> None:
+async def test_two_sessions_at_once_are_independent(
+    detector: RetinaFaceDetector, astronaut_bgr: np.ndarray
+) -> None:
     async with paint_server(detector) as (base, app), SwapClient(base) as swapped, SwapClient(base) as plain:
         await swapped.create_session()
         await plain.create_session()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import cv2
@@ -23,6 +23,11 @@ from server.types import SwapOptions
 from tests.engine_doubles import PaintEngine
 from tests.rtc_client import serve_in_process
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import onnxruntime as ort
+
 
 def png(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", image)
@@ -37,7 +42,7 @@ def jpg(image: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def engine(retinaface_session) -> PaintEngine:
+def engine(retinaface_session: ort.InferenceSession) -> PaintEngine:
     return PaintEngine(RetinaFaceDetector(retinaface_session))
 
 
@@ -61,7 +66,7 @@ class Api:
 
 
 @pytest.fixture
-async def api(engine) -> AsyncIterator[Api]:
+async def api(engine: PaintEngine) -> AsyncIterator[Api]:
     app = create_app(Settings(max_upload_bytes=300_000, max_upload_pixels=4_000_000, max_sessions=3), engine)
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         yield Api(base, http, app)
@@ -177,7 +182,9 @@ async def test_upload_raw_and_multipart_and_several_faces(
     assert api.app[SESSIONS].get(sid).control.source is None
 
 
-async def test_sessions_are_independent_and_limited(api: Api, astronaut_bgr, grace_bgr) -> None:
+async def test_sessions_are_independent_and_limited(
+    api: Api, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+) -> None:
     a, b = await api.session(), await api.session()
     assert a != b
     assert (await api.upload(a, jpg(astronaut_bgr), "image/jpeg"))[0] == 200
@@ -211,7 +218,7 @@ async def test_never_connected_sessions_expire(api: Api, astronaut_bgr: np.ndarr
     assert (await api.call("GET", "/api/health"))[1]["sessions"] == 0
 
 
-async def test_unused_sessions_free_their_slot_soon(engine, astronaut_bgr: np.ndarray) -> None:
+async def test_unused_sessions_free_their_slot_soon(engine: PaintEngine, astronaut_bgr: np.ndarray) -> None:
     """Anonymous POST /api/session calls cannot hold every slot: with a short injected lifetime
     the janitor retires sessions without a source or a connection, and the page's next upload
     gets unknown_session (it then creates a new session)."""
@@ -247,7 +254,9 @@ class BrokenEngine(PaintEngine):
         raise RuntimeError("secret internal detail")
 
 
-async def test_unexpected_errors_are_a_json_500_without_details(engine, astronaut_bgr) -> None:
+async def test_unexpected_errors_are_a_json_500_without_details(
+    engine: PaintEngine, astronaut_bgr: np.ndarray
+) -> None:
     app = create_app(Settings(), BrokenEngine(engine.detector))
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         api = Api(base, http, app)
@@ -256,7 +265,7 @@ async def test_unexpected_errors_are_a_json_500_without_details(engine, astronau
     assert "secret" not in str(body) and "Traceback" not in str(body)
 
 
-async def test_ice_servers_are_configurable_and_given_to_the_browser(engine) -> None:
+async def test_ice_servers_are_configurable_and_given_to_the_browser(engine: PaintEngine) -> None:
     app = create_app(Settings(ice_servers=("stun:stun.example.org:3478", "turn:u:p@turn.example.org:3478")),
                      engine)
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
@@ -355,7 +364,7 @@ def self_signed(tmp_path: Any) -> tuple[Any, Any]:
     return cert_path, key_path
 
 
-async def test_tls_from_settings(engine, tmp_path) -> None:
+async def test_tls_from_settings(engine: PaintEngine, tmp_path: Path) -> None:
     from server.errors import SwapRTCError
     from server.rtc.tls import tls_context
 
@@ -371,7 +380,7 @@ async def test_tls_from_settings(engine, tmp_path) -> None:
         assert resp.status == 200 and (await resp.json())["ok"] is True
 
 
-async def test_tls_self_signed_serves_https_for_localhost(engine) -> None:
+async def test_tls_self_signed_serves_https_for_localhost(engine: PaintEngine) -> None:
     import asyncio
     import ssl
     from pathlib import Path
@@ -416,7 +425,7 @@ async def real_offer_lines() -> list[str]:
     return lines
 
 
-async def test_damaged_offers_never_get_a_500(engine) -> None:
+async def test_damaged_offers_never_get_a_500(engine: PaintEngine) -> None:
     """Every one-line deletion and a set of truncated lines of a real offer: 200 or 400 JSON."""
     lines = await real_offer_lines()
     variants = ["\r\n".join(lines[:i] + lines[i + 1:]) for i in range(len(lines))]
@@ -438,7 +447,7 @@ async def test_damaged_offers_never_get_a_500(engine) -> None:
         await app[SESSIONS].close_all()
 
 
-async def test_an_offer_after_a_rejected_one_gets_its_own_processor(engine) -> None:
+async def test_an_offer_after_a_rejected_one_gets_its_own_processor(engine: PaintEngine) -> None:
     """An offer rejected after its track was created, then a good one on the same session: the
     new track must not share the old track's processor (not thread-safe; its job may still run)."""
     lines = await real_offer_lines()

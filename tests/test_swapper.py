@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -16,6 +18,9 @@ from server.pipeline.swapper import (
 )
 from tests.tiny_models import colour_matrix, inswapper_model, make_emap, session
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 @pytest.fixture(scope="module")
 def emap() -> np.ndarray:
@@ -23,13 +28,13 @@ def emap() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory, emap):
+def model_file(tmp_path_factory: pytest.TempPathFactory, emap: np.ndarray) -> Path:
     path = tmp_path_factory.mktemp("models") / "inswapper_tiny.onnx"
     path.write_bytes(inswapper_model("colour", emap=emap).SerializeToString())
     return path
 
 
-def test_emap_is_read_from_the_file(model_file, emap) -> None:
+def test_emap_is_read_from_the_file(model_file: Path, emap: np.ndarray) -> None:
     np.testing.assert_array_equal(load_emap(model_file), emap)
 
 
@@ -53,7 +58,7 @@ def test_last_initializer_from_typed_fields() -> None:
     np.testing.assert_array_equal(read_last_initializer(model.SerializeToString()), half.astype(np.float32))
 
 
-def test_bad_emap_is_a_model_error(tmp_path) -> None:
+def test_bad_emap_is_a_model_error(tmp_path: Path) -> None:
     model = inswapper_model("invert")
     model.graph.initializer.append(numpy_helper.from_array(np.zeros((2, 3), np.float32), "odd"))
     path = tmp_path / "bad.onnx"
@@ -64,7 +69,7 @@ def test_bad_emap_is_a_model_error(tmp_path) -> None:
         load_emap(tmp_path / "missing.onnx")
 
 
-def test_source_latent_is_normalised_emb_times_emap(model_file, emap) -> None:
+def test_source_latent_is_normalised_emb_times_emap(model_file: Path, emap: np.ndarray) -> None:
     swapper = InSwapper.from_file(model_file, session(inswapper_model("colour", emap=emap)))
     emb = np.random.default_rng(1).standard_normal(512).astype(np.float32)
     emb /= np.linalg.norm(emb)
@@ -77,7 +82,7 @@ def test_source_latent_is_normalised_emb_times_emap(model_file, emap) -> None:
     np.testing.assert_allclose(identity_latent(emb * 3.0, emap), got, rtol=1e-5, atol=1e-6)
 
 
-def test_strength_blends_identities(emap) -> None:
+def test_strength_blends_identities(emap: np.ndarray) -> None:
     rng = np.random.default_rng(2)
     src = identity_latent(rng.standard_normal(512), emap)
     tgt = identity_latent(rng.standard_normal(512), emap)
@@ -90,7 +95,7 @@ def test_strength_blends_identities(emap) -> None:
     np.testing.assert_allclose(half, mid, atol=1e-6)
 
 
-def test_swap_converts_bgr_and_clips(emap) -> None:
+def test_swap_converts_bgr_and_clips(emap: np.ndarray) -> None:
     swapper = InSwapper(session(inswapper_model("colour", emap=emap)), emap)
     assert swapper.size == 128
     crop = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
@@ -103,14 +108,14 @@ def test_swap_converts_bgr_and_clips(emap) -> None:
         assert (out == out[0, 0]).all()
 
 
-def test_swap_invert_model(emap) -> None:
+def test_swap_invert_model(emap: np.ndarray) -> None:
     swapper = InSwapper(session(inswapper_model("invert", emap=emap)), emap)
     crop = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     out = swapper.swap(crop, swapper.latent(np.ones(512)))
     assert np.abs(out.astype(int) - (255 - crop.astype(int))).max() <= 1
 
 
-def test_swap_with_float16_io(emap) -> None:
+def test_swap_with_float16_io(emap: np.ndarray) -> None:
     # fp16 exports may type their inputs float16: the swapper reads the types from the session
     swapper = InSwapper(session(inswapper_model("invert", emap=emap, fp16_io=True)), emap)
     assert swapper.session.get_inputs()[0].type == "tensor(float16)"

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ from server.rtc.track import Arrival, InferencePool, StreamControl, SwapTrack, t
 from server.types import Face
 from tests.engine_doubles import ASTRONAUT_FACE, PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import SyntheticCamera, draw_frame_id, read_frame_id
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 FACE = (slice(75, 165), slice(190, 262))  # rows, cols well inside the astronaut's face box
 # A second "face" on the astronaut's suit (textured, away from the first face and the id strip).
@@ -56,7 +60,7 @@ class QueueTrack(MediaStreamTrack):
 
 
 @pytest.fixture(scope="module")
-def detector(retinaface_session) -> RetinaFaceDetector:
+def detector(retinaface_session: ort.InferenceSession) -> RetinaFaceDetector:
     return RetinaFaceDetector(retinaface_session)
 
 
@@ -106,7 +110,9 @@ def assert_no_leak(frames: list[tuple[np.ndarray, int, float]], original: np.nda
         assert diff(image[FACE], reference) > 8, "an unswapped face was sent"
 
 
-async def test_without_source_frames_pass_through(astronaut_bgr, detector, pool) -> None:
+async def test_without_source_frames_pass_through(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(detector)
     track, _, _ = make_track(astronaut_bgr, engine, pool, source=False)
     frames = await take(track, 5)
@@ -117,7 +123,9 @@ async def test_without_source_frames_pass_through(astronaut_bgr, detector, pool)
     assert engine.calls == 0
 
 
-async def test_swaps_the_face_and_leaves_the_rest(astronaut_bgr, detector, pool) -> None:
+async def test_swaps_the_face_and_leaves_the_rest(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(detector)
     # A generous deadline: a busy machine must not turn this into a test of the hiding path.
     track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
@@ -130,7 +138,9 @@ async def test_swaps_the_face_and_leaves_the_rest(astronaut_bgr, detector, pool)
     assert track.stats.swapped_frames == 6 and track.stats.faces == 1
 
 
-async def test_frames_without_a_face_pass_through_with_a_source(astronaut_bgr, detector, pool) -> None:
+async def test_frames_without_a_face_pass_through_with_a_source(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(detector)
     scene = np.zeros_like(astronaut_bgr)
     scene[:] = np.linspace(0, 255, scene.shape[1], dtype=np.uint8)[None, :, None]
@@ -145,7 +155,9 @@ async def test_frames_without_a_face_pass_through_with_a_source(astronaut_bgr, d
     assert engine.calls >= 1 and track.stats.hidden_frames == 0
 
 
-async def test_slow_engine_drops_frames_and_latency_stays_bounded(astronaut_bgr, detector, pool) -> None:
+async def test_slow_engine_drops_frames_and_latency_stays_bounded(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     """A 30 fps camera into a 120 ms engine: the swap track drops frames and keeps latency flat,
     while awaiting every frame (the unbounded-queue baseline) falls further behind each second."""
     engine = PaintEngine(FixedFaceDetector(), delay_s=0.12)
@@ -177,7 +189,9 @@ async def test_slow_engine_drops_frames_and_latency_stays_bounded(astronaut_bgr,
     assert base_latencies[-1] > base_latencies[5] + 0.5  # the baseline keeps falling behind
 
 
-async def test_no_leak_before_the_first_swap_is_ready(astronaut_bgr, detector, pool) -> None:
+async def test_no_leak_before_the_first_swap_is_ready(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(FixedFaceDetector(), first_delay_s=0.8)
     track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.1)
     frames = await take(track, 3)
@@ -195,7 +209,7 @@ async def test_no_leak_before_the_first_swap_is_ready(astronaut_bgr, detector, p
 
 
 async def test_engine_error_on_one_frame_hides_faces_and_the_stream_goes_on(
-    astronaut_bgr, detector, pool
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
 ) -> None:
     engine = PaintEngine(FixedFaceDetector(), fail_on={3})
     # A generous deadline: frame i is exactly engine call i + 1, however busy the machine is.
@@ -209,7 +223,9 @@ async def test_engine_error_on_one_frame_hides_faces_and_the_stream_goes_on(
     assert read_frame_id(frames[2][0]) >= 2
 
 
-async def test_engine_and_detector_failing_hide_the_whole_frame(astronaut_bgr, detector, pool) -> None:
+async def test_engine_and_detector_failing_hide_the_whole_frame(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(detector, fail_if=lambda _: True, detect_fails=True)
     track, _, _ = make_track(astronaut_bgr, engine, pool)
     frames = await take(track, 3)
@@ -221,7 +237,9 @@ async def test_engine_and_detector_failing_hide_the_whole_frame(astronaut_bgr, d
     assert track.stats.engine_errors == 3
 
 
-async def test_a_new_source_takes_effect_on_the_next_frame(astronaut_bgr, detector, pool) -> None:
+async def test_a_new_source_takes_effect_on_the_next_frame(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(detector)
     track, _, control = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
     await take(track, 2)
@@ -242,7 +260,9 @@ def test_output_frames_are_yuv420p_and_cropped_to_even_sizes() -> None:
     assert frame.pts == 5
 
 
-async def test_a_slow_session_does_not_starve_a_fast_one(astronaut_bgr, pool) -> None:
+async def test_a_slow_session_does_not_starve_a_fast_one(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
     """Two tracks share one inference worker; each has at most one job in flight, so the fast
     session waits behind at most one slow job per frame instead of behind a backlog."""
     slow = PaintEngine(FixedFaceDetector(), delay_s=0.15)
@@ -273,7 +293,9 @@ def assert_other_face_hidden(image: np.ndarray, original: np.ndarray) -> None:
     assert diff(image[OTHER], pixelated[OTHER]) < 6
 
 
-async def test_a_partly_swapped_frame_hides_the_unswapped_face(astronaut_bgr, pool) -> None:
+async def test_a_partly_swapped_frame_hides_the_unswapped_face(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
     # One-face mode: the first face is painted, the second is listed in ``unswapped``.
     engine = PaintEngine(FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)))
     track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
@@ -286,7 +308,9 @@ async def test_a_partly_swapped_frame_hides_the_unswapped_face(astronaut_bgr, po
     assert (track.stats.faces, track.stats.hidden) == (2, 1)
 
 
-async def test_faces_found_but_none_swapped_are_hidden(astronaut_bgr, pool) -> None:
+async def test_faces_found_but_none_swapped_are_hidden(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
     engine = PaintEngine(FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)), max_swaps=0)
     track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
     frames = await take(track, 3)
@@ -299,7 +323,9 @@ async def test_faces_found_but_none_swapped_are_hidden(astronaut_bgr, pool) -> N
     assert track.stats.hidden == 2
 
 
-async def test_a_face_the_guard_misses_stays_hidden_on_engine_errors(astronaut_bgr, pool) -> None:
+async def test_a_face_the_guard_misses_stays_hidden_on_engine_errors(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
     """On an engine error the track hides what the quick guard detection finds plus the faces of
     the latest engine result: a face the guard misses (here the astronaut's) stays covered where the
     engine last saw it, also over several failing frames in a row."""
@@ -317,7 +343,9 @@ async def test_a_face_the_guard_misses_stays_hidden_on_engine_errors(astronaut_b
         assert_other_face_hidden(image, astronaut_bgr)
 
 
-async def test_the_first_source_set_mid_stream_swaps_the_next_frames(astronaut_bgr, detector, pool) -> None:
+async def test_the_first_source_set_mid_stream_swaps_the_next_frames(
+    astronaut_bgr: np.ndarray, detector: RetinaFaceDetector, pool: InferencePool
+) -> None:
     engine = PaintEngine(detector)
     track, _, control = make_track(astronaut_bgr, engine, pool, source=False, deadline_s=5.0)
     before = await take(track, 3)
@@ -330,7 +358,9 @@ async def test_the_first_source_set_mid_stream_swaps_the_next_frames(astronaut_b
     assert track.stats.swapped_frames == 3
 
 
-async def test_the_processor_gets_each_frames_presentation_time(astronaut_bgr, pool) -> None:
+async def test_the_processor_gets_each_frames_presentation_time(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
     engine = PaintEngine(FixedFaceDetector())
     track, camera, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
     frames = await take(track, 4)
@@ -345,7 +375,9 @@ def test_a_frame_without_pts_is_timed_by_its_arrival() -> None:
     assert SwapTrack._timestamp_s(Arrival(frame, at=12.5)) == 12.5
 
 
-async def test_every_frame_is_sent_or_counted_as_dropped(astronaut_bgr, pool) -> None:
+async def test_every_frame_is_sent_or_counted_as_dropped(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
     """A warm-up longer than the deadline: frames go out hidden while the first swap runs; when it
     finishes, the frame taken at that moment is replaced by the late swap and counted as dropped."""
     engine = PaintEngine(FixedFaceDetector(), first_delay_s=0.5)
