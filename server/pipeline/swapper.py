@@ -62,6 +62,19 @@ def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, A
             raise ValueError(f"unsupported protobuf wire type {wire}")
 
 
+def _repeated_varints(buf: memoryview, wire: int, value: object) -> list[int]:
+    """A repeated integer field: one varint (unpacked) or a length-delimited run (packed)."""
+    if wire == 0:
+        return [int(value)]  # type: ignore[call-overload]
+    start, end = value  # type: ignore[misc]
+    out: list[int] = []
+    pos = start
+    while pos < end:
+        v, pos = _varint(buf, pos)
+        out.append(v)
+    return out
+
+
 def _tensor(buf: memoryview, start: int, end: int) -> np.ndarray:
     dims: list[int] = []
     dtype_code = 0
@@ -70,14 +83,7 @@ def _tensor(buf: memoryview, start: int, end: int) -> np.ndarray:
     ints: list[int] = []
     for field, wire, value in _fields(buf, start, end):
         if field == _T_DIMS:
-            if wire == 0:
-                dims.append(int(value))  # type: ignore[arg-type]
-            else:
-                s, e = value  # type: ignore[misc]
-                p = s
-                while p < e:
-                    d, p = _varint(buf, p)
-                    dims.append(d)
+            dims.extend(_repeated_varints(buf, wire, value))
         elif field == _T_DATA_TYPE:
             dtype_code = int(value)  # type: ignore[arg-type]
         elif field == _T_RAW_DATA:
@@ -87,14 +93,7 @@ def _tensor(buf: memoryview, start: int, end: int) -> np.ndarray:
             s, e = value  # type: ignore[misc]
             floats.append(bytes(buf[s:e]))
         elif field == _T_INT32_DATA:
-            if wire == 0:
-                ints.append(int(value))  # type: ignore[arg-type]
-            else:
-                s, e = value  # type: ignore[misc]
-                p = s
-                while p < e:
-                    v, p = _varint(buf, p)
-                    ints.append(v)
+            ints.extend(_repeated_varints(buf, wire, value))
         elif field == _T_DATA_LOCATION and value == 1:
             raise ValueError("emap is stored as external data, which is not supported")
     if dtype_code not in _DTYPES:
