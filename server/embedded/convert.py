@@ -17,6 +17,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +117,24 @@ def convert_bytes(buf: bytes) -> bytes:
         left, right = _same_pads(w, kw, sw, dw)
         return [top, left, bottom, right]
 
+    def conv(depthwise: bool, op: Any, ins: list[int], out: str, idx: int) -> None:
+        """CONV_2D (weights O,H,W,I) or DEPTHWISE_CONV_2D (weights 1,H,W,C*M) as one ONNX Conv."""
+        opts_table = op.BuiltinOptions()
+        o = tflite.DepthwiseConv2DOptions() if depthwise else tflite.Conv2DOptions()
+        o.Init(opts_table.Bytes, opts_table.Pos)
+        w = constant(ins[1])
+        out_channels = w.shape[3] if depthwise else w.shape[0]
+        b = constant(ins[2]) if len(ins) > 2 and ins[2] >= 0 else np.zeros(out_channels, np.float32)
+        dh, dw = o.DilationHFactor() or 1, o.DilationWFactor() or 1
+        pads = conv_pads(ins[0], w.shape[1], w.shape[2], o.StrideH(), o.StrideW(), o.Padding(), dh, dw)
+        weights = w.transpose(3, 0, 1, 2) if depthwise else w.transpose(0, 3, 1, 2)
+        extra = {"group": shape(ins[0])[3]} if depthwise else {}
+        nodes.append(helper.make_node(
+            "Conv", [name(ins[0]), init(f"op{idx}_w", weights.copy()), init(f"op{idx}_b", b)], [out],
+            name=f"op{idx}_{'dwconv' if depthwise else 'conv'}", kernel_shape=[w.shape[1], w.shape[2]],
+            strides=[o.StrideH(), o.StrideW()], dilations=[dh, dw], pads=pads, **extra))
+        activation(out, o.FusedActivationFunction(), idx)
+
     g_in = graph.Inputs(0)
     if graph.InputsLength() != 1:
         raise ConversionError("expected one input")
@@ -129,33 +148,8 @@ def convert_bytes(buf: bytes) -> bytes:
         ins = [op.Inputs(j) for j in range(op.InputsLength())]
         out = name(op.Outputs(0))
         opts_table = op.BuiltinOptions()
-        if kind == "CONV_2D":
-            o = tflite.Conv2DOptions()
-            o.Init(opts_table.Bytes, opts_table.Pos)
-            w = constant(ins[1])  # O, H, W, I
-            b = constant(ins[2]) if len(ins) > 2 and ins[2] >= 0 else np.zeros(w.shape[0], np.float32)
-            dh, dw = o.DilationHFactor() or 1, o.DilationWFactor() or 1
-            pads = conv_pads(ins[0], w.shape[1], w.shape[2], o.StrideH(), o.StrideW(), o.Padding(), dh, dw)
-            nodes.append(helper.make_node(
-                "Conv", [name(ins[0]), init(f"op{idx}_w", w.transpose(0, 3, 1, 2).copy()),
-                         init(f"op{idx}_b", b)], [out], name=f"op{idx}_conv",
-                kernel_shape=[w.shape[1], w.shape[2]], strides=[o.StrideH(), o.StrideW()],
-                dilations=[dh, dw], pads=pads))
-            activation(out, o.FusedActivationFunction(), idx)
-        elif kind == "DEPTHWISE_CONV_2D":
-            o = tflite.DepthwiseConv2DOptions()
-            o.Init(opts_table.Bytes, opts_table.Pos)
-            w = constant(ins[1])  # 1, H, W, C*M
-            channels = shape(ins[0])[3]
-            b = constant(ins[2]) if len(ins) > 2 and ins[2] >= 0 else np.zeros(w.shape[3], np.float32)
-            dh, dw = o.DilationHFactor() or 1, o.DilationWFactor() or 1
-            pads = conv_pads(ins[0], w.shape[1], w.shape[2], o.StrideH(), o.StrideW(), o.Padding(), dh, dw)
-            nodes.append(helper.make_node(
-                "Conv", [name(ins[0]), init(f"op{idx}_w", w.transpose(3, 0, 1, 2).copy()),
-                         init(f"op{idx}_b", b)], [out], name=f"op{idx}_dwconv",
-                kernel_shape=[w.shape[1], w.shape[2]], strides=[o.StrideH(), o.StrideW()],
-                dilations=[dh, dw], pads=pads, group=channels))
-            activation(out, o.FusedActivationFunction(), idx)
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            conv(kind == "DEPTHWISE_CONV_2D", op, ins, out, idx)
         elif kind == "PRELU":
             alpha = constant(ins[1])
             channels = shape(ins[0])[3]
