@@ -19,4 +19,4 @@ else
   "$py" -m pip install --disable-pip-version-check -q "$root"
 fi
 # Smoke check: the package imports and the CLI answers.
-"$py" -c "import server.cli, onnxruntime, aiortc, av, cv2; print('swaprtc install ok, ort', onnxruntime.__version__, onnxruntime.get_available_providers())"
+"$py" -c "import swaprtc.cli, onnxruntime, aiortc, av, cv2; print('swaprtc install ok, ort', onnxruntime.__version__, onnxruntime.get_available_providers())"

@@ -11,8 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,8 +49,8 @@ def models_cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_store() -> ModelStore:
-    from server.models.download import DownloadPolicy
-    from server.models.store import ModelStore
+    from swaprtc.models.download import DownloadPolicy
+    from swaprtc.models.store import ModelStore
 
     return ModelStore(models_cache_dir(), ("CPUExecutionProvider",), policy=DownloadPolicy(progress=False))
 

@@ -16,10 +16,9 @@ from collections.abc import Callable, Collection
 
 import cv2
 import numpy as np
-
-from server.errors import NoFaceError
-from server.pipeline.detector import Detector
-from server.types import Face, SourceFace, SwapOptions, SwapResult
+from swaprtc.errors import NoFaceError
+from swaprtc.pipeline.detector import Detector
+from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
 
 PAINT_BGR = (255, 0, 255)  # magenta: far from any skin tone
 

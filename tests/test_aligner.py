@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-
-from server.pipeline.aligner import (
+from swaprtc.pipeline.aligner import (
     ARCFACE_112,
     arcface_template,
     estimate_arcface,
@@ -18,7 +17,7 @@ from server.pipeline.aligner import (
     umeyama,
     warp_crop,
 )
-from server.pipeline.detector import RetinaFaceDetector
+from swaprtc.pipeline.detector import RetinaFaceDetector
 
 if TYPE_CHECKING:
     import onnxruntime as ort

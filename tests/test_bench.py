@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from server.cli import main
+from swaprtc.cli import main
 
 if TYPE_CHECKING:
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 
 def test_bench_reports_json_for_each_suite(

@@ -31,8 +31,7 @@ from tests.y4m import fit_frame, write_y4m
 if TYPE_CHECKING:
     import onnxruntime as ort
     from playwright.sync_api import Browser, Page
-
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -73,7 +72,7 @@ def camera_face_box(
     The inner features, not the detector's whole box: that one includes hair and forehead, which a
     swap (rightly) leaves mostly alone.
     """
-    from server.pipeline.detector import RetinaFaceDetector
+    from swaprtc.pipeline.detector import RetinaFaceDetector
 
     faces = RetinaFaceDetector(retinaface_session).detect(camera_frame)
     assert len(faces) == 1, "the fake camera picture must show exactly one face"
@@ -102,10 +101,10 @@ def _running_server(model_store: ModelStore, log_dir: Path, **env_extra: str) ->
         "SWAPRTC_LOG_LEVEL": "info",
         **env_extra,
     }
-    log_path = log_dir / "server.log"
+    log_path = log_dir / "swaprtc.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "swaprtc", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from swaprtc.pipeline.detector import RetinaFaceDetector, ScrfdDetector
 
-from server.pipeline.detector import RetinaFaceDetector, ScrfdDetector
 from tests.tiny_models import scrfd_model, scrfd_zero_outputs, session
 
 if TYPE_CHECKING:

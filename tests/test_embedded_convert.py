@@ -9,11 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-
-from server.embedded.convert import _same_pads, convert_face_landmark
-from server.embedded.engine import CONVERTED_LANDMARK_SHA256
-from server.embedded.landmarks import FaceMeshModel, roi_from_detection
-from server.pipeline.detector import RetinaFaceDetector
+from swaprtc.embedded.convert import _same_pads, convert_face_landmark
+from swaprtc.embedded.engine import CONVERTED_LANDMARK_SHA256
+from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection
+from swaprtc.pipeline.detector import RetinaFaceDetector
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +70,8 @@ def test_converted_landmarks_match_tflite(
 def test_engine_converts_in_memory_when_the_models_folder_is_read_only(
     face_landmark_path: Path, tmp_path: Path, astronaut_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import server.embedded.convert as convert
-    from server.embedded.engine import EmbeddedEngine, converted_landmark_model
+    import swaprtc.embedded.convert as convert
+    from swaprtc.embedded.engine import EmbeddedEngine, converted_landmark_model
 
     tflite = tmp_path / "face_landmark.tflite"
     tflite.write_bytes(face_landmark_path.read_bytes())

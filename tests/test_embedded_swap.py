@@ -9,16 +9,15 @@ import cv2
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
-
-from server.embedded import mesh as m
-from server.embedded.engine import EmbeddedEngine, SourceTexture
-from server.embedded.warp import face_grid, warp_texture
-from server.errors import NoFaceError
-from server.settings import Settings
-from server.types import SourceFace, SwapOptions
+from swaprtc.embedded import mesh as m
+from swaprtc.embedded.engine import EmbeddedEngine, SourceTexture
+from swaprtc.embedded.warp import face_grid, warp_texture
+from swaprtc.errors import NoFaceError
+from swaprtc.settings import Settings
+from swaprtc.types import SourceFace, SwapOptions
 
 if TYPE_CHECKING:
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 PAIRS = [("astronaut_bgr", "grace_bgr"), ("grace_bgr", "obama_bgr"), ("obama_bgr", "astronaut_bgr"),
          ("astronaut_bgr", "obama_bgr")]

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pytest
-
-from server.embedded.engine import EmbeddedEngine
-from server.settings import Settings
-from server.types import SourceFace, SwapOptions
+from swaprtc.embedded.engine import EmbeddedEngine
+from swaprtc.settings import Settings
+from swaprtc.types import SourceFace, SwapOptions
 
 if TYPE_CHECKING:
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +194,7 @@ def test_a_face_lost_between_detections_is_reported_at_once(
 def test_a_face_whose_swap_fails_is_unswapped(
     engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import server.embedded.engine as embedded
+    import swaprtc.embedded.engine as embedded
 
     monkeypatch.setattr(embedded, "swap_face", lambda *args: False)
     frame = _frame(obama_bgr)

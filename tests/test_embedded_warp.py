@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from server.embedded.mesh import triangulate
-from server.embedded.warp import OUTSIDE, Grid, triangle_maps
+from swaprtc.embedded.mesh import triangulate
+from swaprtc.embedded.warp import OUTSIDE, Grid, triangle_maps
 
 
 def _grid_points(n: int = 6, spacing: float = 10.0) -> np.ndarray:

@@ -7,14 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from server.cli import main
-from server.embedded.engine import EmbeddedEngine
-from server.engines import build_engine, choose_engine
-from server.errors import ModelError
-from server.models.store import ModelStore
-from server.pipeline.detector import RetinaFaceDetector
-from server.settings import Settings
+from swaprtc.cli import main
+from swaprtc.embedded.engine import EmbeddedEngine
+from swaprtc.errors import ModelError
+from swaprtc.factory import build_engine, choose_engine
+from swaprtc.models.store import ModelStore
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.settings import Settings
 
 
 def cpu_store(models_dir: Path, monkeypatch: pytest.MonkeyPatch, neural_present: bool) -> ModelStore:

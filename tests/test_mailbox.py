@@ -3,8 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from server.rtc.mailbox import MailboxClosed, NewestMailbox
+from swaprtc.rtc.mailbox import MailboxClosed, NewestMailbox
 
 
 async def test_keeps_only_the_newest_and_counts_drops() -> None:

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from server.cli import main
-from server.models.manifest import Manifest
+from swaprtc.cli import main
+from swaprtc.models.manifest import Manifest
 
 if TYPE_CHECKING:
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, dict]]:

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
-
-from server.errors import ModelError
-from server.models.download import DownloadPolicy, download
-from server.models.manifest import Manifest
-from server.models.store import ModelStore, choose_providers
+from swaprtc.errors import ModelError
+from swaprtc.models.download import DownloadPolicy, download
+from swaprtc.models.manifest import Manifest
+from swaprtc.models.store import ModelStore, choose_providers
 
 
 @dataclass

@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-
-from server.models.integrity import sha256_file
-from server.models.manifest import Manifest
+from swaprtc.models.integrity import sha256_file
+from swaprtc.models.manifest import Manifest
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-    from server.models.store import ModelStore
+    from swaprtc.models.store import ModelStore
 
 
 def test_retinaface_file_matches_manifest_and_runs(

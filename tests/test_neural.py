@@ -10,17 +10,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from swaprtc.errors import BadImageError, NoFaceError
+from swaprtc.pipeline.aligner import estimate_arcface
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.pipeline.embedder import ArcFaceEmbedder
+from swaprtc.pipeline.enhancer import GfpganEnhancer
+from swaprtc.pipeline.neural import NeuralEngine, NeuralIdentity
+from swaprtc.pipeline.paste import crop_region
+from swaprtc.pipeline.swapper import InSwapper, identity_latent
+from swaprtc.settings import Settings
+from swaprtc.types import Face, SourceFace, SwapOptions
 
-from server.errors import BadImageError, NoFaceError
-from server.pipeline.aligner import estimate_arcface
-from server.pipeline.detector import RetinaFaceDetector
-from server.pipeline.embedder import ArcFaceEmbedder
-from server.pipeline.enhancer import GfpganEnhancer
-from server.pipeline.neural import NeuralEngine, NeuralIdentity
-from server.pipeline.paste import crop_region
-from server.pipeline.swapper import InSwapper, identity_latent
-from server.settings import Settings
-from server.types import Face, SourceFace, SwapOptions
 from tests.tiny_models import arcface_model, colour_matrix, gfpgan_model, inswapper_model, make_emap, session
 
 

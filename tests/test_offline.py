@@ -10,15 +10,15 @@ import av
 import cv2
 import numpy as np
 import pytest
+from swaprtc.cli import main
+from swaprtc.errors import BadImageError, NoFaceError, UnsupportedFormatError
+from swaprtc.offline import UnreadableFileError, frame_time, swap_file
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.pipeline.embedder import ArcFaceEmbedder
+from swaprtc.pipeline.neural import NeuralEngine
+from swaprtc.pipeline.swapper import InSwapper
+from swaprtc.types import SourceFace, SwapOptions, SwapResult
 
-from server.cli import main
-from server.errors import BadImageError, NoFaceError, UnsupportedFormatError
-from server.offline import UnreadableFileError, frame_time, swap_file
-from server.pipeline.detector import RetinaFaceDetector
-from server.pipeline.embedder import ArcFaceEmbedder
-from server.pipeline.neural import NeuralEngine
-from server.pipeline.swapper import InSwapper
-from server.types import SourceFace, SwapOptions, SwapResult
 from tests.tiny_models import arcface_model, inswapper_model, make_emap, session
 
 if TYPE_CHECKING:
@@ -211,9 +211,9 @@ def test_cli_end_to_end(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import server.engines
+    import swaprtc.factory
 
-    monkeypatch.setattr(server.engines, "build_engine", lambda settings: engine)
+    monkeypatch.setattr(swaprtc.factory, "build_engine", lambda settings: engine)
     out = tmp_path / "cli.jpg"
     code = main(["swap", "--source", str(files["source"]), "--target", str(files["target"]),
                  "--output", str(out), "--no-progress"])
@@ -242,9 +242,9 @@ def test_cli_errors(
     case: str,
     code: str,
 ) -> None:
-    import server.engines
+    import swaprtc.factory
 
-    monkeypatch.setattr(server.engines, "build_engine", lambda settings: engine)
+    monkeypatch.setattr(swaprtc.factory, "build_engine", lambda settings: engine)
     args = {"--source": str(files["source"]), "--target": str(files["target"]),
             "--output": str(tmp_path / "o.png")}
     extra: list[str] = []

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pytest
-
-from server.pipeline.aligner import estimate_arcface, transform_points, warp_crop
-from server.pipeline.detector import RetinaFaceDetector
-from server.pipeline.paste import crop_region, mask_template, paste_back, paste_back_reference, paste_into
+from swaprtc.pipeline.aligner import estimate_arcface, transform_points, warp_crop
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.pipeline.paste import crop_region, mask_template, paste_back, paste_back_reference, paste_into
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -94,6 +93,6 @@ def test_crop_lands_where_it_came_from(astronaut_bgr: np.ndarray, detector: Reti
     err = np.abs(out.astype(int) - astronaut_bgr.astype(int))[y0:y1, x0:x1].mean()
     assert err < 3.0
     # the template points map back onto the detected keypoints
-    from server.pipeline.aligner import arcface_template, invert
+    from swaprtc.pipeline.aligner import arcface_template, invert
 
     assert np.abs(transform_points(invert(m), arcface_template(128)) - face.kps).max() < 8

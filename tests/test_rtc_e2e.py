@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 import pytest
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.settings import Settings
 
-from server.pipeline.detector import RetinaFaceDetector
-from server.rtc.app import SESSIONS, create_app
-from server.settings import Settings
 from tests.conftest import models_cache_dir
 from tests.engine_doubles import PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import (
@@ -100,7 +100,7 @@ async def stream(client: SwapClient, image: np.ndarray, seconds: float, fps: flo
 def server_process(
     retinaface_session: ort.InferenceSession, face_landmark_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """``python -m server serve`` on a free port with the embedded engine and the test models."""
+    """``python -m swaprtc serve`` on a free port with the embedded engine and the test models."""
     port = free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"swaprtc-e2e-{port}.log"
     env = {
@@ -112,7 +112,7 @@ def server_process(
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "swaprtc", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
@@ -244,8 +244,8 @@ _adapters = ifaddr.get_adapters
 ifaddr.get_adapters = lambda **kw: [a for a in _adapters(**kw) if a.name == "lo"]
 assert aioice.ice.get_host_addresses(True, False) == [], "without the patch: no host candidate at all"
 
-from server.rtc.app import create_app
-from server.settings import Settings
+from swaprtc.rtc.app import create_app
+from swaprtc.settings import Settings
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
 from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
 

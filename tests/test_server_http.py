@@ -12,14 +12,14 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.rtc.control import handle_message
+from swaprtc.rtc.ice import BadIceServerError, parse_ice_server
+from swaprtc.rtc.sdp import add_bitrate_hints
+from swaprtc.settings import Settings
+from swaprtc.types import SwapOptions
 
-from server.pipeline.detector import RetinaFaceDetector
-from server.rtc.app import SESSIONS, create_app
-from server.rtc.control import handle_message
-from server.rtc.ice import BadIceServerError, parse_ice_server
-from server.rtc.sdp import add_bitrate_hints
-from server.settings import Settings
-from server.types import SwapOptions
 from tests.engine_doubles import PaintEngine
 from tests.rtc_client import serve_in_process
 
@@ -365,8 +365,8 @@ def self_signed(tmp_path: Any) -> tuple[Any, Any]:
 
 
 async def test_tls_from_settings(engine: PaintEngine, tmp_path: Path) -> None:
-    from server.errors import SwapRTCError
-    from server.rtc.tls import tls_context
+    from swaprtc.errors import SwapRTCError
+    from swaprtc.rtc.tls import tls_context
 
     cert, key = self_signed(tmp_path)
     with pytest.raises(SwapRTCError, match="both"):
@@ -387,8 +387,7 @@ async def test_tls_self_signed_serves_https_for_localhost(engine: PaintEngine) -
     from urllib.parse import urlsplit
 
     from cryptography import x509
-
-    from server.rtc.tls import tls_context
+    from swaprtc.rtc.tls import tls_context
 
     settings = Settings(tls_self_signed=True)
     context = tls_context(settings)

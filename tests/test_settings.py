@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from server.cli import build_parser, main
-from server.settings import Settings, SettingsError
+from swaprtc.cli import build_parser, main
+from swaprtc.settings import Settings, SettingsError
 
 
 def test_env_then_flags_override() -> None:
@@ -52,7 +51,8 @@ def test_cli_reports_bad_env_without_traceback(
 
 
 def test_swap_deadline_reaches_the_rtc_policy() -> None:
-    from server.rtc.app import SESSIONS, create_app
+    from swaprtc.rtc.app import SESSIONS, create_app
+
     from tests.engine_doubles import FixedFaceDetector, PaintEngine
 
     app = create_app(Settings(swap_deadline_ms=50), PaintEngine(FixedFaceDetector()))

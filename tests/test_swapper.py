@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from server.errors import ModelError
-from server.pipeline.swapper import (
+from swaprtc.errors import ModelError
+from swaprtc.pipeline.swapper import (
     InSwapper,
     blend_latents,
     identity_latent,
     load_emap,
     read_last_initializer,
 )
+
 from tests.tiny_models import colour_matrix, inswapper_model, make_emap, session
 
 if TYPE_CHECKING:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
+from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.rtc.privacy import hide_faces, hide_frame
+from swaprtc.rtc.track import Arrival, InferencePool, StreamControl, SwapTrack, to_video_frame
+from swaprtc.types import Face
 
-from server.pipeline.detector import RetinaFaceDetector
-from server.rtc.privacy import hide_faces, hide_frame
-from server.rtc.track import Arrival, InferencePool, StreamControl, SwapTrack, to_video_frame
-from server.types import Face
 from tests.engine_doubles import ASTRONAUT_FACE, PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import SyntheticCamera, draw_frame_id, read_frame_id
 

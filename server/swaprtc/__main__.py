@@ -1,0 +1,3 @@
+from swaprtc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""``swaprtc bench``: speed measurements as JSON.
+
+Every comparison is measured side by side in one run (interleaved rounds), and medians are
+reported, because machines here are noisy. Suites: frame_io, paste, embedded, neural.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from swaprtc.settings import Settings
+
+SUITES = ("frame_io", "paste", "embedded", "neural")
+
+
+def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median_ms": round(statistics.median(ordered), 3),
+        "p90_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))], 3),
+        "min_ms": round(ordered[0], 3),
+        "n": len(ordered),
+    }
+
+
+def side_by_side(
+    cases: dict[str, Callable[[], object]], repeat: int, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Interleave the cases round by round so drift in machine load hits all of them alike."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeat):
+        for name, fn in cases.items():
+            samples[name].extend(time_ms(fn, 1))
+    return samples
+
+
+def bench_frame_io(frames: int) -> dict[str, Any]:
+    """Output frame construction: bgr24 VideoFrame vs I420 conversion + from_numpy_buffer."""
+    from av import VideoFrame
+
+    result: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    for label, (w, h) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+        def via_bgr24(img: np.ndarray = img) -> object:
+            return VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+
+        def via_i420(img: np.ndarray = img) -> object:
+            return VideoFrame.from_numpy_buffer(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+
+        s = side_by_side({"bgr24_then_reformat": via_bgr24, "i420_from_numpy_buffer": via_i420}, frames)
+        a, b = summary(s["bgr24_then_reformat"]), summary(s["i420_from_numpy_buffer"])
+        result[label] = {
+            "bgr24_then_reformat": a,
+            "i420_from_numpy_buffer": b,
+            "speedup": round(a["median_ms"] / max(b["median_ms"], 1e-6), 2),
+        }
+    return result
+
+
+def machine_info() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+        "available_providers": ort.get_available_providers(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    wanted = SUITES if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
+    unknown = [s for s in wanted if s not in SUITES]
+    if unknown:
+        print(f"swaprtc bench: unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {"machine": machine_info(), "frames": args.frames, "results": {}}
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "frame_io": lambda: bench_frame_io(args.frames),
+        "paste": lambda: _bench_paste(args.frames, settings),
+        "embedded": lambda: _bench_embedded(args.frames, settings),
+        "neural": lambda: _bench_neural(args.frames, settings),
+    }
+    for name in wanted:
+        try:
+            report["results"][name] = runners[name]()
+        except Exception as exc:  # a missing optional model must not hide the other suites
+            report["results"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+STANDINS_DIR = Path(os.environ.get("SWAPRTC_STANDINS_DIR", Path.home() / ".cache/swaprtc/standins"))
+
+
+def _photo(name: str) -> np.ndarray:
+    image = cv2.imread(str(REPO_DATA / name))
+    if image is None:
+        raise FileNotFoundError(f"bench photo {REPO_DATA / name} missing (run from a source checkout)")
+    return image
+
+
+def _store(settings: Settings, threads: int | None = None) -> Any:
+    from swaprtc.models.store import ModelStore
+
+    return ModelStore(
+        settings.models_dir, settings.providers, allow_download=settings.auto_download,
+        intra_op_threads=threads,
+    )
+
+
+def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
+    """Crop-region paste-back vs insightface's full-frame reference, one 128 crop, 720p and 1080p."""
+    from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+    from swaprtc.pipeline.paste import paste_back, paste_back_reference
+
+    detector = RetinaFaceDetector(_store(settings).session("retinaface_mnet025"))
+    photo = _photo("obama.jpg")
+    photo_face_h = detector.detect(photo)[0].height
+    result: dict[str, Any] = {}
+    for label, (w, h) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
+        # The face fills ~40% of the frame height, as in a webcam close-up.
+        scale = 0.4 * h / photo_face_h
+        face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        frame = np.full((h, w, 3), 90, np.uint8)
+        fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
+        frame[:fh, (w - fw) // 2:(w - fw) // 2 + fw] = face_img[:fh, :fw]
+        face = detector.detect(frame)[0]
+        m = estimate_arcface(face.kps, 128)
+        aligned = warp_crop(frame, m, 128)
+        swapped = 255 - aligned
+        s = side_by_side({
+            "crop_region": lambda frame=frame, swapped=swapped, m=m: paste_back(frame, swapped, m),
+            "insightface_reference": lambda frame=frame, swapped=swapped, aligned=aligned, m=m:
+                paste_back_reference(frame, swapped, aligned, m),
+        }, frames)
+        ours, ref = summary(s["crop_region"]), summary(s["insightface_reference"])
+        result[label] = {
+            "face_height_px": round(face.height),
+            "crop_region": ours,
+            "insightface_reference": ref,
+            "speedup": round(ref["median_ms"] / max(ours["median_ms"], 1e-6), 1),
+        }
+    return result
+
+
+def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
+    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
+    from swaprtc.embedded.bench import bench_embedded, live_frames
+    from swaprtc.embedded.engine import EmbeddedEngine
+
+    store = _store(settings)
+    engine = EmbeddedEngine.from_paths(
+        store.ensure("retinaface_mnet025"), store.ensure("face_landmark"), threads=1,
+        detect_every=settings.detect_every,
+    )
+    source = engine.prepare_source(_photo("astronaut.png"))
+    stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
+    return bench_embedded(engine, stream, source)
+
+
+def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
+    """The neural engine per stage on a 640×480 frame with one face.
+
+    No real InSwapper/ArcFace/GFPGAN weights can be had offline, so unless the models dir holds
+    them this runs random-weight stand-ins with the real architectures (tools/build_standins.py):
+    realistic compute, meaningless pixels.
+    """
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+    from swaprtc.pipeline.embedder import ArcFaceEmbedder
+    from swaprtc.pipeline.enhancer import GfpganEnhancer
+    from swaprtc.pipeline.neural import NeuralEngine
+    from swaprtc.pipeline.swapper import InSwapper, load_emap
+    from swaprtc.types import SwapOptions
+
+    store = _store(settings)
+    real = all(store.available(n) for n in ("w600k_r50", "inswapper_128"))
+    if real:
+        engine = NeuralEngine.from_store(store, settings)
+        weights = "real"
+    else:
+        if not (STANDINS_DIR / "inswapper_128.onnx").exists():
+            raise FileNotFoundError(
+                f"no neural models in {settings.models_dir} and no stand-ins in {STANDINS_DIR}: "
+                "run `python tools/build_standins.py` (needs `pip install torch==2.13.0`)"
+            )
+        import onnxruntime as ort
+
+        providers = [p for p in settings.providers if p in ort.get_available_providers()]
+
+        def session(name: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(STANDINS_DIR / name), providers=providers)
+
+        inswapper = STANDINS_DIR / "inswapper_128.onnx"
+        gfpgan = STANDINS_DIR / "GFPGANv1.4.onnx"
+        engine = NeuralEngine(
+            RetinaFaceDetector(store.session("retinaface_mnet025")),
+            ArcFaceEmbedder(session("w600k_r50.onnx")),
+            InSwapper(session("inswapper_128.onnx"), load_emap(inswapper)),
+            GfpganEnhancer(session("GFPGANv1.4.onnx")) if gfpgan.exists() else None,
+        )
+        weights = f"random-weight stand-ins from {STANDINS_DIR}"
+    source = engine.prepare_source(_photo("astronaut.png"))
+    target = cv2.resize(_photo("grace_hopper.jpg"), (640, 480))
+    n = max(2, min(frames, 5))  # each CPU call takes seconds
+    out: dict[str, Any] = {"weights": weights, "engine": engine.describe(), "frame_size": [640, 480]}
+    for label, options in {"swap": SwapOptions(), "swap+enhance": SwapOptions(enhance=True)}.items():
+        if options.enhance and engine.enhancer is None:
+            continue
+        stream = engine.open_stream()
+        stream.process(target, source, options)  # warm-up
+        per_stage: dict[str, list[float]] = {}
+        for _ in range(n):
+            for stage, ms in stream.process(target, source, options).timings_ms.items():
+                per_stage.setdefault(stage, []).append(ms)
+        out[label] = {k: round(statistics.median(v), 2) for k, v in per_stage.items()}
+        out[label]["n"] = n
+    return out

@@ -1,0 +1,87 @@
+"""Command line: ``swaprtc serve|swap|models|bench``. Handlers are imported lazily so that
+``swaprtc models list`` does not pay for importing aiortc."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from swaprtc.errors import SwapRTCError
+from swaprtc.settings import Settings, add_settings_flags
+
+COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log_level"]
+SERVE = [
+    "host", "port", "ice_servers", "ice_loopback", "codec", "min_bitrate", "start_bitrate",
+    "max_bitrate", "tls_cert", "tls_key", "tls_self_signed", "max_sessions", "max_upload_bytes",
+    "max_upload_pixels", "session_idle_s", "swap_deadline_ms", "inference_threads", "detect_every",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swaprtc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the WebRTC service and web page")
+    add_settings_flags(serve, COMMON + SERVE)
+
+    swap = sub.add_parser("swap", help="swap faces in an image or video file, offline")
+    swap.add_argument("--source", required=True, help="photo of the source face")
+    swap.add_argument("--target", required=True, help="image (jpg/png/webp) or video (mp4/mov/webm/mkv)")
+    swap.add_argument("--output", required=True, help="output file; format from its extension")
+    swap.add_argument("--many-faces", action="store_true", help="swap every face, not only the largest")
+    swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
+    swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
+    swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_settings_flags(swap, [*COMMON, "detect_every"])
+
+    models = sub.add_parser("models", help="list, download and verify models")
+    models.add_argument("action", choices=["list", "download", "verify"])
+    models.add_argument("names", nargs="*", help="model names (default: see --all)")
+    models.add_argument("--all", action="store_true", help="every model in the manifest")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    add_settings_flags(models, ["models_dir", "providers", "log_level"])
+
+    bench = sub.add_parser("bench", help="measure pipeline speed; prints JSON")
+    bench.add_argument("--frames", type=int, default=60, help="frames per measurement")
+    bench.add_argument("--output", default=None, help="also write the JSON here")
+    bench.add_argument("--suite", default="all", help="which measurements (comma separated)")
+    add_settings_flags(bench, [*COMMON, "detect_every"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env().with_args(args)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "serve":
+            from swaprtc.rtc.app import serve
+
+            return serve(settings)
+        if args.command == "swap":
+            from swaprtc.offline import run_swap
+
+            return run_swap(args, settings)
+        if args.command == "models":
+            from swaprtc.models.cli import run_models
+
+            return run_models(args, settings)
+        if args.command == "bench":
+            from swaprtc.bench import run_bench
+
+            return run_bench(args, settings)
+    except SwapRTCError as exc:
+        print(f"swaprtc: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

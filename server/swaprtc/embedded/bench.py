@@ -1,0 +1,103 @@
+"""Speed of the embedded engine on a live-like stream: one FrameProcessor, frame after frame.
+
+``bench_embedded`` is what ``swaprtc bench`` calls; run this module directly for a quick number:
+``python -m swaprtc.embedded.bench --models-dir models``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from swaprtc.embedded.engine import EmbeddedEngine
+from swaprtc.types import SourceFace, SwapOptions
+
+STAGES = ("detect", "landmarks", "warp", "color", "blend", "total")
+
+
+def live_frames(image: np.ndarray, count: int, size: tuple[int, int] = (640, 480),
+                drift_px: float = 6.0) -> list[np.ndarray]:
+    """``count`` frames of ``size`` cut from ``image`` with a slow sideways drift, like a webcam
+    with a person moving a little (so tracking and smoothing do real work)."""
+    w, h = size
+    scale = max(w / image.shape[1], h / image.shape[0])
+    big = cv2.resize(image, (round(image.shape[1] * scale) + 2 * int(drift_px) + 2,
+                             round(image.shape[0] * scale) + 2), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(count):
+        dx = drift_px * (1 + np.sin(2 * np.pi * i / 60))
+        m = np.array([[1.0, 0.0, dx], [0.0, 1.0, 1.0]])
+        frames.append(cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
+    return frames
+
+
+def bench_embedded(
+    engine: EmbeddedEngine, frames: Sequence[np.ndarray], source: SourceFace,
+    options: SwapOptions | None = None, warmup: int = 5,
+) -> dict[str, object]:
+    """Median and p90 per stage (ms) over ``frames`` processed in order by one stream."""
+    options = options or SwapOptions()
+    processor = engine.open_stream()
+    # Single-threaded means OpenCV too (its calls would otherwise fan out over every core).
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(engine.threads)
+    try:
+        for frame in frames[:warmup]:
+            processor.process(frame, source, options)
+        per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+        cpu_ms: list[float] = []
+        swapped = 0
+        wall = time.perf_counter()
+        for frame in frames[warmup:]:
+            cpu = time.process_time()
+            result = processor.process(frame, source, options)
+            cpu_ms.append((time.process_time() - cpu) * 1000)
+            swapped += result.swapped
+            for stage in STAGES:
+                per_stage[stage].append(result.timings_ms.get(stage, 0.0))
+        wall = time.perf_counter() - wall
+    finally:
+        cv2.setNumThreads(cv_threads)
+    n = max(len(frames) - warmup, 1)
+    return {
+        "engine": "embedded",
+        "frames": n,
+        "frame_size": list(frames[0].shape[1::-1]),
+        "threads": engine.threads,
+        "swapped_frames": swapped,
+        "fps": n / wall if wall > 0 else 0.0,
+        "median_ms": {s: round(statistics.median(v), 2) for s, v in per_stage.items()},
+        "mean_ms": {s: round(statistics.fmean(v), 2) for s, v in per_stage.items()},
+        "p90_ms": {s: round(float(np.percentile(v, 90)), 2) for s, v in per_stage.items()},
+        # CPU time of this process per frame: equals wall time when the machine is otherwise idle,
+        # and stays meaningful when other work competes for the cores (wall times then inflate).
+        "cpu_ms": {"median": round(statistics.median(cpu_ms), 2),
+                   "p90": round(float(np.percentile(cpu_ms, 90)), 2)},
+        "detector_calls": processor.detector_calls,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--source", type=Path, default=Path("tests/data/astronaut.png"))
+    parser.add_argument("--target", type=Path, default=Path("tests/data/obama.jpg"))
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    engine = EmbeddedEngine.from_paths(args.models_dir / "retinaface_mnet025.onnx",
+                                       args.models_dir / "face_landmark.tflite", threads=args.threads)
+    source = engine.prepare_source(cv2.imread(str(args.source)))
+    target = cv2.imread(str(args.target))
+    print(json.dumps(bench_embedded(engine, live_frames(target, args.frames), source), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Per-stream face tracking: detector on the first frame, every N frames and when tracking is lost;
+in between, each face's ROI comes from its previous mesh (MediaPipe's tracking scheme).
+
+Faces the detector finds but the tracker cannot follow (the mesh rejects a profile or a covered
+face; one-face mode leaves the others) are reported as ``untracked`` so the caller can hide them.
+They have no mesh to follow them, so while there are any the detector runs on every frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from swaprtc.embedded import mesh as m
+from swaprtc.embedded.landmarks import FaceMeshModel, Roi, roi_from_detection, roi_from_mesh
+from swaprtc.embedded.smoothing import MeshFilter
+from swaprtc.pipeline.detector import Detector
+from swaprtc.types import Face
+
+PRESENCE_THRESHOLD = 0.5  # face-presence probability below which a track is lost
+MATCH_IOU = 0.3  # a detection this close to a track is the same face
+DUPLICATE_IOU = 0.5  # two tracks this close have converged on one face
+
+
+ROI_HOLD = 0.03  # keep the previous ROI while the new one differs by less than this (relative)
+
+
+def _stable_roi(old: Roi, new: Roi) -> Roi:
+    """The previous ROI while the face has not really moved, else the new one.
+
+    The landmark network is not exactly equivariant to its crop, so re-deriving the ROI from each
+    mesh makes a feedback loop that drifts the mesh by fractions of a pixel for a second or so;
+    holding the crop still makes a still face give the same mesh frame after frame.
+    """
+    moved = np.hypot(new.cx - old.cx, new.cy - old.cy) / old.size
+    resized = abs(new.size / old.size - 1.0)
+    turned = abs(new.angle - old.angle)
+    return old if max(moved, resized, turned) < ROI_HOLD else new
+
+
+@dataclass
+class Track:
+    roi: Roi
+    filter: MeshFilter = field(default_factory=MeshFilter)
+    mesh: np.ndarray | None = None  # smoothed mesh of the last frame
+    score: float = 0.0
+    fresh: bool = True  # just created from a detection: refine its ROI once
+
+    @property
+    def bbox(self) -> np.ndarray:
+        if self.mesh is not None:
+            return m.mesh_bbox(self.mesh)
+        half = self.roi.size / 2 / 1.5
+        return np.array([self.roi.cx - half, self.roi.cy - half, self.roi.cx + half, self.roi.cy + half],
+                        dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    mesh: np.ndarray  # (468, 2) float32, smoothed
+    score: float
+
+
+@dataclass(frozen=True)
+class TrackUpdate:
+    faces: list[TrackedFace]  # followed by their mesh, largest first
+    untracked: list[Face]  # found by this frame's detector run but not followed (no mesh)
+    timings_ms: dict[str, float]
+
+
+class FaceTracker:
+    """Not thread-safe: one per stream."""
+
+    def __init__(self, detector: Detector, mesh_model: FaceMeshModel, detect_every: int = 5,
+                 fps: float = 30.0) -> None:
+        self.detector = detector
+        self.mesh_model = mesh_model
+        self.detect_every = max(1, int(detect_every))
+        self.fps = fps  # nominal rate: the time step when a frame comes without a timestamp
+        self.tracks: list[Track] = []
+        self.detector_calls = 0
+        self._since_detect = 0
+        self._untracked: list[Face] = []
+        self._t: float | None = None
+
+    def reset(self) -> None:
+        self.tracks = []
+        self._untracked = []
+        self._since_detect = 0
+
+    def _clock(self, timestamp_s: float | None) -> float:
+        """The frame's time: its own timestamp, else one nominal frame after the previous one."""
+        if timestamp_s is None:
+            timestamp_s = 0.0 if self._t is None else self._t + 1.0 / self.fps
+        self._t = float(timestamp_s)
+        return self._t
+
+    def update(self, frame: np.ndarray, many: bool, timestamp_s: float | None = None) -> TrackUpdate:
+        """Faces in this frame and the time spent per stage (ms). ``timestamp_s`` is the frame's
+        presentation time; the smoothing filter uses the real time between frames."""
+        timings = {"detect": 0.0, "landmarks": 0.0}
+        t_now = self._clock(timestamp_s)
+        found: list[Face] | None = None
+        if not self.tracks or self._untracked or self._since_detect >= self.detect_every - 1:
+            found = self._detect(frame, many, timings)
+        else:
+            self._since_detect += 1
+        tracks = self.tracks
+        alive = self._track(frame, t_now, tracks, [], timings)
+        if found is None and any(t.score < PRESENCE_THRESHOLD for t in tracks):
+            # A face was lost between detections (it moved far, turned, was covered or left): look
+            # again right away, so that a face still there is followed again or at least reported.
+            self.tracks = alive
+            found = self._detect(frame, many, timings)
+            kept_alive = [t for t in self.tracks if t in alive]
+            alive = self._track(frame, t_now, [t for t in self.tracks if t not in alive], kept_alive, timings)
+        self.tracks = alive
+        faces = [TrackedFace(t.mesh, t.score) for t in alive if t.mesh is not None]
+        untracked = [] if found is None else [
+            f for f in found if not any(m.box_iou(t.bbox, f.bbox) > MATCH_IOU for t in alive)
+        ]
+        self._untracked = untracked
+        return TrackUpdate(faces, untracked, timings)
+
+    def _detect(self, frame: np.ndarray, many: bool, timings: dict[str, float]) -> list[Face]:
+        """Run the detector and update the track list from it; returns every face it found."""
+        start = time.perf_counter()
+        found = self.detector.detect(frame)
+        timings["detect"] += (time.perf_counter() - start) * 1000
+        self.detector_calls += 1
+        self._since_detect = 0
+        chosen = found if many else found[:1]
+        kept: list[Track] = []
+        for face in chosen:
+            match = next((t for t in self.tracks if m.box_iou(t.bbox, face.bbox) > MATCH_IOU), None)
+            if match is not None and match not in kept:
+                kept.append(match)  # its mesh-based ROI is better than a fresh box
+            else:
+                kept.append(Track(roi=roi_from_detection(face.bbox, face.kps)))
+        if many or not chosen:
+            # Faces the detector missed this time stay while their landmarks still see a face.
+            kept += [t for t in self.tracks if t not in kept]
+        self.tracks = kept
+        return found
+
+    def _track(self, frame: np.ndarray, t_now: float, tracks: list[Track], alive: list[Track],
+               timings: dict[str, float]) -> list[Track]:
+        """Run the mesh on ``tracks``; returns ``alive`` plus those still seeing a face, largest first."""
+        start = time.perf_counter()
+        alive = list(alive)
+        for track in tracks:
+            mesh, score = self.mesh_model.run(frame, track.roi)
+            if track.fresh:
+                # A detector box frames the face differently from a mesh ROI: re-run on the mesh's
+                # own ROI until it settles, so the smoothing filter starts from the mesh the next
+                # frames will reproduce (otherwise a still face visibly settles for half a second).
+                for _ in range(3):
+                    settled = _stable_roi(track.roi, roi_from_mesh(mesh))
+                    if settled is track.roi:
+                        break
+                    track.roi = settled
+                    mesh, score = self.mesh_model.run(frame, track.roi)
+                track.fresh = False
+            track.score = score
+            if score < PRESENCE_THRESHOLD:
+                continue
+            box = m.mesh_bbox(mesh)
+            size = float(max(box[2] - box[0], box[3] - box[1]))
+            track.mesh = track.filter(mesh, t_now, size)
+            track.roi = _stable_roi(track.roi, roi_from_mesh(track.mesh))
+            if any(m.box_iou(track.bbox, other.bbox) > DUPLICATE_IOU for other in alive):
+                continue
+            alive.append(track)
+        alive.sort(key=lambda t: float(np.prod(t.bbox[2:] - t.bbox[:2])), reverse=True)
+        timings["landmarks"] += (time.perf_counter() - start) * 1000
+        return alive

@@ -1,0 +1,280 @@
+"""``swaprtc swap``: run an engine over an image or a video file.
+
+Videos are decoded and re-encoded with PyAV at the same size and frame rate; the audio stream is
+copied packet for packet (no re-encode) when the output container can hold its codec, and
+re-encoded to the container's default audio codec otherwise (AAC cannot go into WebM). Output goes
+to a hidden partial file next to the target and is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from swaprtc.engine import Engine, FrameProcessor
+from swaprtc.errors import BadImageError, NoFaceError, SwapRTCError, UnsupportedFormatError
+from swaprtc.settings import Settings
+from swaprtc.types import SourceFace, SwapOptions
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+VIDEO_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+# Near-transparent quality: the background must come out as it went in, up to codec noise.
+ENCODER_OPTIONS = {"libx264": {"crf": "18", "preset": "veryfast"}, "libvpx-vp9": {"crf": "24", "b": "0"}}
+
+
+class UnreadableFileError(SwapRTCError):
+    """A file is missing, unreadable, or not decodable as what its name says."""
+
+    code = "unreadable_file"
+
+
+@dataclass(frozen=True)
+class SwapStats:
+    kind: str  # image | video
+    frames: int
+    frames_swapped: int  # frames where at least one face was replaced
+    width: int
+    height: int
+    fps: float | None
+    audio: str  # none | copied | re-encoded (...)
+    seconds: float
+
+
+def media_kind(path: Path, role: str) -> str:
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in VIDEO_FORMATS:
+        return "video"
+    supported = ", ".join(IMAGE_EXTS + tuple(VIDEO_FORMATS))
+    raise UnsupportedFormatError(
+        f"{role} {path}: unsupported file type {ext or '(none)'!r}; use one of {supported}"
+    )
+
+
+def check_paths(source: Path, target: Path, output: Path) -> str:
+    """Validate paths before any model is loaded; returns the target's kind."""
+    for role, path in (("source", source), ("target", target)):
+        if not path.is_file():
+            raise UnreadableFileError(f"{role} file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise UnreadableFileError(f"{role} file is not readable: {path}")
+    kind = media_kind(target, "target")
+    out_kind = media_kind(output, "output")
+    if out_kind != kind:
+        raise UnsupportedFormatError(
+            f"the target is an {kind} but the output {output} names a {out_kind} format"
+        )
+    if output.resolve() == target.resolve():
+        raise UnsupportedFormatError("the output must not overwrite the target")
+    return kind
+
+
+def read_image(path: Path, role: str) -> np.ndarray:
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read {role} file {path}: {exc}") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise BadImageError(f"{role} file {path} is not a readable image")
+    return image
+
+
+def _partial_path(output: Path) -> Path:
+    return output.with_name(f".{output.stem}.partial{output.suffix}")
+
+
+def swap_file(
+    source_path: Path,
+    target_path: Path,
+    output_path: Path,
+    engine: Engine,
+    options: SwapOptions,
+    progress: bool = True,
+) -> SwapStats:
+    """Swap the face of ``source_path`` into ``target_path`` (image or video) and write ``output_path``."""
+    source_path, target_path, output_path = Path(source_path), Path(target_path), Path(output_path)
+    kind = check_paths(source_path, target_path, output_path)
+    try:
+        source = engine.prepare_source(read_image(source_path, "source"))
+    except NoFaceError as exc:
+        raise NoFaceError(f"source {source_path}: {exc.message}") from exc
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_path(output_path)
+    started = time.perf_counter()
+    try:
+        if kind == "image":
+            stats = _swap_image(source, target_path, partial, engine.open_stream(), options)
+        else:
+            stats = _swap_video(source, target_path, partial, output_path.suffix.lower(),
+                                engine.open_stream(), options, progress)
+        os.replace(partial, output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return SwapStats(**{**stats.__dict__, "seconds": time.perf_counter() - started})
+
+
+def _swap_image(
+    source: SourceFace, target: Path, partial: Path, stream: FrameProcessor, options: SwapOptions
+) -> SwapStats:
+    frame = read_image(target, "target")
+    result = stream.process(frame, source, options)
+    ok, buf = cv2.imencode(partial.suffix, result.frame)
+    if not ok:
+        raise UnsupportedFormatError(f"cannot encode an image as {partial.suffix}")
+    buf.tofile(str(partial))
+    h, w = frame.shape[:2]
+    return SwapStats("image", 1, int(result.swapped > 0), w, h, None, "none", 0.0)
+
+
+def _open_input(target: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(target), "r")
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UnreadableFileError(f"target {target} is not a readable video: {exc}") from exc
+
+
+def _swap_video(
+    source: SourceFace,
+    target: Path,
+    partial: Path,
+    ext: str,
+    stream: FrameProcessor,
+    options: SwapOptions,
+    progress: bool,
+) -> SwapStats:
+    inp = _open_input(target)
+    try:
+        if not inp.streams.video:
+            raise UnreadableFileError(f"target {target} has no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        width, height = vin.codec_context.width, vin.codec_context.height
+        rate = vin.average_rate or vin.guessed_rate or Fraction(30, 1)
+        out = av.open(str(partial), "w", format=VIDEO_FORMATS[ext])
+        try:
+            vout = out.add_stream(VIDEO_CODECS[ext], rate=rate)
+            vout.width, vout.height = width, height
+            # x264 cannot do 4:2:0 at odd sizes; 4:4:4 keeps the size exact instead of cropping.
+            vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            vout.options = dict(ENCODER_OPTIONS[VIDEO_CODECS[ext]])
+            aout, audio = _audio_stream(ain, out)
+            frames, swapped = _transcode(inp, vin, ain, out, vout, aout, rate, source, stream, options,
+                                         progress, target.name)
+        finally:
+            out.close()
+    except av.error.FFmpegError as exc:
+        raise UnreadableFileError(f"failed while decoding {target}: {exc}") from exc
+    finally:
+        inp.close()
+    return SwapStats("video", frames, swapped, width, height, float(rate), audio, 0.0)
+
+
+def _audio_stream(
+    ain: av.AudioStream | None, out: av.container.OutputContainer
+) -> tuple[av.AudioStream | None, str]:
+    """Copy the audio codec when the container takes it, else re-encode to the container's default."""
+    if ain is None:
+        return None, "none"
+    name = ain.codec_context.name
+    if name in out.supported_codecs:
+        return out.add_stream_from_template(ain), "copied"
+    codec = out.default_audio_codec
+    # Opus only runs at a few fixed rates; 48 kHz is its native one.
+    rate = 48000 if "opus" in codec else ain.codec_context.sample_rate
+    aout = out.add_stream(codec, rate=rate)
+    aout.layout = ain.codec_context.layout
+    log.info("audio codec %s cannot go into this container: re-encoding it as %s", name, codec)
+    return aout, f"re-encoded ({name} to {codec})"
+
+
+def frame_time(frame: av.VideoFrame) -> float | None:
+    """A decoded frame's presentation time in seconds; None when the stream gives it no timestamp."""
+    if frame.time is not None:
+        return float(frame.time)
+    if frame.pts is not None and frame.time_base is not None:
+        return float(frame.pts * frame.time_base)
+    return None
+
+
+def _transcode(
+    inp: av.container.InputContainer,
+    vin: av.VideoStream,
+    ain: av.AudioStream | None,
+    out: av.container.OutputContainer,
+    vout: av.VideoStream,
+    aout: av.AudioStream | None,
+    rate: Fraction,
+    source: SourceFace,
+    stream: FrameProcessor,
+    options: SwapOptions,
+    progress: bool,
+    label: str,
+) -> tuple[int, int]:
+    frames = swapped = 0
+    last_pts = -1
+    streams = [vin] + ([ain] if ain is not None and aout is not None else [])
+    copy_audio = aout is not None and ain is not None and aout.codec_context.name == ain.codec_context.name
+    with tqdm(total=vin.frames or None, unit="frame", desc=label, disable=not progress) as bar:
+        for packet in inp.demux(*streams):
+            if aout is not None and packet.stream.index == ain.index:  # type: ignore[union-attr]
+                if packet.dts is None:  # demuxer flush packet
+                    continue
+                if copy_audio:
+                    packet.stream = aout
+                    out.mux(packet)
+                else:
+                    for aframe in packet.decode():
+                        aframe.pts = None  # the encoder restamps; its resampler changes the timing
+                        out.mux(aout.encode(aframe))
+                continue
+            for frame in packet.decode():
+                # The frame's own time, so tracking smooths over real time at any frame rate.
+                result = stream.process(frame.to_ndarray(format="bgr24"), source, options,
+                                        timestamp_s=frame_time(frame))
+                new = av.VideoFrame.from_ndarray(result.frame, format="bgr24")
+                # Keep each frame at its own time (variable frame rate survives), strictly increasing.
+                pts = round(frame.time * rate) if frame.time is not None else last_pts + 1
+                new.pts = last_pts = max(pts, last_pts + 1)
+                new.time_base = Fraction(1, 1) / rate
+                out.mux(vout.encode(new))
+                frames += 1
+                swapped += int(result.swapped > 0)
+                bar.update(1)
+        out.mux(vout.encode(None))
+        if aout is not None and not copy_audio:
+            out.mux(aout.encode(None))
+    return frames, swapped
+
+
+def run_swap(args: argparse.Namespace, settings: Settings) -> int:
+    source, target, output = Path(args.source), Path(args.target), Path(args.output)
+    if not 0.0 <= args.strength <= 1.0:
+        raise SwapRTCError(f"--strength must be between 0 and 1, got {args.strength}", code="bad_argument")
+    check_paths(source, target, output)  # fail fast, before models load
+    from swaprtc.factory import build_engine
+
+    engine = build_engine(settings)
+    options = SwapOptions(many_faces=args.many_faces, strength=args.strength, enhance=args.enhance)
+    stats = swap_file(source, target, output, engine, options, progress=not args.no_progress)
+    fps = f", {stats.fps:g} fps" if stats.fps else ""
+    print(
+        f"wrote {output} ({stats.kind}, {stats.width}x{stats.height}{fps}, {stats.frames} frame(s), "
+        f"faces swapped in {stats.frames_swapped}, audio {stats.audio}) in {stats.seconds:.1f} s"
+    )
+    return 0

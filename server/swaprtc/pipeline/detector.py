@@ -1,0 +1,201 @@
+"""Face detectors: RetinaFace-MNet0.25 (embedded default) and SCRFD-10G-KPS.
+
+Both letterbox the frame into the top-left of a zero-padded square, decode boxes and five
+keypoints in the model's coordinates, run NMS and divide by the letterbox scale.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Protocol
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from swaprtc.types import Face
+
+STRIDES = (8, 16, 32)
+RETINA_MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+RETINA_VARIANCES = (0.1, 0.2)
+RETINA_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+class Detector(Protocol):
+    def detect(self, frame: np.ndarray) -> list[Face]: ...
+
+
+def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Resize keeping aspect ratio into the top-left of a size×size zero canvas."""
+    h, w = frame.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    canvas = np.zeros((size, size, 3), dtype=frame.dtype)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=interp)
+    return canvas, scale
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS on (N, 4) x1y1x2y2 boxes; returns kept indices, best score first."""
+    order = scores.argsort()[::-1]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        ovr = inter / (areas[i] + areas[rest] - inter + 1e-9)
+        order = rest[ovr <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _to_faces(
+    boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, scale: float, nms_iou: float
+) -> list[Face]:
+    if boxes.shape[0] == 0:
+        return []
+    keep = nms(boxes, scores, nms_iou)
+    faces = [
+        Face(
+            bbox=(boxes[i] / scale).astype(np.float32),
+            score=float(scores[i]),
+            kps=(kps[i].reshape(5, 2) / scale).astype(np.float32),
+        )
+        for i in keep
+    ]
+    faces.sort(key=lambda f: f.area, reverse=True)
+    return faces
+
+
+@lru_cache(maxsize=8)
+def retina_priors(size: int) -> np.ndarray:
+    """(P, 4) priors cx, cy, w, h in pixels, cell-major with the min sizes of a cell adjacent."""
+    out = []
+    for stride, sizes in zip(STRIDES, RETINA_MIN_SIZES, strict=True):
+        n = -(-size // stride)
+        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        centres = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], axis=1)
+        for_cell = np.repeat(centres, len(sizes), axis=0)
+        wh = np.tile(np.array([[s, s] for s in sizes], dtype=np.float64), (n * n, 1))
+        out.append(np.hstack([for_cell, wh]))
+    return np.concatenate(out).astype(np.float32)
+
+
+class RetinaFaceDetector:
+    """RetinaFace-MNet0.25: input BGR - (104, 117, 123); outputs loc, conf (softmaxed), landmarks."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        input_size: int = 640,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.4,
+    ) -> None:
+        self.session = session
+        self.input_size = input_size
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.input_name = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+        # Outputs are matched by name where the model names them, else by position.
+        self._order = [names.index(n) if n in names else i for i, n in
+                       enumerate(("loc", "conf", "landmarks"))]
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        image, scale = letterbox(frame, self.input_size)
+        blob = (image.astype(np.float32) - RETINA_MEAN_BGR).transpose(2, 0, 1)[None]
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(blob)})
+        loc, conf, landms = (outs[i][0] for i in self._order)
+        scores = conf[:, 1]
+        mask = scores > self.score_threshold
+        if not mask.any():
+            return []
+        priors = retina_priors(self.input_size)[mask]
+        loc, landms, scores = loc[mask], landms[mask], scores[mask]
+        v0, v1 = RETINA_VARIANCES
+        centre = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
+        wh = priors[:, 2:] * np.exp(loc[:, 2:] * v1)
+        boxes = np.hstack([centre - wh / 2, centre + wh / 2])
+        pts = priors[:, None, :2] + landms.reshape(-1, 5, 2) * v0 * priors[:, None, 2:]
+        return _to_faces(boxes, scores, pts.reshape(-1, 10), scale, self.nms_iou)
+
+
+def scrfd_heads(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(scores, boxes, keypoints) per stride 8, 16, 32 from SCRFD's 9 outputs in any order.
+
+    Exports differ in output order, so each output is placed by its shape: the last dimension says
+    what it is (1 score, 4 box distances, 10 keypoint offsets) and the anchor count which stride
+    (stride 8 has the most anchors, stride 32 the fewest).
+    """
+    groups: dict[int, list[np.ndarray]] = {1: [], 4: [], 10: []}
+    for out in outputs:
+        width = out.shape[-1] if out.ndim else 0
+        if width not in groups:
+            raise ValueError(f"unexpected SCRFD output of shape {out.shape}")
+        groups[width].append(out.reshape(-1, width))
+    for width, group in groups.items():
+        if len(group) != len(STRIDES):
+            raise ValueError(f"SCRFD model must give {len(STRIDES)} outputs of width {width}, "
+                             f"got {len(group)}")
+        group.sort(key=len, reverse=True)
+    return list(zip(groups[1], groups[4], groups[10], strict=True))
+
+
+class ScrfdDetector:
+    """SCRFD-10G-KPS: input (RGB - 127.5) / 128; 9 outputs (scores, boxes, kps per stride)."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        input_size: int = 640,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.4,
+    ) -> None:
+        self.session = session
+        self.input_size = input_size
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.input_name = session.get_inputs()[0].name
+        if len(session.get_outputs()) != 9:
+            raise ValueError("SCRFD model must have 9 outputs (scores, boxes, kps for 3 strides)")
+
+    @staticmethod
+    @lru_cache(maxsize=16)
+    def _centres(size: int, stride: int) -> np.ndarray:
+        n = size // stride
+        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        centres = np.stack([xs.ravel() * stride, ys.ravel() * stride], axis=1).astype(np.float32)
+        return np.repeat(centres, 2, axis=0)  # two anchors per cell
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        image, scale = letterbox(frame, self.input_size)
+        blob = cv2.dnn.blobFromImage(
+            image, 1.0 / 128.0, (self.input_size, self.input_size), (127.5, 127.5, 127.5),
+            swapRB=True,
+        )
+        outs = scrfd_heads(self.session.run(None, {self.input_name: blob}))
+        all_boxes, all_scores, all_kps = [], [], []
+        for (scores, dist, kps), stride in zip(outs, STRIDES, strict=True):
+            scores = scores.reshape(-1)
+            dist = dist.reshape(-1, 4) * stride
+            kps = kps.reshape(-1, 10) * stride
+            mask = scores >= self.score_threshold
+            if not mask.any():
+                continue
+            c = self._centres(self.input_size, stride)[mask]
+            d = dist[mask]
+            all_boxes.append(np.hstack([c - d[:, :2], c + d[:, 2:]]))
+            all_kps.append(np.tile(c, 5) + kps[mask])
+            all_scores.append(scores[mask])
+        if not all_scores:
+            return []
+        return _to_faces(
+            np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_kps),
+            scale, self.nms_iou,
+        )

@@ -1,0 +1,312 @@
+"""The aiohttp application: static page, JSON API (docs/API.md), signalling; and ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BodyPartReader
+from aiohttp.web_protocol import RequestPayloadError
+
+from swaprtc import __version__
+from swaprtc.engine import Engine
+from swaprtc.errors import SwapRTCError
+from swaprtc.resources import resource_path
+from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
+from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
+from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
+from swaprtc.rtc.tls import tls_context
+from swaprtc.rtc.track import InferencePool
+from swaprtc.rtc.upload import MissingImageError, TooLargeError, decode_image
+from swaprtc.settings import Settings
+from swaprtc.types import SourceFace
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = resource_path("web")
+MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the image
+CHUNK = 64 * 1024
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", Engine)
+POOL = web.AppKey("pool", InferencePool)
+SESSIONS = web.AppKey("sessions", SessionManager)
+ICE_FOR_BROWSER = web.AppKey("ice_for_browser", list)
+
+
+class BadJsonError(SwapRTCError):
+    code = "bad_json"
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+# Raised by aiohttp while a handler reads a malformed body: a bad multipart part header
+# (InvalidHeader), a Content-Encoding the body does not match (ContentEncodingError, and
+# RequestPayloadError around it). The client's fault, not a server error.
+BAD_BODY_ERRORS = (HttpProcessingError, RequestPayloadError)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Errors as JSON: stable codes for expected ones, a bare 500 (logged here) for the rest."""
+    try:
+        return await handler(request)
+    except SwapRTCError as exc:
+        return json_error(exc.http_status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            return json_error(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        raise
+    except BAD_BODY_ERRORS as exc:
+        log.info("bad request body in %s %s: %r", request.method, request.path, exc)
+        response = json_error(
+            400, "bad_request", "the request body could not be read (malformed or wrongly encoded)"
+        )
+        # The rest of the body cannot be read either: close the connection instead of draining it.
+        response.force_close()
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal", "internal server error")
+
+
+def session_id_of(request: web.Request) -> str | None:
+    return request.headers.get("X-Session-Id") or request.query.get("session")
+
+
+def engine_info(app: web.Application) -> dict[str, Any]:
+    return dict(app[ENGINE].describe())
+
+
+# --- handlers ------------------------------------------------------------------------------------
+async def create_session(request: web.Request) -> web.Response:
+    session = request.app[SESSIONS].create()
+    return web.json_response(
+        {
+            "session_id": session.id,
+            "engine": engine_info(request.app),
+            "ice_servers": request.app[ICE_FOR_BROWSER],
+        },
+        status=201,
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    manager = request.app[SESSIONS]
+    session = manager.get(session_id_of(request))
+    await manager.remove(session.id, "deleted by the client")
+    return web.json_response({"ok": True})
+
+
+async def offer(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadJsonError("the body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}") from None
+    if not isinstance(body, dict):
+        raise BadJsonError("the body must be a JSON object")
+    sdp, kind, session_id = body.get("sdp"), body.get("type"), body.get("session_id")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise BadOfferError("missing sdp")
+    if kind != "offer":
+        raise BadOfferError("type must be \"offer\"")
+    if session_id is not None and not isinstance(session_id, str):
+        raise BadOfferError("session_id must be a string")
+    manager = request.app[SESSIONS]
+    created = session_id is None
+    session = manager.create() if created else manager.get(session_id)
+    try:
+        answer = await manager.connect(session, sdp)
+    except SwapRTCError:
+        if created:
+            await manager.remove(session.id, "offer rejected")
+        raise
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
+
+
+async def read_limited(read_chunk: Any, limit: int) -> bytes:
+    data = bytearray()
+    while True:
+        chunk = await read_chunk(CHUNK)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise TooLargeError(f"the image is larger than the limit of {limit} bytes")
+
+
+async def read_upload(request: web.Request, limit: int) -> bytes:
+    multipart = request.content_type.startswith("multipart/")
+    length = request.content_length
+    if length is not None and length > limit + (MULTIPART_SLACK if multipart else 0):
+        raise TooLargeError(f"the upload ({length} bytes) is larger than the limit of {limit} bytes")
+    if not multipart:
+        return await read_limited(request.content.read, limit)
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "image":
+                return await read_limited(part.read_chunk, limit)
+            await part.release()
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise MissingImageError(f"the multipart body could not be read: {exc}") from None
+    raise MissingImageError("no multipart field named \"image\"")
+
+
+def source_response(source: SourceFace, image_size: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "faces_found": source.faces_found,
+        "box": [round(float(v), 1) for v in source.face.bbox[:4]],
+        "image_size": list(image_size),
+        "thumbnail": "data:image/jpeg;base64," + base64.b64encode(source.thumbnail_jpeg).decode("ascii"),
+        "warning": "several_faces" if source.faces_found > 1 else None,
+    }
+
+
+async def put_source(request: web.Request) -> web.Response:
+    app = request.app
+    session = app[SESSIONS].get(session_id_of(request))
+    settings = app[SETTINGS]
+    data = await read_upload(request, settings.max_upload_bytes)
+    engine = app[ENGINE]
+
+    def prepare() -> tuple[SourceFace, tuple[int, int]]:
+        image = decode_image(data, settings.max_upload_pixels)
+        return engine.prepare_source(image), (image.shape[1], image.shape[0])
+
+    source, size = await app[POOL].run(prepare)
+    if session.closed:
+        raise UnknownSessionError("the session was closed during the upload")
+    session.control.set_source(source)
+    log.info("session %s: source set (%d face(s) in the photo)", session.id[:8], source.faces_found)
+    return web.json_response(source_response(source, size))
+
+
+async def delete_source(request: web.Request) -> web.Response:
+    session: Session = request.app[SESSIONS].get(session_id_of(request))
+    session.control.set_source(None)
+    return web.json_response({"ok": True})
+
+
+async def info(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {
+            "engine": engine_info(request.app),
+            "ice_servers": request.app[ICE_FOR_BROWSER],
+            "codec": settings.codec.lower(),
+            "version": __version__,
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "sessions": len(request.app[SESSIONS].sessions)})
+
+
+def static_handler(web_dir: Path) -> Any:
+    root = web_dir.resolve()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        rel = request.match_info.get("path", "") or "index.html"
+        target = (root / rel).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
+
+    return handle
+
+
+# --- app -----------------------------------------------------------------------------------------
+def create_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    web_dir: Path = WEB_DIR,
+    deadline_s: float | None = None,
+    never_connected_s: float | None = None,
+    unused_s: float | None = None,
+) -> web.Application:
+    """The whole service around an injected engine (any ``swaprtc.engine.Engine``)."""
+    codec_mime(settings.codec)  # fail early on an unknown codec
+    ice_servers = parse_ice_servers(settings.ice_servers)
+    policy = RtcPolicy(
+        ice_servers=tuple(ice_servers), codec=settings.codec.lower(), min_bitrate=settings.min_bitrate,
+        start_bitrate=settings.start_bitrate, max_bitrate=settings.max_bitrate,
+        deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
+    )
+    pool = InferencePool(settings.inference_threads)
+    extra: dict[str, float] = {}
+    if never_connected_s is not None:
+        extra["never_connected_s"] = never_connected_s
+    if unused_s is not None:
+        extra["unused_s"] = unused_s
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=settings.max_upload_bytes + MULTIPART_SLACK
+    )
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[POOL] = pool
+    app[SESSIONS] = SessionManager(engine, pool, settings, policy, **extra)
+    app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
+
+    app.router.add_post("/api/session", create_session)
+    app.router.add_delete("/api/session", delete_session)
+    app.router.add_post("/api/offer", offer)
+    app.router.add_post("/api/source", put_source)
+    app.router.add_delete("/api/source", delete_source)
+    app.router.add_get("/api/info", info)
+    app.router.add_get("/api/health", health)
+    serve_static = static_handler(web_dir)
+    app.router.add_get("/", serve_static)
+    app.router.add_get("/{path:(?!api/).+}", serve_static)
+
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def _on_startup(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    apply_encoder_bitrates(settings)
+    if settings.ice_loopback:
+        enable_loopback_candidates()
+    app[SESSIONS].start()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    await app[SESSIONS].close_all()
+    app[POOL].shutdown()
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session."""
+    from swaprtc.factory import build_engine
+
+    ssl_context = tls_context(settings)
+    engine = build_engine(settings)
+    log.info("engine: %s", json.dumps(engine.describe(), default=str))
+    app = create_app(settings, engine)
+    scheme = "https" if ssl_context else "http"
+    log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, ssl_context=ssl_context, print=None,
+            shutdown_timeout=5.0, handle_signals=True,
+        )
+    except OSError as exc:
+        raise SwapRTCError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", code="listen_failed"
+        ) from None
+    return 0

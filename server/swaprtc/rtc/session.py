@@ -1,0 +1,315 @@
+"""Sessions: one per browser tab. A session owns its peer connection, source identity (memory
+only), live options, stats and FrameProcessor. The SessionManager (stored on the app, no
+globals) creates, finds and retires them: on connectionState failed/closed, DataChannel silence,
+never connecting, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
+
+from swaprtc.engine import Engine, FrameProcessor
+from swaprtc.errors import SwapRTCError
+from swaprtc.rtc.control import handle_message
+from swaprtc.rtc.ice import IceServer, rtc_configuration
+from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
+from swaprtc.rtc.stats import StreamStats
+from swaprtc.rtc.track import InferencePool, StreamControl, SwapTrack
+from swaprtc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NEVER_CONNECTED_S = 300.0  # a page may upload a source long before the camera starts
+# A session with neither a source nor a peer connection costs nothing to recreate (the page does so
+# by itself on unknown_session), so anonymous POST /api/session calls only hold a slot briefly.
+UNUSED_S = 60.0
+JANITOR_PERIOD_S = 1.0
+
+
+class UnknownSessionError(SwapRTCError):
+    code = "unknown_session"
+    http_status = 404
+
+
+class TooManySessionsError(SwapRTCError):
+    code = "too_many_sessions"
+    http_status = 429
+
+
+class AlreadyConnectedError(SwapRTCError):
+    code = "already_connected"
+    http_status = 409
+
+
+class BadOfferError(SwapRTCError):
+    code = "bad_offer"
+
+
+@dataclass(frozen=True)
+class RtcPolicy:
+    """What every peer connection is configured with (from Settings, resolved once)."""
+
+    ice_servers: tuple[IceServer, ...]
+    codec: str
+    min_bitrate: int
+    start_bitrate: int
+    max_bitrate: int
+    deadline_s: float | None = None  # SwapTrack deadline override (tests)
+
+
+def validate_offer(sdp: str) -> None:
+    """Reject what aiortc would accept silently or fail on obscurely: no video, unparsable."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise BadOfferError(f"the offer SDP could not be parsed: {exc.__class__.__name__}") from None
+    if not any(m.kind == "video" for m in parsed.media):
+        raise BadOfferError("the offer has no video section")
+
+
+class Session:
+    def __init__(self, session_id: str, engine: Engine, pool: InferencePool, now: float) -> None:
+        self.id = session_id
+        self.engine = engine
+        self.pool = pool
+        self.created_at = now
+        self.control = StreamControl()
+        self.stats = StreamStats()
+        self.show_stats = False
+        self.processor: FrameProcessor | None = None  # opened for each track
+        self.pc: RTCPeerConnection | None = None
+        self.track: SwapTrack | None = None
+        self.channel: RTCDataChannel | None = None
+        self.last_message_at: float | None = None
+        self.connected = False
+        self.closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- signalling ----------------------------------------------------------------------------
+    async def accept_offer(
+        self, sdp: str, policy: RtcPolicy, on_gone: Callable[[Session], None]
+    ) -> RTCSessionDescription:
+        if self.pc is not None:
+            raise AlreadyConnectedError("this session is already connected; create a new session")
+        validate_offer(sdp)
+        pc = RTCPeerConnection(rtc_configuration(policy.ice_servers))
+        self.pc = pc
+        # Codec preferences must be on the transceiver before the offer is applied.
+        transceiver = pc.addTransceiver("video", direction="sendrecv")
+        prefer_codec(transceiver, policy.codec)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self.track is None:
+                kwargs = {"deadline_s": policy.deadline_s} if policy.deadline_s else {}
+                # Each track gets its own processor: a stopped track's last job may still be
+                # running on the old one (processors are not thread-safe), and a new connection
+                # starts tracking afresh anyway.
+                self.processor = self.engine.open_stream()
+                self.track = SwapTrack(
+                    track, self.engine, self.processor, self.control, self.pool, self.stats, **kwargs
+                )
+                pc.addTrack(self.track)
+            else:
+                # Unused media still has to be drained: aiortc queues it without bound.
+                self._spawn(_drain(track))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != "control":
+                return
+            self.channel = channel
+            self.last_message_at = time.monotonic()
+            channel.on("message", self._on_message)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: connection %s", self.id[:8], pc.connectionState)
+            if pc.connectionState == "connected":
+                self.connected = True
+            elif pc.connectionState in ("failed", "closed"):
+                on_gone(self)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if self.track is None:
+                raise BadOfferError("the offer sends no video")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except SwapRTCError:
+            await self._drop_pc()
+            raise
+        except Exception as exc:
+            await self._drop_pc()
+            log.info("session %s: offer rejected: %r", self.id[:8], exc)
+            raise BadOfferError(
+                f"the offer could not be applied ({exc}); this server sends {policy.codec.upper()} video"
+            ) from None
+        local = pc.localDescription
+        answer = add_bitrate_hints(local.sdp, policy.min_bitrate, policy.start_bitrate, policy.max_bitrate)
+        return RTCSessionDescription(sdp=answer, type=local.type)
+
+    async def _drop_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        if self.track is not None:
+            self.track.stop()
+            self.track = None
+        if pc is not None:
+            try:
+                await pc.close()
+            except Exception:
+                # aiortc can fail to close a connection whose offer was only half applied.
+                log.debug("session %s: closing the peer connection failed", self.id[:8], exc_info=True)
+
+    # --- DataChannel ---------------------------------------------------------------------------
+    def _on_message(self, message: str | bytes) -> None:
+        self.last_message_at = time.monotonic()
+        result = handle_message(message, self.control.options, self.show_stats)
+        self.control.options = result.options
+        self.show_stats = result.show_stats
+        for reply in result.replies:
+            self.send(reply)
+
+    def send(self, message: dict[str, Any]) -> None:
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            with contextlib.suppress(Exception):
+                channel.send(json.dumps(message))
+
+    def send_stats(self) -> None:
+        self.send(self.stats.snapshot(self.engine.name))
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def expired(
+        self, now: float, idle_s: float, never_connected_s: float, unused_s: float = UNUSED_S
+    ) -> str | None:
+        """Why this session should be retired now, or None."""
+        if not self.connected:
+            age = now - self.created_at
+            if self.pc is None and self.control.source is None and age > unused_s:
+                return "unused (no source, no connection)"
+            if age > never_connected_s:
+                return "never connected"
+        if self.channel is not None and self.last_message_at is not None \
+                and now - self.last_message_at > idle_s:
+            return "control channel silent"
+        return None
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.control.set_source(None)  # forget the identity now, not when garbage collected
+        for task in list(self._tasks):
+            task.cancel()
+        await self._drop_pc()
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
+
+
+class SessionManager:
+    def __init__(
+        self,
+        engine: Engine,
+        pool: InferencePool,
+        settings: Settings,
+        policy: RtcPolicy,
+        *,
+        never_connected_s: float = NEVER_CONNECTED_S,
+        unused_s: float = UNUSED_S,
+    ) -> None:
+        self.engine = engine
+        self.pool = pool
+        self.settings = settings
+        self.policy = policy
+        self.never_connected_s = never_connected_s
+        self.unused_s = unused_s
+        self.sessions: dict[str, Session] = {}
+        self._janitor: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def create(self) -> Session:
+        if len(self.sessions) >= self.settings.max_sessions:
+            raise TooManySessionsError(
+                f"the server is at its limit of {self.settings.max_sessions} sessions; try again later"
+            )
+        session = Session(secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic())
+        self.sessions[session.id] = session
+        log.info("session %s created (%d open)", session.id[:8], len(self.sessions))
+        return session
+
+    def get(self, session_id: str | None) -> Session:
+        session = self.sessions.get(session_id or "")
+        if session is None:
+            raise UnknownSessionError("unknown or expired session; create a new one")
+        return session
+
+    async def connect(self, session: Session, sdp: str) -> RTCSessionDescription:
+        return await session.accept_offer(sdp, self.policy, self._gone)
+
+    def _gone(self, session: Session) -> None:
+        task = asyncio.ensure_future(self.remove(session.id, "connection ended"))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def remove(self, session_id: str, reason: str = "closed") -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        log.info("session %s removed: %s (%d open)", session_id[:8], reason, len(self.sessions))
+        await session.close()
+        return True
+
+    async def sweep(self, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        removed = []
+        for session in list(self.sessions.values()):
+            reason = session.expired(now, self.settings.session_idle_s, self.never_connected_s, self.unused_s)
+            if reason:
+                await self.remove(session.id, reason)
+                removed.append(session.id)
+        return removed
+
+    async def _run_janitor(self) -> None:
+        while True:
+            await asyncio.sleep(JANITOR_PERIOD_S)
+            try:
+                await self.sweep()
+                for session in self.sessions.values():
+                    session.send_stats()
+            except Exception:
+                log.exception("session janitor failed")
+
+    def start(self) -> None:
+        if self._janitor is None:
+            self._janitor = asyncio.ensure_future(self._run_janitor())
+
+    async def close_all(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+            self._janitor = None
+        await asyncio.gather(*(self.remove(sid, "shutdown") for sid in list(self.sessions)))
+        for task in list(self._closing):
+            with contextlib.suppress(Exception):
+                await task

@@ -1,0 +1,299 @@
+"""SwapTrack: the outgoing video track that swaps faces in the newest incoming frame.
+
+A reader task drains the remote track into a newest-frame mailbox (aiortc's own queue is
+unbounded, so awaiting every frame would fall behind forever). ``recv`` takes the newest frame and
+runs the session's FrameProcessor on the shared inference executor, never on the default executor
+aiortc encodes in. Each track has at most one job in flight, so with a FIFO executor sessions take
+turns and one backlogged session cannot starve another.
+
+Never leak the unswapped face: once a source is set, a frame with a face is sent only with every
+face swapped or hidden. Faces the engine found but did not replace (``SwapResult.unswapped``) are
+pixelated, also in a frame where another face was swapped. If the swap misses its deadline
+(first-call warm-up, an engine slower than the camera) the current frame goes out with faces hidden
+while the swap finishes; if the engine raises, faces found by ``engine.detect`` and the faces of the
+last engine result are hidden, and if detection fails too the whole frame is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import partial
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from swaprtc.engine import Engine, FrameProcessor
+from swaprtc.rtc.mailbox import MailboxClosed, NewestMailbox
+from swaprtc.rtc.privacy import hide_faces, hide_frame
+from swaprtc.rtc.stats import StreamStats
+from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+VIDEO_TIME_BASE = Fraction(1, 90000)
+DEFAULT_DEADLINE_S = 0.2  # longest a frame waits for its swap before going out with faces hidden
+DEFAULT_GUARD_TIMEOUT_S = 0.3  # longest the hide path waits for a face detection
+
+
+class InferencePool:
+    """The executors model work runs on, shared by every session of one app.
+
+    ``inference`` runs swaps and source preparation; ``guard`` runs the quick detections used to
+    hide faces, so hiding never waits behind a slow swap. Both get ``threads`` workers: several
+    sessions hiding at once (a slow engine) must not queue behind one guard thread and time out.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = max(1, threads)
+        self.inference = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-infer")
+        self.guard = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-guard")
+
+    def run(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        return asyncio.get_running_loop().run_in_executor(self.inference, partial(fn, *args))
+
+    def run_guard(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        return asyncio.get_running_loop().run_in_executor(self.guard, partial(fn, *args))
+
+    def shutdown(self) -> None:
+        self.inference.shutdown(wait=False, cancel_futures=True)
+        self.guard.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class StreamControl:
+    """Live, per-session inputs of the track: the source identity and the swap options."""
+
+    source: SourceFace | None = None
+    options: SwapOptions = field(default_factory=SwapOptions)
+    generation: int = 0  # bumped on every source change, so the track resets tracking state
+
+    def set_source(self, source: SourceFace | None) -> None:
+        self.source = source
+        self.generation += 1
+
+
+@dataclass(frozen=True)
+class Arrival:
+    frame: VideoFrame
+    at: float  # time.monotonic() when the reader received it
+
+
+def to_video_frame(bgr: np.ndarray, pts: int | None, time_base: Fraction = VIDEO_TIME_BASE) -> VideoFrame:
+    """BGR → yuv420p VideoFrame with one cvtColor; odd sizes are cropped to even (4:2:0 needs it)."""
+    h, w = bgr.shape[:2]
+    if h % 2 or w % 2:
+        bgr = bgr[: h - h % 2, : w - w % 2]
+    yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
+    frame = VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
+    frame.pts = pts
+    frame.time_base = time_base
+    return frame
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark an abandoned job's exception as seen (its frame is no longer wanted)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class SwapTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(
+        self,
+        source: MediaStreamTrack,
+        engine: Engine,
+        processor: FrameProcessor,
+        control: StreamControl,
+        pool: InferencePool,
+        stats: StreamStats | None = None,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        guard_timeout_s: float = DEFAULT_GUARD_TIMEOUT_S,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._engine = engine
+        self._processor = processor
+        self._control = control
+        self._pool = pool
+        self.stats = stats if stats is not None else StreamStats()
+        self.deadline_s = deadline_s
+        self.guard_timeout_s = guard_timeout_s
+        self._mailbox: NewestMailbox[Arrival] = NewestMailbox()
+        self._reader: asyncio.Task[None] | None = None
+        self._job: asyncio.Future[SwapResult] | None = None
+        self._job_arrival: Arrival | None = None
+        self._generation_seen = control.generation
+        self._last_faces: tuple[Face, ...] = ()  # every face of the latest engine result
+        self._discarded = 0  # frames taken from the mailbox but never sent (a late swap went instead)
+        self._last_pts: int | None = None
+        self._clock_start: float | None = None
+
+    # --- reading -------------------------------------------------------------------------------
+    def _ensure_reader(self) -> None:
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = await self._source.recv()
+                self.stats.frames_in += 1
+                self._mailbox.put(Arrival(frame, time.monotonic()))
+                self._count_dropped()
+        except MediaStreamError:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reading the remote track failed")
+        finally:
+            self._mailbox.close()
+
+    def _count_dropped(self) -> None:
+        self.stats.dropped = self._mailbox.dropped + self._discarded
+
+    def stop(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+        self._mailbox.close()
+        super().stop()
+
+    # --- producing -----------------------------------------------------------------------------
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._ensure_reader()
+        try:
+            arrival = await self._mailbox.get()
+        except MailboxClosed:
+            self.stop()
+            raise MediaStreamError from None
+        pts = self._next_pts(arrival.frame)
+        time_base = arrival.frame.time_base or VIDEO_TIME_BASE
+        if self._control.source is None and self._job is None:
+            # No swap requested: the decoded frame goes back out as it is, no conversion at all.
+            frame = arrival.frame
+            frame.pts, frame.time_base = pts, time_base
+            shown = arrival
+            self.stats.faces = self.stats.hidden = 0
+        else:
+            out, shown = await self._produce(arrival.frame.to_ndarray(format="bgr24"), arrival)
+            frame = to_video_frame(out, pts, time_base)
+        self.stats.frames_out += 1
+        self.stats.record_latency((time.monotonic() - shown.at) * 1000.0)
+        return frame
+
+    def _next_pts(self, frame: VideoFrame) -> int:
+        pts = frame.pts
+        if pts is None:  # a source without timestamps: use our own 90 kHz clock
+            now = time.monotonic()
+            self._clock_start = self._clock_start if self._clock_start is not None else now
+            pts = int((now - self._clock_start) * 90000)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    async def _produce(self, image: np.ndarray, arrival: Arrival) -> tuple[np.ndarray, Arrival]:
+        control = self._control
+        source = control.source
+        if source is None:
+            # No swap requested: pass through. An abandoned job is dropped once it finishes.
+            if self._job is not None and self._job.done():
+                self._job = None
+            self.stats.faces = self.stats.hidden = 0
+            return image, arrival
+        if self._job is None:
+            reset = control.generation != self._generation_seen
+            self._generation_seen = control.generation
+            self._job = self._pool.run(
+                self._process, image, source, control.options, reset, self._timestamp_s(arrival)
+            )
+            self._job.add_done_callback(_retrieve)
+            self._job_arrival = arrival
+        done, _ = await asyncio.wait({self._job}, timeout=self.deadline_s)
+        if not done:
+            # Warm-up or an engine slower than the deadline: the swap keeps running, this frame
+            # goes out with its faces hidden.
+            return await self._hidden(image), arrival
+        job, job_arrival = self._job, self._job_arrival or arrival
+        self._job = self._job_arrival = None
+        try:
+            result = job.result()
+        except Exception:
+            self.stats.engine_errors += 1
+            if self.stats.engine_errors <= 3 or self.stats.engine_errors % 100 == 0:
+                log.warning("engine failed on a frame (%d so far)", self.stats.engine_errors, exc_info=True)
+            return await self._hidden(image), arrival
+        if job_arrival is not arrival:
+            # A late swap of an earlier frame finished: it goes out, this frame never will.
+            self._discarded += 1
+            self._count_dropped()
+        # Engines report every face they found, so a result without faces is trusted: no face to hide.
+        self._last_faces = result.faces
+        self.stats.faces = len(result.faces)
+        self.stats.record_stages(result.timings_ms)
+        unswapped = result.unswapped
+        if result.swapped == 0 and result.faces and not unswapped:
+            # Faces found, none replaced and none listed: an engine not filling ``unswapped``
+            # still must not show them, so all of them are hidden.
+            unswapped = result.faces
+        if result.swapped > 0:
+            self.stats.swapped_frames += 1
+        elif unswapped:
+            self.stats.hidden_frames += 1
+        self.stats.hidden = len(unswapped)
+        # A partly swapped frame (one-face mode, a face too small to swap) hides the others.
+        frame = hide_faces(result.frame, unswapped) if unswapped else result.frame
+        return frame, job_arrival
+
+    @staticmethod
+    def _timestamp_s(arrival: Arrival) -> float:
+        """The frame's presentation time in seconds; its arrival time when it has no pts."""
+        frame = arrival.frame
+        if frame.pts is None:
+            return arrival.at
+        return float(frame.pts * (frame.time_base or VIDEO_TIME_BASE))
+
+    def _process(
+        self, image: np.ndarray, source: SourceFace, options: SwapOptions, reset: bool, timestamp_s: float
+    ) -> SwapResult:
+        # Runs on the inference executor; one job per track at a time, so the processor (not
+        # thread-safe) is only ever used by one thread at once.
+        if reset:
+            self._processor.reset()
+        return self._processor.process(image, source, options, timestamp_s)
+
+    async def _hidden(self, image: np.ndarray) -> np.ndarray:
+        """``image`` with every face hidden: detected now, plus where the engine last saw faces.
+
+        The quick detection may miss a face the engine found (a smaller or cheaper detector, a
+        turned head), so the latest engine result's faces are always hidden too; detections made
+        here are not remembered, so a miss cannot erase a face the engine reported.
+        """
+        self.stats.hidden_frames += 1
+        try:
+            detected = await asyncio.wait_for(
+                self._pool.run_guard(self._engine.detect, image), self.guard_timeout_s
+            )
+        except Exception:
+            # Detection failed or is too slow: no face position can be trusted.
+            log.debug("detection for hiding failed; hiding the whole frame", exc_info=True)
+            self.stats.hidden = max(1, len(self._last_faces))
+            return hide_frame(image)
+        faces = [*detected, *self._last_faces]
+        self.stats.hidden = max(len(detected), len(self._last_faces))
+        return hide_faces(image, faces) if faces else image

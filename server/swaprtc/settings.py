@@ -1,0 +1,180 @@
+"""One typed settings object, built from defaults, then ``SWAPRTC_*`` environment variables,
+then command-line flags (flags win)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from swaprtc.errors import SwapRTCError
+from swaprtc.resources import default_models_dir
+
+DEFAULT_MODELS_DIR = default_models_dir()
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "engine": ("auto", "neural", "embedded"),
+    "codec": ("vp8", "h264"),
+    "detector": ("retinaface", "scrfd"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    engine: str = "auto"  # auto | neural | embedded
+    models_dir: Path = DEFAULT_MODELS_DIR
+    # Execution provider preference, best first; unavailable ones are skipped.
+    providers: tuple[str, ...] = (
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CoreMLExecutionProvider",
+        "CPUExecutionProvider",
+    )
+    detector: str = "retinaface"  # retinaface (embedded, default) | scrfd
+    auto_download: bool = True  # fetch missing embedded models on start
+    # WebRTC
+    ice_servers: tuple[str, ...] = ()  # e.g. stun:host:3478, turn:user:pass@host:3478
+    ice_loopback: bool = False  # also offer 127.0.0.1 host candidates (loopback-only networks)
+    codec: str = "vp8"  # vp8 | h264
+    min_bitrate: int = 500_000
+    start_bitrate: int = 1_500_000
+    max_bitrate: int = 4_000_000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False  # serve https with a throw-away certificate (LAN use)
+    # Sessions and uploads
+    max_sessions: int = 8
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_pixels: int = 40_000_000
+    session_idle_s: float = 15.0  # DataChannel silence before a session is dropped
+    # Longest a frame waits for its swap before it goes out with faces hidden instead.
+    swap_deadline_ms: int = 200
+    inference_threads: int = 1
+    detect_every: int = 5  # run the detector every N frames while tracking holds
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
+        object.__setattr__(self, "providers", tuple(normalise_provider(p) for p in self.providers))
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise SettingsError(
+                    f"invalid {name} {value!r} (--{name.replace('_', '-')} / SWAPRTC_{name.upper()}): "
+                    f"choose one of {', '.join(allowed)}"
+                )
+        for name in ("port", "max_sessions", "max_upload_bytes", "max_upload_pixels",
+                     "inference_threads", "detect_every", "swap_deadline_ms"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        if self.session_idle_s <= 0:
+            raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
+        if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:
+            raise SettingsError(
+                "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
+                f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
+            )
+        if self.tls_self_signed and self.tls_cert is not None:
+            raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("TLS needs both --tls-cert and --tls-key")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            raw = env.get(f"SWAPRTC_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(hints[f.name], raw, f.name)
+        return cls(**values)
+
+    def with_args(self, args: argparse.Namespace) -> Settings:
+        """Overlay parsed flags whose value is not None (flags default to None)."""
+        names = {f.name for f in fields(self)}
+        given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        hints = get_type_hints(type(self))
+        for k, v in list(given.items()):
+            if isinstance(v, str):
+                given[k] = _parse(hints[k], v, k)
+            elif isinstance(v, list):  # repeatable flags, each may also be comma separated
+                given[k] = tuple(p.strip() for item in v for p in str(item).split(",") if p.strip())
+        return replace(self, **given)
+
+
+class SettingsError(SwapRTCError):
+    code = "bad_setting"
+
+
+KNOWN_PROVIDERS = (
+    "TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
+    "OpenVINOExecutionProvider", "CPUExecutionProvider",
+)
+
+
+def normalise_provider(name: str) -> str:
+    """``cuda`` / ``CUDA`` / ``CUDAExecutionProvider`` -> ``CUDAExecutionProvider``."""
+    key = name.strip().lower().removesuffix("executionprovider")
+    for full in KNOWN_PROVIDERS:
+        if full.lower().removesuffix("executionprovider") == key:
+            return full
+    raise SettingsError(
+        f"unknown execution provider {name!r}: use e.g. TensorRT, CUDA, CoreML, CPU "
+        f"(or the full onnxruntime names: {', '.join(KNOWN_PROVIDERS)})"
+    )
+
+
+def _parse(hint: Any, raw: str, name: str) -> Any:
+    text = str(hint)
+    try:
+        if hint is bool or text == "bool":
+            if raw.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.strip().lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if hint is int or text == "int":
+            return int(raw)
+        if hint is float or text == "float":
+            return float(raw)
+        if "tuple" in text:
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if "Path" in text:
+            return Path(raw) if raw else None
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"invalid value for SWAPRTC_{name.upper()} / --{name}: {raw!r}") from exc
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """Add ``--name`` flags (default None, so unset flags do not override env)."""
+    defaults = Settings()
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        env = f"SWAPRTC_{name.upper()}"
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
+                help=f"(env {env}, default {default})",
+            )
+        elif isinstance(default, tuple):
+            parser.add_argument(
+                flag, dest=name, default=None, action="append",
+                help=f"repeatable (env {env}, comma separated)",
+            )
+        else:
+            parser.add_argument(
+                flag, dest=name, default=None, choices=CHOICES.get(name),
+                help=f"(env {env}, default {default})",
+            )
+
+
