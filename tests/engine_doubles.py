@@ -26,7 +26,7 @@ PAINT_BGR = (255, 0, 255)  # magenta: far from any skin tone
 def paint_box(frame: np.ndarray, face: Face, colour: tuple[int, int, int]) -> None:
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = face.bbox.astype(int)
-    frame[max(0, y1):min(h, y2), max(0, x1):min(w, x2)] = colour
+    frame[max(0, y1) : min(h, y2), max(0, x1) : min(w, x2)] = colour
 
 
 ASTRONAUT_FACE = Face(  # RetinaFace on skimage's astronaut (DESIGN.md §5)
@@ -55,7 +55,10 @@ class PaintProcessor:
         self.timestamps: list[float | None] = []
 
     def process(
-        self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions,
+        self,
+        frame: np.ndarray,
+        source: SourceFace | None,
+        options: SwapOptions,
         timestamp_s: float | None = None,
     ) -> SwapResult:
         index = self.engine.next_call()
@@ -79,8 +82,11 @@ class PaintProcessor:
             paint_box(out, face, source.payload)
         t2 = time.perf_counter()
         return SwapResult(
-            out, faces, len(targets), {"detect": (t1 - t0) * 1000, "swap": (t2 - t1) * 1000},
-            unswapped=faces[len(targets):],
+            out,
+            faces,
+            len(targets),
+            {"detect": (t1 - t0) * 1000, "swap": (t2 - t1) * 1000},
+            unswapped=faces[len(targets) :],
         )
 
     def reset(self) -> None:
@@ -135,7 +141,7 @@ class PaintEngine:
             raise NoFaceError("no face found in the source image")
         face = faces[0]
         x1, y1, x2, y2 = face.bbox.astype(int)
-        crop = image[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
+        crop = image[max(0, y1) : max(y1 + 1, y2), max(0, x1) : max(x1 + 1, x2)]
         ok, jpeg = cv2.imencode(".jpg", cv2.resize(crop, (64, 64)))
         assert ok
         return SourceFace(self.name, face, len(faces), jpeg.tobytes(), self.colour)

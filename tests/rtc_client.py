@@ -33,20 +33,20 @@ def draw_frame_id(image: np.ndarray, frame_id: int) -> np.ndarray:
     out = image.copy()
     h, w = out.shape[:2]
     block = w // STRIP_BITS
-    out[h - STRIP_ROWS:] = 0
+    out[h - STRIP_ROWS :] = 0
     for bit in range(STRIP_BITS):
         if frame_id >> bit & 1:
-            out[h - STRIP_ROWS:, bit * block:(bit + 1) * block] = 255
+            out[h - STRIP_ROWS :, bit * block : (bit + 1) * block] = 255
     return out
 
 
 def read_frame_id(image: np.ndarray) -> int:
     h, w = image.shape[:2]
     block = w // STRIP_BITS
-    rows = image[h - STRIP_ROWS + 3:h - 3]
+    rows = image[h - STRIP_ROWS + 3 : h - 3]
     value = 0
     for bit in range(STRIP_BITS):
-        cell = rows[:, bit * block + block // 4:(bit + 1) * block - block // 4]
+        cell = rows[:, bit * block + block // 4 : (bit + 1) * block - block // 4]
         if cell.mean() > 127:
             value |= 1 << bit
     return value
@@ -132,7 +132,8 @@ class SwapClient:
 
     async def upload_source(self, image_bytes: bytes, content_type: str = "image/png") -> tuple[int, dict]:
         async with self.http.post(
-            f"{self.base_url}/api/source", data=image_bytes,
+            f"{self.base_url}/api/source",
+            data=image_bytes,
             headers={**self._headers(), "Content-Type": content_type},
         ) as resp:
             return resp.status, await resp.json()

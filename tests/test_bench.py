@@ -18,10 +18,19 @@ def test_bench_reports_json_for_each_suite(
     model_store: ModelStore, face_landmark_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "bench.json"
-    code = main([
-        "bench", "--suite", "frame_io,paste,embedded", "--frames", "3",
-        "--models-dir", str(model_store.models_dir), "--output", str(out),
-    ])
+    code = main(
+        [
+            "bench",
+            "--suite",
+            "frame_io,paste,embedded",
+            "--frames",
+            "3",
+            "--models-dir",
+            str(model_store.models_dir),
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())

@@ -105,7 +105,10 @@ def _running_server(model_store: ModelStore, log_dir: Path, **env_extra: str) ->
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "swaprtc", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -336,9 +339,12 @@ def test_browser_swaps_the_camera_face(
     _save("browser_page.png", page.screenshot())
     stats = page.get_by_test_id("stats-overlay")
     metrics = {
-        "face_box": camera_face_box, "face_diff": face_diff, "background_diff": background_diff,
+        "face_box": camera_face_box,
+        "face_diff": face_diff,
+        "background_diff": background_diff,
         "detail_ratio": detail_ratio,
-        "fps_out": fps_out.inner_text(), "swapped_frames": stats.get_attribute("data-swapped-frames"),
+        "fps_out": fps_out.inner_text(),
+        "swapped_frames": stats.get_attribute("data-swapped-frames"),
         "hidden_frames": stats.get_attribute("data-hidden-frames"),
     }
     _save("browser_metrics.json", json.dumps(metrics, indent=2).encode())
@@ -353,7 +359,8 @@ def test_browser_swaps_the_camera_face(
     first_thumb = thumb.get_attribute("src")
     page.get_by_test_id("source-input").set_input_files(str(DATA / "grace_hopper.jpg"))
     page.wait_for_function(
-        "(old) => document.querySelector('[data-testid=source-thumbnail]').src !== old", arg=first_thumb,
+        "(old) => document.querySelector('[data-testid=source-thumbnail]').src !== old",
+        arg=first_thumb,
         timeout=10_000,
     )
     deadline = time.monotonic() + 8
@@ -383,7 +390,8 @@ def test_browser_swaps_the_camera_face(
     page.wait_for_function(
         "(old) => window.swaprtc.sessionId && window.swaprtc.sessionId !== old"
         " && document.querySelector('[data-testid=connection-state]').dataset.state === 'connected'",
-        arg=old_session, timeout=15_000,
+        arg=old_session,
+        timeout=15_000,
     )
     page.wait_for_function(
         "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",

@@ -19,8 +19,12 @@ from swaprtc.types import SourceFace, SwapOptions
 if TYPE_CHECKING:
     from swaprtc.models.store import ModelStore
 
-PAIRS = [("astronaut_bgr", "grace_bgr"), ("grace_bgr", "obama_bgr"), ("obama_bgr", "astronaut_bgr"),
-         ("astronaut_bgr", "obama_bgr")]
+PAIRS = [
+    ("astronaut_bgr", "grace_bgr"),
+    ("grace_bgr", "obama_bgr"),
+    ("obama_bgr", "astronaut_bgr"),
+    ("astronaut_bgr", "obama_bgr"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,7 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     x0, y0 = np.floor(mesh[m.FACE_OVAL].min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(mesh[m.FACE_OVAL].max(axis=0)).astype(int) + 2
     outside = np.ones(target.shape[:2], bool)
-    outside[max(y0, 0):y1, max(x0, 0):x1] = False
+    outside[max(y0, 0) : y1, max(x0, 0) : x1] = False
     assert np.array_equal(result.frame[outside], target[outside])
 
     # The face region did change, substantially.
@@ -237,7 +241,7 @@ def test_lighting_follows_the_target(
 
     def cheek(image: np.ndarray, point: int) -> float:
         x, y = np.round(mesh[point]).astype(int)
-        return float(image[y - 8:y + 8, x - 8:x + 8].astype(np.float32).mean())
+        return float(image[y - 8 : y + 8, x - 8 : x + 8].astype(np.float32).mean())
 
     left, right = 205, 425  # cheek points of the mesh, image left and right
     target_ratio = cheek(shaded, left) / cheek(shaded, right)

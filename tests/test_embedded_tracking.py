@@ -30,8 +30,8 @@ def _frame(image: np.ndarray, dx: int = 0) -> np.ndarray:
     """640×480 webcam-like frame with the photo's face, shifted sideways by ``dx`` pixels."""
     small = cv2.resize(image, (int(image.shape[1] * 480 / image.shape[0]), 480), interpolation=cv2.INTER_AREA)
     canvas = np.full((480, 640 + 400, 3), 60, np.uint8)
-    canvas[:, 200:200 + small.shape[1]] = small
-    return np.ascontiguousarray(canvas[:, 200 - dx: 200 - dx + 640])
+    canvas[:, 200 : 200 + small.shape[1]] = small
+    return np.ascontiguousarray(canvas[:, 200 - dx : 200 - dx + 640])
 
 
 def test_detector_runs_every_n_frames_while_tracking(

@@ -20,7 +20,8 @@ def cpu_store(models_dir: Path, monkeypatch: pytest.MonkeyPatch, neural_present:
     store = ModelStore(models_dir, ("CUDAExecutionProvider", "CPUExecutionProvider"), allow_download=False)
     real_available = store.available
     monkeypatch.setattr(
-        store, "available",
+        store,
+        "available",
         lambda name: (name in ("w600k_r50", "inswapper_128") and neural_present) or real_available(name),
     )
     return store
@@ -69,10 +70,21 @@ def test_swap_command_with_the_default_engine(
     target = tmp_path / "target.png"
     cv2.imwrite(str(target), grace_bgr)
     output = tmp_path / "out.png"
-    code = main([
-        "swap", "--source", "tests/data/obama.jpg", "--target", str(target), "--output", str(output),
-        "--models-dir", str(model_store.models_dir), "--no-auto-download", "--no-progress",
-    ])
+    code = main(
+        [
+            "swap",
+            "--source",
+            "tests/data/obama.jpg",
+            "--target",
+            str(target),
+            "--output",
+            str(output),
+            "--models-dir",
+            str(model_store.models_dir),
+            "--no-auto-download",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     result = cv2.imread(str(output))
     assert result.shape == grace_bgr.shape
@@ -81,5 +93,5 @@ def test_swap_command_with_the_default_engine(
     diff = np.abs(result.astype(int) - grace_bgr.astype(int)).sum(axis=2)
     assert diff[y1:y2, x1:x2].mean() > 10  # the face changed
     outside = np.ones(diff.shape, bool)
-    outside[max(0, y1 - 40):y2 + 40, max(0, x1 - 40):x2 + 40] = False
+    outside[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40] = False
     assert diff[outside].max() == 0  # nothing else did

@@ -68,7 +68,8 @@ class FileServer:
         if byte_range and not spec.ignore_range:
             start = int(byte_range.removeprefix("bytes=").split("-")[0])
             return web.Response(
-                status=206, body=data[start:],
+                status=206,
+                body=data[start:],
                 headers={"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
             )
         return web.Response(body=data)
@@ -113,12 +114,24 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest_for(name: str, file: str, digest: str | None, sources: list[dict[str, Any]],
-                 size: int | None = None) -> Manifest:
-    return Manifest.from_dict({"models": [{
-        "name": name, "role": "detector", "file": file, "sha256": digest, "size": size,
-        "licence": "test", "sources": sources,
-    }]})
+def manifest_for(
+    name: str, file: str, digest: str | None, sources: list[dict[str, Any]], size: int | None = None
+) -> Manifest:
+    return Manifest.from_dict(
+        {
+            "models": [
+                {
+                    "name": name,
+                    "role": "detector",
+                    "file": file,
+                    "sha256": digest,
+                    "size": size,
+                    "licence": "test",
+                    "sources": sources,
+                }
+            ]
+        }
+    )
 
 
 def store_for(tmp_path: Path, manifest: Manifest, **kw: Any) -> ModelStore:
@@ -133,11 +146,13 @@ def http() -> Iterator[FileServer]:
 
 # --- plain downloads ------------------------------------------------------------------------------
 
+
 def test_good_file_downloads_and_verifies(tmp_path: Path, http: FileServer) -> None:
     data = payload()
     http.files["/m.onnx"] = Served(data)
-    store = store_for(tmp_path, manifest_for("m", "m.onnx", sha(data), [{"urls": [http.url("/m.onnx")]}],
-                                             size=len(data)))
+    store = store_for(
+        tmp_path, manifest_for("m", "m.onnx", sha(data), [{"urls": [http.url("/m.onnx")]}], size=len(data))
+    )
     assert not store.available("m")
     path = store.ensure("m")
     assert path.read_bytes() == data
@@ -161,8 +176,10 @@ def test_wrong_digest_deletes_file_and_names_file_and_url(tmp_path: Path, http: 
 def test_interrupted_download_resumes_with_range(tmp_path: Path, http: FileServer) -> None:
     data = payload(400_000, seed=1)
     http.files["/big.onnx"] = Served(data, drop_first=True)
-    store = store_for(tmp_path, manifest_for("m", "big.onnx", sha(data), [{"urls": [http.url("/big.onnx")]}],
-                                             size=len(data)))
+    store = store_for(
+        tmp_path,
+        manifest_for("m", "big.onnx", sha(data), [{"urls": [http.url("/big.onnx")]}], size=len(data)),
+    )
     assert store.ensure("m").read_bytes() == data
     first, second = http.headers_for("/big.onnx")
     assert "Range" not in first
@@ -205,8 +222,9 @@ def test_retries_503_with_exponential_backoff(tmp_path: Path, http: FileServer) 
 def test_gives_up_after_retries(tmp_path: Path, http: FileServer) -> None:
     http.files["/m.onnx"] = Served(b"x", fail_first=99)
     with pytest.raises(ModelError, match="HTTP 503"):
-        download([http.url("/m.onnx")], tmp_path / "m.onnx", sha256=sha(b"x"), policy=FAST,
-                 sleep=lambda s: None)
+        download(
+            [http.url("/m.onnx")], tmp_path / "m.onnx", sha256=sha(b"x"), policy=FAST, sleep=lambda s: None
+        )
     assert len(http.headers_for("/m.onnx")) == FAST.retries
 
 
@@ -232,6 +250,7 @@ def test_all_sources_failing_gives_actionable_error(tmp_path: Path, http: FileSe
 
 # --- archive members ------------------------------------------------------------------------------
 
+
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -244,8 +263,11 @@ def test_zip_member_is_extracted_and_verified(tmp_path: Path, http: FileServer) 
     model = payload(80_000, seed=3)
     archive = zip_bytes({"pack/readme.txt": b"hi", "pack/det.onnx": model})
     http.files["/pack.zip"] = Served(archive)
-    source = {"urls": [http.url("/pack.zip")], "archive_sha256": sha(archive),
-              "member": {"path": "pack/det.onnx", "format": "raw"}}
+    source = {
+        "urls": [http.url("/pack.zip")],
+        "archive_sha256": sha(archive),
+        "member": {"path": "pack/det.onnx", "format": "raw"},
+    }
     store = store_for(tmp_path, manifest_for("m", "det.onnx", sha(model), [source]))
     assert store.ensure("m").read_bytes() == model
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["det.onnx", "det.onnx.verified"]
@@ -257,8 +279,11 @@ def test_python_bytes_literal_member_is_parsed_not_executed(tmp_path: Path, http
     source_text = b"raise SystemExit('executed!')\nWEIGHTS = " + repr(model).encode() + b"\nOTHER = 1\n"
     wheel = zip_bytes({"pkg/weights.py": source_text, "pkg-1.0.dist-info/METADATA": b"Name: pkg\n"})
     http.files["/pkg-1.0-py3-none-any.whl"] = Served(wheel)
-    source = {"urls": [http.url("/pkg-1.0-py3-none-any.whl")], "archive_sha256": sha(wheel),
-              "member": {"path": "pkg/weights.py", "format": "python-bytes-literal", "variable": "WEIGHTS"}}
+    source = {
+        "urls": [http.url("/pkg-1.0-py3-none-any.whl")],
+        "archive_sha256": sha(wheel),
+        "member": {"path": "pkg/weights.py", "format": "python-bytes-literal", "variable": "WEIGHTS"},
+    }
     store = store_for(tmp_path, manifest_for("m", "m.onnx", sha(model), [source]))
     assert store.ensure("m").read_bytes() == model
 
@@ -267,8 +292,11 @@ def test_archive_with_wrong_digest_is_rejected(tmp_path: Path, http: FileServer)
     model = payload(1000)
     archive = zip_bytes({"det.onnx": model})
     http.files["/pack.zip"] = Served(archive)
-    source = {"urls": [http.url("/pack.zip")], "archive_sha256": sha(b"not it"),
-              "member": {"path": "det.onnx", "format": "raw"}}
+    source = {
+        "urls": [http.url("/pack.zip")],
+        "archive_sha256": sha(b"not it"),
+        "member": {"path": "det.onnx", "format": "raw"},
+    }
     store = store_for(tmp_path, manifest_for("m", "det.onnx", sha(model), [source]))
     with pytest.raises(ModelError, match="does not match"):
         store.ensure("m")
@@ -281,19 +309,26 @@ def test_pypi_source_uses_a_local_wheel_with_the_pinned_digest(tmp_path: Path) -
     models = tmp_path / "models"
     models.mkdir()
     (models / "tiny_pkg-0.1.0-py3-none-any.whl").write_bytes(wheel)
-    source = {"type": "pypi", "package": "tiny-pkg", "version": "0.1.0", "wheel_sha256": sha(wheel),
-              "member": {"path": "tiny_pkg/data/m.bin", "format": "raw"}}
+    source = {
+        "type": "pypi",
+        "package": "tiny-pkg",
+        "version": "0.1.0",
+        "wheel_sha256": sha(wheel),
+        "member": {"path": "tiny_pkg/data/m.bin", "format": "raw"},
+    }
     store = store_for(tmp_path, manifest_for("m", "m.bin", sha(model), [source]))
     assert store.ensure("m").read_bytes() == model
 
 
 # --- refusing bad files ---------------------------------------------------------------------------
 
+
 def tiny_onnx() -> bytes:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["output"])], "tiny",
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])],
     )
@@ -369,8 +404,12 @@ def test_model_without_published_digest_needs_an_operator_pin(tmp_path: Path) ->
         store.path("gfp gan")
     assert err.value.code == "model_untrusted"
     assert not store.available("gfp gan")
-    pinned = ModelStore(tmp_path / "models", ("CPUExecutionProvider",), manifest,
-                        env={"SWAPRTC_TRUST_GFP_GAN": sha(data).upper()})
+    pinned = ModelStore(
+        tmp_path / "models",
+        ("CPUExecutionProvider",),
+        manifest,
+        env={"SWAPRTC_TRUST_GFP_GAN": sha(data).upper()},
+    )
     assert pinned.path("gfp gan").read_bytes() == data
     wrong = ModelStore(tmp_path / "models", manifest=manifest, trusted={"gfp gan": sha(b"other")})
     with pytest.raises(ModelError, match="failed verification"):
@@ -378,10 +417,16 @@ def test_model_without_published_digest_needs_an_operator_pin(tmp_path: Path) ->
 
 
 def test_provider_choice_follows_preference_and_availability() -> None:
-    preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
-                 "CPUExecutionProvider"]
+    preferred = [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CoreMLExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert choose_providers(preferred, ["CPUExecutionProvider", "CUDAExecutionProvider"]) == [
-        "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert choose_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
 
 

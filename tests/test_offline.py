@@ -105,8 +105,13 @@ def test_image_end_to_end(
     face = engine.detect(target)[0]
     x1, y1, x2, y2 = face.bbox.astype(int)
     cy, cx = (y1 + y2) // 2, (x1 + x2) // 2
-    assert np.abs(result[cy - 20 : cy + 20, cx - 20 : cx + 20].astype(int)
-                  - target[cy - 20 : cy + 20, cx - 20 : cx + 20].astype(int)).mean() > 40
+    assert (
+        np.abs(
+            result[cy - 20 : cy + 20, cx - 20 : cx + 20].astype(int)
+            - target[cy - 20 : cy + 20, cx - 20 : cx + 20].astype(int)
+        ).mean()
+        > 40
+    )
     # far from the face (bottom rows), the lossless PNG output equals the decoded target exactly
     assert np.array_equal(result[-40:], target[-40:])
     assert not list(tmp_path.glob(".*partial*")), "partial file left behind"
@@ -179,8 +184,13 @@ class _RecordingEngine:
         self.stream = self.engine.open_stream()
         return self
 
-    def process(self, frame: np.ndarray, source: SourceFace | None, options: SwapOptions,
-                timestamp_s: float | None = None) -> SwapResult:
+    def process(
+        self,
+        frame: np.ndarray,
+        source: SourceFace | None,
+        options: SwapOptions,
+        timestamp_s: float | None = None,
+    ) -> SwapResult:
         self.timestamps.append(timestamp_s)
         return self.stream.process(frame, source, options, timestamp_s)
 
@@ -189,8 +199,14 @@ def test_video_frames_carry_their_own_time(
     engine: NeuralEngine, files: dict[str, Path], video: Path, tmp_path: Path
 ) -> None:
     recorder = _RecordingEngine(engine)
-    swap_file(files["source"], video, tmp_path / "timed.mp4", recorder, SwapOptions(),  # type: ignore[arg-type]
-              progress=False)
+    swap_file(
+        files["source"],
+        video,
+        tmp_path / "timed.mp4",
+        recorder,
+        SwapOptions(),  # type: ignore[arg-type]
+        progress=False,
+    )
     times = recorder.timestamps
     assert len(times) == N_FRAMES and all(t is not None for t in times)
     # 12 fps, not the nominal 30 fps a live stream would assume.
@@ -215,8 +231,18 @@ def test_cli_end_to_end(
 
     monkeypatch.setattr(swaprtc.factory, "build_engine", lambda settings: engine)
     out = tmp_path / "cli.jpg"
-    code = main(["swap", "--source", str(files["source"]), "--target", str(files["target"]),
-                 "--output", str(out), "--no-progress"])
+    code = main(
+        [
+            "swap",
+            "--source",
+            str(files["source"]),
+            "--target",
+            str(files["target"]),
+            "--output",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and out.is_file()
     assert "wrote" in capsys.readouterr().out
 
@@ -245,8 +271,11 @@ def test_cli_errors(
     import swaprtc.factory
 
     monkeypatch.setattr(swaprtc.factory, "build_engine", lambda settings: engine)
-    args = {"--source": str(files["source"]), "--target": str(files["target"]),
-            "--output": str(tmp_path / "o.png")}
+    args = {
+        "--source": str(files["source"]),
+        "--target": str(files["target"]),
+        "--output": str(tmp_path / "o.png"),
+    }
     extra: list[str] = []
     if case == "missing_source":
         args["--source"] = str(tmp_path / "nope.jpg")

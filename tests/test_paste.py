@@ -74,7 +74,7 @@ def test_face_partly_outside_the_frame() -> None:
     region = paste_into(frame, crop, m)
     assert region is not None and region[0] == 0
     assert frame[60, 6].min() > 200  # the visible half of the face was pasted
-    assert np.array_equal(frame[:, region[2]:], before[:, region[2]:])
+    assert np.array_equal(frame[:, region[2] :], before[:, region[2] :])
 
 
 def test_face_entirely_outside_the_frame() -> None:

@@ -56,8 +56,8 @@ def outside_face_mask(shape: tuple[int, ...], margin: int = 45) -> np.ndarray:
     """True away from the face (with room for blending) and above the frame-id strip."""
     mask = np.ones(shape[:2], bool)
     x1, y1, x2, y2 = FACE_BOX
-    mask[max(0, y1 - margin):y2 + margin, max(0, x1 - margin):x2 + margin] = False
-    mask[-STRIP_ROWS - 4:] = False
+    mask[max(0, y1 - margin) : y2 + margin, max(0, x1 - margin) : x2 + margin] = False
+    mask[-STRIP_ROWS - 4 :] = False
     return mask
 
 
@@ -113,7 +113,10 @@ def server_process(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "swaprtc", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

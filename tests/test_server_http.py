@@ -101,7 +101,9 @@ async def test_bad_offers_get_400_json(api: Api) -> None:
     assert_error(status, body, 404, "unknown_session")
     # A body that claims gzip but is not: aiohttp fails while reading it.
     status, body = await api.call(
-        "POST", "/api/offer", data=b'{"sdp": "v=0", "type": "offer"}',
+        "POST",
+        "/api/offer",
+        data=b'{"sdp": "v=0", "type": "offer"}',
         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
     assert_error(status, body, 400, "bad_request")
@@ -141,7 +143,9 @@ async def test_bad_uploads_get_4xx_json(api: Api, astronaut_bgr: np.ndarray) -> 
     assert_error(status, body, 400, "bad_request")
     for ctype in ("image/png", "multipart/form-data; boundary=b"):
         status, body = await api.call(
-            "POST", "/api/source", data=jpg(astronaut_bgr),  # not gzip
+            "POST",
+            "/api/source",
+            data=jpg(astronaut_bgr),  # not gzip
             headers={"X-Session-Id": sid, "Content-Type": ctype, "Content-Encoding": "gzip"},
         )
         assert_error(status, body, 400, "bad_request")
@@ -171,9 +175,7 @@ async def test_upload_raw_and_multipart_and_several_faces(
     group[:300, 512:] = small
     form = aiohttp.FormData()
     form.add_field("image", jpg(group), filename="group.jpg", content_type="image/jpeg")
-    status, body = await api.call(
-        "POST", f"/api/source?session={sid}", data=form
-    )
+    status, body = await api.call("POST", f"/api/source?session={sid}", data=form)
     assert status == 200, body
     assert body["faces_found"] == 2 and body["warning"] == "several_faces"
     faces = api.app[SESSIONS].get(sid).control.source.face
@@ -266,8 +268,9 @@ async def test_unexpected_errors_are_a_json_500_without_details(
 
 
 async def test_ice_servers_are_configurable_and_given_to_the_browser(engine: PaintEngine) -> None:
-    app = create_app(Settings(ice_servers=("stun:stun.example.org:3478", "turn:u:p@turn.example.org:3478")),
-                     engine)
+    app = create_app(
+        Settings(ice_servers=("stun:stun.example.org:3478", "turn:u:p@turn.example.org:3478")), engine
+    )
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         status, body = await Api(base, http, app).call("GET", "/api/info")
     assert status == 200
@@ -280,7 +283,9 @@ async def test_ice_servers_are_configurable_and_given_to_the_browser(engine: Pai
 def test_ice_server_parsing() -> None:
     turn = parse_ice_server("turns:alice:s3cr:et@relay.example.org:5349?transport=tcp")
     assert (turn.url, turn.username, turn.credential) == (
-        "turns:relay.example.org:5349?transport=tcp", "alice", "s3cr:et"
+        "turns:relay.example.org:5349?transport=tcp",
+        "alice",
+        "s3cr:et",
     )
     for bad in ("http://x", "stun:", "turn:host:3478", "stun:user:pw@host:1", "udp:host:1"):
         with pytest.raises(BadIceServerError):
@@ -288,11 +293,20 @@ def test_ice_server_parsing() -> None:
 
 
 def test_bitrate_hints_are_added_to_video_fmtp() -> None:
-    sdp = "\r\n".join([
-        "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=rtpmap:0 PCMU/8000",
-        "m=video 9 UDP/TLS/RTP/SAVPF 97 98 99", "a=rtpmap:97 VP8/90000", "a=rtpmap:98 rtx/90000",
-        "a=fmtp:98 apt=97", "a=rtpmap:99 H264/90000", "a=fmtp:99 packetization-mode=1", "",
-    ])
+    sdp = "\r\n".join(
+        [
+            "v=0",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+            "a=rtpmap:0 PCMU/8000",
+            "m=video 9 UDP/TLS/RTP/SAVPF 97 98 99",
+            "a=rtpmap:97 VP8/90000",
+            "a=rtpmap:98 rtx/90000",
+            "a=fmtp:98 apt=97",
+            "a=rtpmap:99 H264/90000",
+            "a=fmtp:99 packetization-mode=1",
+            "",
+        ]
+    )
     out = add_bitrate_hints(sdp, 500_000, 1_500_000, 4_000_000)
     hint = "x-google-min-bitrate=500;x-google-start-bitrate=1500;x-google-max-bitrate=4000"
     lines = out.split("\r\n")
@@ -311,8 +325,14 @@ def test_control_messages() -> None:
     )
     assert result.options.many_faces and result.options.strength == 0.4 and result.show_stats
     assert result.replies == ()
-    for bad in ("not json", "[1]", '{"type": "dance"}', '{"type": "settings", "strength": 3}',
-                '{"type": "settings", "enhance": "yes"}', b"\xff\xfe"):
+    for bad in (
+        "not json",
+        "[1]",
+        '{"type": "dance"}',
+        '{"type": "settings", "strength": 3}',
+        '{"type": "settings", "enhance": "yes"}',
+        b"\xff\xfe",
+    ):
         replies = handle_message(bad, options, False).replies
         assert len(replies) == 1 and replies[0]["type"] == "error", bad
     mixed = handle_message('{"type": "settings", "strength": "x", "enhance": true}', options, False)
@@ -325,9 +345,11 @@ async def test_control_channel_silence_and_bitrate_policy(api: Api) -> None:
 
     settings = api.app[SESSIONS].settings
     # Applied once at app start from Settings: the encoders' limits.
-    assert (
-        settings.min_bitrate, settings.start_bitrate, settings.max_bitrate
-    ) == (vpx.MIN_BITRATE, vpx.DEFAULT_BITRATE, vpx.MAX_BITRATE)
+    assert (settings.min_bitrate, settings.start_bitrate, settings.max_bitrate) == (
+        vpx.MIN_BITRATE,
+        vpx.DEFAULT_BITRATE,
+        vpx.MAX_BITRATE,
+    )
     assert settings.max_bitrate == h264.MAX_BITRATE
     session = api.app[SESSIONS].get(await api.session())
     session.connected = True
@@ -352,15 +374,22 @@ def self_signed(tmp_path: Any) -> tuple[Any, Any]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return cert_path, key_path
 
 
@@ -374,8 +403,11 @@ async def test_tls_from_settings(engine: PaintEngine, tmp_path: Path) -> None:
     settings = Settings(tls_cert=cert, tls_key=key)
     context = tls_context(settings)
     assert context is not None
-    async with serve_in_process(create_app(settings, engine), ssl_context=context) as base, \
-            aiohttp.ClientSession() as http, http.get(base + "/api/health", ssl=False) as resp:
+    async with (
+        serve_in_process(create_app(settings, engine), ssl_context=context) as base,
+        aiohttp.ClientSession() as http,
+        http.get(base + "/api/health", ssl=False) as resp,
+    ):
         assert base.startswith("https://")
         assert resp.status == 200 and (await resp.json())["ok"] is True
 
@@ -427,7 +459,7 @@ async def real_offer_lines() -> list[str]:
 async def test_damaged_offers_never_get_a_500(engine: PaintEngine) -> None:
     """Every one-line deletion and a set of truncated lines of a real offer: 200 or 400 JSON."""
     lines = await real_offer_lines()
-    variants = ["\r\n".join(lines[:i] + lines[i + 1:]) for i in range(len(lines))]
+    variants = ["\r\n".join(lines[:i] + lines[i + 1 :]) for i in range(len(lines))]
     rng = np.random.default_rng(0)
     for _ in range(30):
         damaged = list(lines)

@@ -31,8 +31,13 @@ def test_env_then_flags_override() -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{"SWAPRTC_ENGINE": "gpu"}, {"SWAPRTC_PORT": "abc"}, {"SWAPRTC_PORT": "0"},
-     {"SWAPRTC_TLS_CERT": "/tmp/cert.pem"}, {"SWAPRTC_ICE_LOOPBACK": "maybe"}],
+    [
+        {"SWAPRTC_ENGINE": "gpu"},
+        {"SWAPRTC_PORT": "abc"},
+        {"SWAPRTC_PORT": "0"},
+        {"SWAPRTC_TLS_CERT": "/tmp/cert.pem"},
+        {"SWAPRTC_ICE_LOOPBACK": "maybe"},
+    ],
 )
 def test_bad_values_are_refused_with_a_message(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError) as info:
@@ -60,22 +65,31 @@ def test_swap_deadline_reaches_the_rtc_policy() -> None:
 
 
 def test_repeatable_flags_also_split_on_commas_and_providers_take_short_names() -> None:
-    args = build_parser().parse_args([
-        "serve", "--ice-servers", "stun:a.example:3478,turn:u:p@b.example:3478",
-        "--ice-servers", "stun:c.example:3478", "--providers", "cuda, CPU",
-    ])
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--ice-servers",
+            "stun:a.example:3478,turn:u:p@b.example:3478",
+            "--ice-servers",
+            "stun:c.example:3478",
+            "--providers",
+            "cuda, CPU",
+        ]
+    )
     settings = Settings().with_args(args)
     assert settings.ice_servers == ("stun:a.example:3478", "turn:u:p@b.example:3478", "stun:c.example:3478")
     assert settings.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert Settings.from_env({"SWAPRTC_PROVIDERS": "TensorRT,CUDAExecutionProvider"}).providers == (
-        "TensorrtExecutionProvider", "CUDAExecutionProvider",
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
     )
     with pytest.raises(SettingsError, match="unknown execution provider"):
         Settings.from_env({"SWAPRTC_PROVIDERS": "GPU"})
 
 
 @pytest.mark.parametrize(
-    "env", [{"SWAPRTC_SESSION_IDLE_S": "0"}, {"SWAPRTC_MIN_BITRATE": "5000000"}],
+    "env",
+    [{"SWAPRTC_SESSION_IDLE_S": "0"}, {"SWAPRTC_MIN_BITRATE": "5000000"}],
 )
 def test_idle_time_and_bitrate_order_are_checked(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):

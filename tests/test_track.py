@@ -84,8 +84,13 @@ def is_painted(image: np.ndarray) -> bool:
 
 
 def make_track(
-    camera_image: np.ndarray, engine: PaintEngine, pool: InferencePool, *, fps: float = 30.0,
-    source: bool = True, **kwargs: float,
+    camera_image: np.ndarray,
+    engine: PaintEngine,
+    pool: InferencePool,
+    *,
+    fps: float = 30.0,
+    source: bool = True,
+    **kwargs: float,
 ) -> tuple[SwapTrack, SyntheticCamera, StreamControl]:
     camera = SyntheticCamera(camera_image, fps)
     control = StreamControl()
@@ -245,7 +250,7 @@ async def test_a_new_source_takes_effect_on_the_next_frame(
     await take(track, 2)
     green = PaintEngine(detector, colour=(0, 255, 0)).prepare_source(astronaut_bgr)
     control.set_source(green)
-    (image, _, _), = await take(track, 1)
+    ((image, _, _),) = await take(track, 1)
     track.stop()
     assert diff(image[FACE], np.broadcast_to(np.array((0, 255, 0), np.uint8), image[FACE].shape)) < 12
     assert engine.processors[0].resets == 1
@@ -330,7 +335,8 @@ async def test_a_face_the_guard_misses_stays_hidden_on_engine_errors(
     the latest engine result: a face the guard misses (here the astronaut's) stays covered where the
     engine last saw it, also over several failing frames in a row."""
     engine = PaintEngine(
-        FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)), guard=FixedFaceDetector((OTHER_FACE,)),
+        FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)),
+        guard=FixedFaceDetector((OTHER_FACE,)),
         fail_on={3, 4},
     )
     track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0, guard_timeout_s=5.0)

@@ -136,7 +136,9 @@ def _store(settings: Settings, threads: int | None = None) -> Any:
     from swaprtc.models.store import ModelStore
 
     return ModelStore(
-        settings.models_dir, settings.providers, allow_download=settings.auto_download,
+        settings.models_dir,
+        settings.providers,
+        allow_download=settings.auto_download,
         intra_op_threads=threads,
     )
 
@@ -157,16 +159,20 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
         face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         frame = np.full((h, w, 3), 90, np.uint8)
         fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
-        frame[:fh, (w - fw) // 2:(w - fw) // 2 + fw] = face_img[:fh, :fw]
+        frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
         face = detector.detect(frame)[0]
         m = estimate_arcface(face.kps, 128)
         aligned = warp_crop(frame, m, 128)
         swapped = 255 - aligned
-        s = side_by_side({
-            "crop_region": lambda frame=frame, swapped=swapped, m=m: paste_back(frame, swapped, m),
-            "insightface_reference": lambda frame=frame, swapped=swapped, aligned=aligned, m=m:
-                paste_back_reference(frame, swapped, aligned, m),
-        }, frames)
+        s = side_by_side(
+            {
+                "crop_region": lambda frame=frame, swapped=swapped, m=m: paste_back(frame, swapped, m),
+                "insightface_reference": lambda frame=frame, swapped=swapped, aligned=aligned, m=m: (
+                    paste_back_reference(frame, swapped, aligned, m)
+                ),
+            },
+            frames,
+        )
         ours, ref = summary(s["crop_region"]), summary(s["insightface_reference"])
         result[label] = {
             "face_height_px": round(face.height),
@@ -184,7 +190,9 @@ def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
 
     store = _store(settings)
     engine = EmbeddedEngine.from_paths(
-        store.ensure("retinaface_mnet025"), store.ensure("face_landmark"), threads=1,
+        store.ensure("retinaface_mnet025"),
+        store.ensure("face_landmark"),
+        threads=1,
         detect_every=settings.detect_every,
     )
     source = engine.prepare_source(_photo("astronaut.png"))

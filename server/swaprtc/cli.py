@@ -13,9 +13,24 @@ from swaprtc.settings import Settings, add_settings_flags
 
 COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log_level"]
 SERVE = [
-    "host", "port", "ice_servers", "ice_loopback", "codec", "min_bitrate", "start_bitrate",
-    "max_bitrate", "tls_cert", "tls_key", "tls_self_signed", "max_sessions", "max_upload_bytes",
-    "max_upload_pixels", "session_idle_s", "swap_deadline_ms", "inference_threads", "detect_every",
+    "host",
+    "port",
+    "ice_servers",
+    "ice_loopback",
+    "codec",
+    "min_bitrate",
+    "start_bitrate",
+    "max_bitrate",
+    "tls_cert",
+    "tls_key",
+    "tls_self_signed",
+    "max_sessions",
+    "max_upload_bytes",
+    "max_upload_pixels",
+    "session_idle_s",
+    "swap_deadline_ms",
+    "inference_threads",
+    "detect_every",
 ]
 
 

@@ -28,8 +28,11 @@ def face_thumbnail(image: np.ndarray, bbox: np.ndarray, size: int = THUMBNAIL_SI
     right, bottom = min(int(cx + half) + 1, w), min(int(cy + half) + 1, h)
     crop = image[top:bottom, left:right] if right > left and bottom > top else image
     scale = size / max(crop.shape[:2])
-    thumb = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    thumb = cv2.resize(
+        crop,
+        (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         raise BadImageError("could not encode the face thumbnail")

@@ -120,8 +120,15 @@ def swap_file(
         if kind == "image":
             stats = _swap_image(source, target_path, partial, engine.open_stream(), options)
         else:
-            stats = _swap_video(source, target_path, partial, output_path.suffix.lower(),
-                                engine.open_stream(), options, progress)
+            stats = _swap_video(
+                source,
+                target_path,
+                partial,
+                output_path.suffix.lower(),
+                engine.open_stream(),
+                options,
+                progress,
+            )
         os.replace(partial, output_path)
     finally:
         partial.unlink(missing_ok=True)
@@ -174,8 +181,9 @@ def _swap_video(
             vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
             vout.options = dict(ENCODER_OPTIONS[VIDEO_CODECS[ext]])
             aout, audio = _audio_stream(ain, out)
-            frames, swapped = _transcode(inp, vin, ain, out, vout, aout, rate, source, stream, options,
-                                         progress, target.name)
+            frames, swapped = _transcode(
+                inp, vin, ain, out, vout, aout, rate, source, stream, options, progress, target.name
+            )
         finally:
             out.close()
     except av.error.FFmpegError as exc:
@@ -245,8 +253,9 @@ def _transcode(
                 continue
             for frame in packet.decode():
                 # The frame's own time, so tracking smooths over real time at any frame rate.
-                result = stream.process(frame.to_ndarray(format="bgr24"), source, options,
-                                        timestamp_s=frame_time(frame))
+                result = stream.process(
+                    frame.to_ndarray(format="bgr24"), source, options, timestamp_s=frame_time(frame)
+                )
                 new = av.VideoFrame.from_ndarray(result.frame, format="bgr24")
                 # Keep each frame at its own time (variable frame rate survives), strictly increasing.
                 pts = round(frame.time * rate) if frame.time is not None else last_pts + 1

@@ -69,8 +69,15 @@ class Settings:
                     f"invalid {name} {value!r} (--{name.replace('_', '-')} / SWAPRTC_{name.upper()}): "
                     f"choose one of {', '.join(allowed)}"
                 )
-        for name in ("port", "max_sessions", "max_upload_bytes", "max_upload_pixels",
-                     "inference_threads", "detect_every", "swap_deadline_ms"):
+        for name in (
+            "port",
+            "max_sessions",
+            "max_upload_bytes",
+            "max_upload_pixels",
+            "inference_threads",
+            "detect_every",
+            "swap_deadline_ms",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
         if self.session_idle_s <= 0:
@@ -114,9 +121,14 @@ class SettingsError(SwapRTCError):
 
 
 KNOWN_PROVIDERS = (
-    "TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
-    "MIGraphXExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
-    "OpenVINOExecutionProvider", "CPUExecutionProvider",
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CPUExecutionProvider",
 )
 
 
@@ -163,18 +175,25 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> Non
         env = f"SWAPRTC_{name.upper()}"
         if isinstance(default, bool):
             parser.add_argument(
-                flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
+                flag,
+                dest=name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
                 help=f"(env {env}, default {default})",
             )
         elif isinstance(default, tuple):
             parser.add_argument(
-                flag, dest=name, default=None, action="append",
+                flag,
+                dest=name,
+                default=None,
+                action="append",
                 help=f"repeatable (env {env}, comma separated)",
             )
         else:
             parser.add_argument(
-                flag, dest=name, default=None, choices=CHOICES.get(name),
+                flag,
+                dest=name,
+                default=None,
+                choices=CHOICES.get(name),
                 help=f"(env {env}, default {default})",
             )
-
-

@@ -22,14 +22,18 @@ from swaprtc.types import SourceFace, SwapOptions
 STAGES = ("detect", "landmarks", "warp", "color", "blend", "total")
 
 
-def live_frames(image: np.ndarray, count: int, size: tuple[int, int] = (640, 480),
-                drift_px: float = 6.0) -> list[np.ndarray]:
+def live_frames(
+    image: np.ndarray, count: int, size: tuple[int, int] = (640, 480), drift_px: float = 6.0
+) -> list[np.ndarray]:
     """``count`` frames of ``size`` cut from ``image`` with a slow sideways drift, like a webcam
     with a person moving a little (so tracking and smoothing do real work)."""
     w, h = size
     scale = max(w / image.shape[1], h / image.shape[0])
-    big = cv2.resize(image, (round(image.shape[1] * scale) + 2 * int(drift_px) + 2,
-                             round(image.shape[0] * scale) + 2), interpolation=cv2.INTER_AREA)
+    big = cv2.resize(
+        image,
+        (round(image.shape[1] * scale) + 2 * int(drift_px) + 2, round(image.shape[0] * scale) + 2),
+        interpolation=cv2.INTER_AREA,
+    )
     frames = []
     for i in range(count):
         dx = drift_px * (1 + np.sin(2 * np.pi * i / 60))
@@ -39,8 +43,11 @@ def live_frames(image: np.ndarray, count: int, size: tuple[int, int] = (640, 480
 
 
 def bench_embedded(
-    engine: EmbeddedEngine, frames: Sequence[np.ndarray], source: SourceFace,
-    options: SwapOptions | None = None, warmup: int = 5,
+    engine: EmbeddedEngine,
+    frames: Sequence[np.ndarray],
+    source: SourceFace,
+    options: SwapOptions | None = None,
+    warmup: int = 5,
 ) -> dict[str, object]:
     """Median and p90 per stage (ms) over ``frames`` processed in order by one stream."""
     options = options or SwapOptions()
@@ -78,8 +85,10 @@ def bench_embedded(
         "p90_ms": {s: round(float(np.percentile(v, 90)), 2) for s, v in per_stage.items()},
         # CPU time of this process per frame: equals wall time when the machine is otherwise idle,
         # and stays meaningful when other work competes for the cores (wall times then inflate).
-        "cpu_ms": {"median": round(statistics.median(cpu_ms), 2),
-                   "p90": round(float(np.percentile(cpu_ms, 90)), 2)},
+        "cpu_ms": {
+            "median": round(statistics.median(cpu_ms), 2),
+            "p90": round(float(np.percentile(cpu_ms, 90)), 2),
+        },
         "detector_calls": processor.detector_calls,
     }
 
@@ -92,8 +101,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    engine = EmbeddedEngine.from_paths(args.models_dir / "retinaface_mnet025.onnx",
-                                       args.models_dir / "face_landmark.tflite", threads=args.threads)
+    engine = EmbeddedEngine.from_paths(
+        args.models_dir / "retinaface_mnet025.onnx",
+        args.models_dir / "face_landmark.tflite",
+        threads=args.threads,
+    )
     source = engine.prepare_source(cv2.imread(str(args.source)))
     target = cv2.imread(str(args.target))
     print(json.dumps(bench_embedded(engine, live_frames(target, args.frames), source), indent=2))

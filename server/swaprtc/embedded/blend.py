@@ -40,13 +40,19 @@ def face_masks(
     rows, cols = shape
     oval = np.zeros((rows, cols), np.uint8)
     # Shrink the oval so the feathered edge lies inside the face and never reaches the box edge.
-    cv2.fillPoly(oval, [_poly(_scaled(m.blend_outline(grid_mesh), 1.0, -1.2 * feather))], 255,
-                 lineType=cv2.LINE_AA, shift=_SHIFT)
+    cv2.fillPoly(
+        oval,
+        [_poly(_scaled(m.blend_outline(grid_mesh), 1.0, -1.2 * feather))],
+        255,
+        lineType=cv2.LINE_AA,
+        shift=_SHIFT,
+    )
     holes = np.zeros((rows, cols), np.uint8)
     pad = 0.6 * feather
     for ring in (m.LEFT_EYE, m.RIGHT_EYE, m.INNER_LIPS):
-        cv2.fillPoly(holes, [_poly(_scaled(grid_mesh[ring], 1.15, pad))], 255,
-                     lineType=cv2.LINE_AA, shift=_SHIFT)
+        cv2.fillPoly(
+            holes, [_poly(_scaled(grid_mesh[ring], 1.15, pad))], 255, lineType=cv2.LINE_AA, shift=_SHIFT
+        )
     sigma = max(feather / 2.0, 0.5)
     soft_oval = cv2.GaussianBlur(oval, (0, 0), sigma).astype(np.float32) * np.float32(1 / 255)
     # Holes blur less than they were grown, so the original eye/lip polygons stay at alpha ~0.
@@ -64,7 +70,10 @@ def _masked_blur(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarra
 
 
 def lighting_gain(
-    target_grid: np.ndarray, source_grid: np.ndarray, skin: np.ndarray, sigma: float,
+    target_grid: np.ndarray,
+    source_grid: np.ndarray,
+    skin: np.ndarray,
+    sigma: float,
 ) -> np.ndarray:
     """Per-pixel, per-channel gain (coarse grid) taking the warped source's low-frequency colour
     and shading to the target's: gain = blur(target) / blur(source), both blurred over skin only.

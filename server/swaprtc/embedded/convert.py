@@ -103,9 +103,14 @@ def convert_bytes(buf: bytes) -> bytes:
         if act == _ACT_RELU:
             nodes.append(helper.make_node("Relu", [pre], [out], name=f"op{idx}_relu"))
         elif act == _ACT_RELU6:
-            nodes.append(helper.make_node(
-                "Clip", [pre, init(f"op{idx}_lo", np.float32(0)), init(f"op{idx}_hi", np.float32(6))],
-                [out], name=f"op{idx}_relu6"))
+            nodes.append(
+                helper.make_node(
+                    "Clip",
+                    [pre, init(f"op{idx}_lo", np.float32(0)), init(f"op{idx}_hi", np.float32(6))],
+                    [out],
+                    name=f"op{idx}_relu6",
+                )
+            )
         else:
             raise ConversionError(f"op {idx}: unsupported fused activation {act}")
 
@@ -129,10 +134,19 @@ def convert_bytes(buf: bytes) -> bytes:
         pads = conv_pads(ins[0], w.shape[1], w.shape[2], o.StrideH(), o.StrideW(), o.Padding(), dh, dw)
         weights = w.transpose(3, 0, 1, 2) if depthwise else w.transpose(0, 3, 1, 2)
         extra = {"group": shape(ins[0])[3]} if depthwise else {}
-        nodes.append(helper.make_node(
-            "Conv", [name(ins[0]), init(f"op{idx}_w", weights.copy()), init(f"op{idx}_b", b)], [out],
-            name=f"op{idx}_{'dwconv' if depthwise else 'conv'}", kernel_shape=[w.shape[1], w.shape[2]],
-            strides=[o.StrideH(), o.StrideW()], dilations=[dh, dw], pads=pads, **extra))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [name(ins[0]), init(f"op{idx}_w", weights.copy()), init(f"op{idx}_b", b)],
+                [out],
+                name=f"op{idx}_{'dwconv' if depthwise else 'conv'}",
+                kernel_shape=[w.shape[1], w.shape[2]],
+                strides=[o.StrideH(), o.StrideW()],
+                dilations=[dh, dw],
+                pads=pads,
+                **extra,
+            )
+        )
         activation(out, o.FusedActivationFunction(), idx)
 
     g_in = graph.Inputs(0)
@@ -161,16 +175,32 @@ def convert_bytes(buf: bytes) -> bytes:
             neg = np.full((channels, 1, 1, 1), -1.0, np.float32)
             scale = (1.0 - alpha.reshape(channels)).reshape(channels, 1, 1, 1).astype(np.float32)
             zeros = np.zeros(channels, np.float32)
-            nodes.append(helper.make_node(
-                "Conv", [name(ins[0]), init(f"op{idx}_neg", neg), init(f"op{idx}_zero", zeros)],
-                [f"op{idx}_negx"], name=f"op{idx}_prelu_neg", kernel_shape=[1, 1], group=channels))
-            nodes.append(helper.make_node(
-                "Relu", [f"op{idx}_negx"], [f"op{idx}_relu"], name=f"op{idx}_prelu_relu"))
-            nodes.append(helper.make_node(
-                "Conv", [f"op{idx}_relu", init(f"op{idx}_scale", scale), f"op{idx}_zero"],
-                [f"op{idx}_neg_part"], name=f"op{idx}_prelu_scale", kernel_shape=[1, 1], group=channels))
-            nodes.append(helper.make_node(
-                "Add", [name(ins[0]), f"op{idx}_neg_part"], [out], name=f"op{idx}_prelu_add"))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [name(ins[0]), init(f"op{idx}_neg", neg), init(f"op{idx}_zero", zeros)],
+                    [f"op{idx}_negx"],
+                    name=f"op{idx}_prelu_neg",
+                    kernel_shape=[1, 1],
+                    group=channels,
+                )
+            )
+            nodes.append(
+                helper.make_node("Relu", [f"op{idx}_negx"], [f"op{idx}_relu"], name=f"op{idx}_prelu_relu")
+            )
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [f"op{idx}_relu", init(f"op{idx}_scale", scale), f"op{idx}_zero"],
+                    [f"op{idx}_neg_part"],
+                    name=f"op{idx}_prelu_scale",
+                    kernel_shape=[1, 1],
+                    group=channels,
+                )
+            )
+            nodes.append(
+                helper.make_node("Add", [name(ins[0]), f"op{idx}_neg_part"], [out], name=f"op{idx}_prelu_add")
+            )
         elif kind == "ADD":
             o = tflite.AddOptions()
             o.Init(opts_table.Bytes, opts_table.Pos)
@@ -183,17 +213,31 @@ def convert_bytes(buf: bytes) -> bytes:
             o.Init(opts_table.Bytes, opts_table.Pos)
             kh, kw = o.FilterHeight(), o.FilterWidth()
             pads = conv_pads(ins[0], kh, kw, o.StrideH(), o.StrideW(), o.Padding(), 1, 1)
-            nodes.append(helper.make_node(
-                "MaxPool", [name(ins[0])], [out], name=f"op{idx}_maxpool", kernel_shape=[kh, kw],
-                strides=[o.StrideH(), o.StrideW()], pads=pads))
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    [name(ins[0])],
+                    [out],
+                    name=f"op{idx}_maxpool",
+                    kernel_shape=[kh, kw],
+                    strides=[o.StrideH(), o.StrideW()],
+                    pads=pads,
+                )
+            )
             activation(out, o.FusedActivationFunction(), idx)
         elif kind == "PAD":
             p = constant(ins[1]).astype(np.int64)  # NHWC rows of (before, after)
             nchw = p[[0, 3, 1, 2]]
             pads = np.concatenate([nchw[:, 0], nchw[:, 1]])
-            nodes.append(helper.make_node(
-                "Pad", [name(ins[0]), init(f"op{idx}_pads", pads)], [out], name=f"op{idx}_pad",
-                mode="constant"))
+            nodes.append(
+                helper.make_node(
+                    "Pad",
+                    [name(ins[0]), init(f"op{idx}_pads", pads)],
+                    [out],
+                    name=f"op{idx}_pad",
+                    mode="constant",
+                )
+            )
         else:
             raise ConversionError(f"op {idx}: unsupported TFLite operator {kind}")
 
@@ -204,10 +248,15 @@ def convert_bytes(buf: bytes) -> bytes:
         nodes.append(helper.make_node("Transpose", [name(t)], [label], perm=[0, 2, 3, 1]))
         outputs.append(helper.make_tensor_value_info(label, TensorProto.FLOAT, shape(t)))
     onnx_graph = helper.make_graph(
-        nodes, "face_landmark",
-        [helper.make_tensor_value_info("input_nhwc", TensorProto.FLOAT, in_shape)], outputs, inits)
+        nodes,
+        "face_landmark",
+        [helper.make_tensor_value_info("input_nhwc", TensorProto.FLOAT, in_shape)],
+        outputs,
+        inits,
+    )
     onnx_model = helper.make_model(
-        onnx_graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="swaprtc-tflite2onnx")
+        onnx_graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="swaprtc-tflite2onnx"
+    )
     onnx_model.ir_version = 8  # readable by every onnxruntime from 1.15 on
     onnx.checker.check_model(onnx_model)
     return onnx_model.SerializeToString()

@@ -85,7 +85,8 @@ def converted_landmark_model(tflite_path: Path) -> Path | bytes:
         raise ModelError(
             f"converting {tflite_path.name} to ONNX needs the 'onnx' and 'tflite' packages ({exc}); "
             "install swaprtc with its dependencies, or put the converted face_landmark.onnx "
-            f"(SHA-256 {CONVERTED_LANDMARK_SHA256}) next to it", code="model_conversion_failed",
+            f"(SHA-256 {CONVERTED_LANDMARK_SHA256}) next to it",
+            code="model_conversion_failed",
         ) from exc
     from swaprtc.embedded.convert import convert_bytes, convert_face_landmark
 
@@ -99,8 +100,9 @@ def converted_landmark_model(tflite_path: Path) -> Path | bytes:
     if digest != CONVERTED_LANDMARK_SHA256:
         # The input is pinned; a different digest means another onnx version serialised the same
         # graph differently. The graph is still checked by onnx.checker, so use it, but say so.
-        log.warning("converted face mesh model has SHA-256 %s, expected %s", digest,
-                    CONVERTED_LANDMARK_SHA256)
+        log.warning(
+            "converted face mesh model has SHA-256 %s, expected %s", digest, CONVERTED_LANDMARK_SHA256
+        )
     return result
 
 
@@ -127,14 +129,16 @@ class EmbeddedEngine:
         self.mesh_model = FaceMeshModel(landmark_session)
 
     @classmethod
-    def from_paths(cls, retinaface_onnx: Path | str, face_landmark: Path | str, *, threads: int = 1,
-                   **kwargs: int) -> EmbeddedEngine:
+    def from_paths(
+        cls, retinaface_onnx: Path | str, face_landmark: Path | str, *, threads: int = 1, **kwargs: int
+    ) -> EmbeddedEngine:
         """From model files; ``face_landmark`` may be the .tflite (converted on first use) or .onnx."""
         landmark: Path | bytes = Path(face_landmark)
         if isinstance(landmark, Path) and landmark.suffix == ".tflite":
             landmark = converted_landmark_model(landmark)
-        return cls(make_session(retinaface_onnx, threads), make_session(landmark, threads),
-                   threads=threads, **kwargs)
+        return cls(
+            make_session(retinaface_onnx, threads), make_session(landmark, threads), threads=threads, **kwargs
+        )
 
     @classmethod
     def from_store(cls, store: ModelStore, settings: Settings) -> EmbeddedEngine:
@@ -143,8 +147,10 @@ class EmbeddedEngine:
         parallelism comes from streams running side by side (``Settings.inference_threads`` sizes
         that pool, so it is deliberately not reused here)."""
         return cls.from_paths(
-            store.ensure(DETECTOR_MODEL), store.ensure(LANDMARK_MODEL),
-            threads=1, detect_every=settings.detect_every,
+            store.ensure(DETECTOR_MODEL),
+            store.ensure(LANDMARK_MODEL),
+            threads=1,
+            detect_every=settings.detect_every,
         )
 
     def describe(self) -> dict[str, object]:
@@ -185,8 +191,13 @@ class EmbeddedEngine:
         texture, tex_mesh = _texture(image, mesh)
         payload = SourceTexture(texture=texture, mesh=tex_mesh, triangles=m.triangulate(tex_mesh))
         face = Face(bbox=m.mesh_bbox(mesh), score=faces[0].score, kps=m.five_points(mesh), mesh=mesh)
-        return SourceFace(engine=NAME, face=face, faces_found=len(faces),
-                          thumbnail_jpeg=face_thumbnail(image, m.mesh_bbox(mesh)), payload=payload)
+        return SourceFace(
+            engine=NAME,
+            face=face,
+            faces_found=len(faces),
+            thumbnail_jpeg=face_thumbnail(image, m.mesh_bbox(mesh)),
+            payload=payload,
+        )
 
     def open_stream(self) -> EmbeddedProcessor:
         return EmbeddedProcessor(self)
@@ -196,8 +207,12 @@ def _crop_box(mesh: np.ndarray, shape: tuple[int, ...], margin: float) -> tuple[
     x1, y1, x2, y2 = m.mesh_bbox(mesh)
     pad = margin * max(x2 - x1, y2 - y1)
     h, w = shape[:2]
-    return (max(int(x1 - pad), 0), max(int(y1 - pad), 0), min(int(np.ceil(x2 + pad)) + 1, w),
-            min(int(np.ceil(y2 + pad)) + 1, h))
+    return (
+        max(int(x1 - pad), 0),
+        max(int(y1 - pad), 0),
+        min(int(np.ceil(x2 + pad)) + 1, w),
+        min(int(np.ceil(y2 + pad)) + 1, h),
+    )
 
 
 def _texture(image: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,8 +231,15 @@ def _texture(image: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.ascontiguousarray(crop), tex_mesh.astype(np.float32)
 
 
-def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: SourceTexture,
-              strength: float, max_cells: int, timings: dict[str, float]) -> bool:
+def swap_face(
+    frame: np.ndarray,
+    out: np.ndarray,
+    mesh: np.ndarray,
+    source: SourceTexture,
+    strength: float,
+    max_cells: int,
+    timings: dict[str, float],
+) -> bool:
     """Warp, colour-match and blend the source onto one target mesh, writing into ``out``.
 
     Only ``out``'s face box is written. Returns False when the face is too small or off-frame.
@@ -229,7 +251,7 @@ def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: Sour
     warped = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
     t_warp = time.perf_counter()
 
-    target_box = frame[grid.y0:grid.y1, grid.x0:grid.x1]
+    target_box = frame[grid.y0 : grid.y1, grid.x0 : grid.x1]
     grid_mesh = grid.to_grid(mesh)
     rows, cols = grid.shape
     face_cells = float(max(np.ptp(grid_mesh[m.FACE_OVAL], axis=0)))
@@ -248,7 +270,7 @@ def swap_face(frame: np.ndarray, out: np.ndarray, mesh: np.ndarray, source: Sour
     t_color = time.perf_counter()
 
     alpha = grid.upsample(blend_c * np.float32(strength))
-    out[grid.y0:grid.y1, grid.x0:grid.x1] = composite(target_box, warped, gain, alpha)
+    out[grid.y0 : grid.y1, grid.x0 : grid.x1] = composite(target_box, warped, gain, alpha)
     t_blend = time.perf_counter()
     timings["warp"] += (t_warp - start) * 1000
     timings["color"] += (t_color - t_warp) * 1000
@@ -307,11 +329,13 @@ class EmbeddedProcessor:
                 out = frame.copy()
                 for face in targets:
                     assert face.mesh is not None
-                    if swap_face(frame, out, face.mesh, source.payload, strength, self.engine.max_cells,
-                                 timings):
+                    if swap_face(
+                        frame, out, face.mesh, source.payload, strength, self.engine.max_cells, timings
+                    ):
                         swapped += 1
                     else:  # too small or off-frame: left as it was, so the caller must hide it
                         unswapped.append(face)
         timings["total"] = (time.perf_counter() - start) * 1000
-        return SwapResult(frame=out, faces=faces, swapped=swapped, timings_ms=timings,
-                          unswapped=tuple(unswapped))
+        return SwapResult(
+            frame=out, faces=faces, swapped=swapped, timings_ms=timings, unswapped=tuple(unswapped)
+        )

@@ -87,8 +87,11 @@ class FaceMeshModel:
     def crop(self, frame: np.ndarray, roi: Roi) -> np.ndarray:
         """The ROI resampled to the network input, (1, 192, 192, 3) float32 RGB in [0, 1]."""
         patch = cv2.warpAffine(
-            frame, roi.crop_to_frame(), (INPUT_SIZE, INPUT_SIZE),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+            frame,
+            roi.crop_to_frame(),
+            (INPUT_SIZE, INPUT_SIZE),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
         )
         rgb = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
         return (rgb.astype(np.float32) * np.float32(1.0 / 255.0))[None]

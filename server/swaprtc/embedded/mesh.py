@@ -11,20 +11,115 @@ import numpy as np
 
 NUM_POINTS = 468
 
-FACE_OVAL = np.array([
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-    148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-], dtype=np.int64)
+FACE_OVAL = np.array(
+    [
+        10,
+        338,
+        297,
+        332,
+        284,
+        251,
+        389,
+        356,
+        454,
+        323,
+        361,
+        288,
+        397,
+        365,
+        379,
+        378,
+        400,
+        377,
+        152,
+        148,
+        176,
+        149,
+        150,
+        136,
+        172,
+        58,
+        132,
+        93,
+        234,
+        127,
+        162,
+        21,
+        54,
+        103,
+        67,
+        109,
+    ],
+    dtype=np.int64,
+)
 # "Left"/"right" are image left/right for a face looking at the camera.
-LEFT_EYE = np.array([
-    33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
-], dtype=np.int64)
-RIGHT_EYE = np.array([
-    263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466,
-], dtype=np.int64)
-INNER_LIPS = np.array([
-    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,
-], dtype=np.int64)
+LEFT_EYE = np.array(
+    [
+        33,
+        7,
+        163,
+        144,
+        145,
+        153,
+        154,
+        155,
+        133,
+        173,
+        157,
+        158,
+        159,
+        160,
+        161,
+        246,
+    ],
+    dtype=np.int64,
+)
+RIGHT_EYE = np.array(
+    [
+        263,
+        249,
+        390,
+        373,
+        374,
+        380,
+        381,
+        382,
+        362,
+        398,
+        384,
+        385,
+        386,
+        387,
+        388,
+        466,
+    ],
+    dtype=np.int64,
+)
+INNER_LIPS = np.array(
+    [
+        78,
+        95,
+        88,
+        178,
+        87,
+        14,
+        317,
+        402,
+        318,
+        324,
+        308,
+        415,
+        310,
+        311,
+        312,
+        13,
+        82,
+        81,
+        80,
+        191,
+    ],
+    dtype=np.int64,
+)
 NOSE_TIP = 1
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 EYE_OUTER_LEFT, EYE_OUTER_RIGHT = 33, 263  # used for the roll angle, as MediaPipe does
@@ -32,10 +127,15 @@ EYE_OUTER_LEFT, EYE_OUTER_RIGHT = 33, 263  # used for the roll angle, as MediaPi
 
 def five_points(mesh: np.ndarray) -> np.ndarray:
     """The detector's 5-keypoint layout (eyes, nose, mouth corners) taken from a dense mesh."""
-    return np.stack([
-        mesh[LEFT_EYE].mean(axis=0), mesh[RIGHT_EYE].mean(axis=0), mesh[NOSE_TIP],
-        mesh[MOUTH_LEFT], mesh[MOUTH_RIGHT],
-    ]).astype(np.float32)
+    return np.stack(
+        [
+            mesh[LEFT_EYE].mean(axis=0),
+            mesh[RIGHT_EYE].mean(axis=0),
+            mesh[NOSE_TIP],
+            mesh[MOUTH_LEFT],
+            mesh[MOUTH_RIGHT],
+        ]
+    ).astype(np.float32)
 
 
 def mesh_bbox(mesh: np.ndarray) -> np.ndarray:
@@ -60,8 +160,14 @@ def triangulate(points: np.ndarray) -> np.ndarray:
     """
     pts = np.asarray(points, dtype=np.float64)
     lo, hi = pts.min(axis=0) - 10.0, pts.max(axis=0) + 10.0
-    subdiv = cv2.Subdiv2D((int(np.floor(lo[0])), int(np.floor(lo[1])),
-                           int(np.ceil(hi[0] - lo[0])) + 1, int(np.ceil(hi[1] - lo[1])) + 1))
+    subdiv = cv2.Subdiv2D(
+        (
+            int(np.floor(lo[0])),
+            int(np.floor(lo[1])),
+            int(np.ceil(hi[0] - lo[0])) + 1,
+            int(np.ceil(hi[1] - lo[1])) + 1,
+        )
+    )
     # Subdiv2D reports triangles by coordinates; map each back to the (first) index at that spot.
     index: dict[tuple[float, float], int] = {}
     for i, (x, y) in enumerate(pts.astype(np.float32)):
@@ -71,9 +177,11 @@ def triangulate(points: np.ndarray) -> np.ndarray:
             subdiv.insert((key[0], key[1]))
     tris = []
     for t in subdiv.getTriangleList():
-        corners = [(float(np.float32(t[0])), float(np.float32(t[1]))),
-                   (float(np.float32(t[2])), float(np.float32(t[3]))),
-                   (float(np.float32(t[4])), float(np.float32(t[5])))]
+        corners = [
+            (float(np.float32(t[0])), float(np.float32(t[1]))),
+            (float(np.float32(t[2])), float(np.float32(t[3]))),
+            (float(np.float32(t[4])), float(np.float32(t[5]))),
+        ]
         ids = [index.get(c) for c in corners]
         if None in ids:
             continue  # a triangle touching Subdiv2D's virtual outer vertices

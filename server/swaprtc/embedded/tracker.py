@@ -53,8 +53,9 @@ class Track:
         if self.mesh is not None:
             return m.mesh_bbox(self.mesh)
         half = self.roi.size / 2 / 1.5
-        return np.array([self.roi.cx - half, self.roi.cy - half, self.roi.cx + half, self.roi.cy + half],
-                        dtype=np.float32)
+        return np.array(
+            [self.roi.cx - half, self.roi.cy - half, self.roi.cx + half, self.roi.cy + half], dtype=np.float32
+        )
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,9 @@ class TrackUpdate:
 class FaceTracker:
     """Not thread-safe: one per stream."""
 
-    def __init__(self, detector: Detector, mesh_model: FaceMeshModel, detect_every: int = 5,
-                 fps: float = 30.0) -> None:
+    def __init__(
+        self, detector: Detector, mesh_model: FaceMeshModel, detect_every: int = 5, fps: float = 30.0
+    ) -> None:
         self.detector = detector
         self.mesh_model = mesh_model
         self.detect_every = max(1, int(detect_every))
@@ -118,9 +120,11 @@ class FaceTracker:
             alive = self._track(frame, t_now, [t for t in self.tracks if t not in alive], kept_alive, timings)
         self.tracks = alive
         faces = [TrackedFace(t.mesh, t.score) for t in alive if t.mesh is not None]
-        untracked = [] if found is None else [
-            f for f in found if not any(m.box_iou(t.bbox, f.bbox) > MATCH_IOU for t in alive)
-        ]
+        untracked = (
+            []
+            if found is None
+            else [f for f in found if not any(m.box_iou(t.bbox, f.bbox) > MATCH_IOU for t in alive)]
+        )
         self._untracked = untracked
         return TrackUpdate(faces, untracked, timings)
 
@@ -145,8 +149,14 @@ class FaceTracker:
         self.tracks = kept
         return found
 
-    def _track(self, frame: np.ndarray, t_now: float, tracks: list[Track], alive: list[Track],
-               timings: dict[str, float]) -> list[Track]:
+    def _track(
+        self,
+        frame: np.ndarray,
+        t_now: float,
+        tracks: list[Track],
+        alive: list[Track],
+        timings: dict[str, float],
+    ) -> list[Track]:
         """Run the mesh on ``tracks``; returns ``alive`` plus those still seeing a face, largest first."""
         start = time.perf_counter()
         alive = list(alive)

@@ -47,15 +47,25 @@ class Grid:
     def upsample(self, coarse: np.ndarray) -> np.ndarray:
         """Bilinear resample of a coarse-grid image to the full-resolution box."""
         inv = np.array([[1.0 / self.step, 0.0, 0.0], [0.0, 1.0 / self.step, 0.0]])
-        return cv2.warpAffine(coarse, inv, self.size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            coarse,
+            inv,
+            self.size,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
 
     def downsample(self, image: np.ndarray) -> np.ndarray:
         """Sample a full-resolution box image at the grid points (bilinear, no prefilter)."""
         fwd = np.array([[self.step, 0.0, 0.0], [0.0, self.step, 0.0]])
         rows, cols = self.shape
-        return cv2.warpAffine(image, fwd, (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            image,
+            fwd,
+            (cols, rows),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
 
 
 def face_grid(points: np.ndarray, frame_shape: tuple[int, ...], max_cells: int = 96) -> Grid | None:
@@ -116,7 +126,7 @@ def triangle_maps(
     counts = size[:, 0] * size[:, 1]
     tid = np.repeat(np.arange(len(keep), dtype=np.int32), counts)
     starts = np.cumsum(counts) - counts
-    local = (np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts.astype(np.int32), counts))
+    local = np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts.astype(np.int32), counts)
     width = size[tid, 0]
     row = local // width
     px = (lo[tid, 0] + local - row * width).astype(np.float32)
@@ -134,10 +144,14 @@ def triangle_maps(
 
 
 def warp_texture(
-    texture: np.ndarray, texture_mesh: np.ndarray, target_mesh: np.ndarray, triangles: np.ndarray,
+    texture: np.ndarray,
+    texture_mesh: np.ndarray,
+    target_mesh: np.ndarray,
+    triangles: np.ndarray,
     grid: Grid,
 ) -> np.ndarray:
     """The texture warped onto ``target_mesh`` over ``grid``'s box: (H, W, 3) uint8."""
     map_x, map_y = triangle_maps(grid.to_grid(target_mesh), texture_mesh, triangles, grid.shape)
-    return cv2.remap(texture, grid.upsample(map_x), grid.upsample(map_y), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        texture, grid.upsample(map_x), grid.upsample(map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )

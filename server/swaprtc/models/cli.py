@@ -112,8 +112,11 @@ def run_models(args: argparse.Namespace, settings: Settings) -> int:
     manifest = Manifest.load()
     progress = not args.json and sys.stderr.isatty()
     store = ModelStore(
-        settings.models_dir, settings.providers, manifest,
-        allow_download=args.action == "download", policy=DownloadPolicy(progress=progress),
+        settings.models_dir,
+        settings.providers,
+        manifest,
+        allow_download=args.action == "download",
+        policy=DownloadPolicy(progress=progress),
     )
     names, required = _names(args, manifest)
     if args.action == "list":

@@ -70,8 +70,14 @@ def download(
                 return dest
             except _Retryable as exc:
                 errors[url] = f"{exc} (after {attempt} attempt{'s' if attempt > 1 else ''})"
-                log.warning("download of %s from %s failed (attempt %d/%d): %s",
-                            dest.name, url, attempt, policy.retries, exc)
+                log.warning(
+                    "download of %s from %s failed (attempt %d/%d): %s",
+                    dest.name,
+                    url,
+                    attempt,
+                    policy.retries,
+                    exc,
+                )
                 if attempt < policy.retries:
                     sleep(delay)
                     delay = min(delay * 2, policy.max_backoff_s)
@@ -119,10 +125,19 @@ def _fetch_once(url: str, part: Path, *, size: int | None, policy: DownloadPolic
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else size
         try:
-            with open(part, mode) as out, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=label, disable=not policy.progress, leave=False,
-            ) as bar:
+            with (
+                open(part, mode) as out,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=label,
+                    disable=not policy.progress,
+                    leave=False,
+                ) as bar,
+            ):
                 while block := response.read(CHUNK):
                     out.write(block)
                     bar.update(len(block))

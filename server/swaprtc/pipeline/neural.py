@@ -155,11 +155,12 @@ class NeuralStream:
         timings["detect"] = (time.perf_counter() - t) * 1000
         chosen = faces if options.many_faces else faces[:1]
         # Faces left alone in one-face mode still show a real person: the caller hides them.
-        unswapped: list[Face] = list(faces[len(chosen):])
+        unswapped: list[Face] = list(faces[len(chosen) :])
         if not chosen:
             timings["total"] = (time.perf_counter() - t_start) * 1000
-            return SwapResult(frame=frame, faces=tuple(faces), swapped=0, timings_ms=timings,
-                              unswapped=tuple(unswapped))
+            return SwapResult(
+                frame=frame, faces=tuple(faces), swapped=0, timings_ms=timings, unswapped=tuple(unswapped)
+            )
 
         out = frame.copy()
         size = eng.swapper.size
@@ -191,5 +192,6 @@ class NeuralStream:
                 eng.enhancer.enhance_into(out, face.kps, options.enhance_blend)
             timings["enhance"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t_start) * 1000
-        return SwapResult(frame=out, faces=tuple(faces), swapped=len(done), timings_ms=timings,
-                          unswapped=tuple(unswapped))
+        return SwapResult(
+            frame=out, faces=tuple(faces), swapped=len(done), timings_ms=timings, unswapped=tuple(unswapped)
+        )

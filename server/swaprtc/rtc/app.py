@@ -113,14 +113,14 @@ async def offer(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise BadJsonError("the body must be JSON: {\"sdp\": ..., \"type\": \"offer\"}") from None
+        raise BadJsonError('the body must be JSON: {"sdp": ..., "type": "offer"}') from None
     if not isinstance(body, dict):
         raise BadJsonError("the body must be a JSON object")
     sdp, kind, session_id = body.get("sdp"), body.get("type"), body.get("session_id")
     if not isinstance(sdp, str) or not sdp.strip():
         raise BadOfferError("missing sdp")
     if kind != "offer":
-        raise BadOfferError("type must be \"offer\"")
+        raise BadOfferError('type must be "offer"')
     if session_id is not None and not isinstance(session_id, str):
         raise BadOfferError("session_id must be a string")
     manager = request.app[SESSIONS]
@@ -161,7 +161,7 @@ async def read_upload(request: web.Request, limit: int) -> bytes:
             await part.release()
     except (ValueError, AssertionError, RuntimeError) as exc:
         raise MissingImageError(f"the multipart body could not be read: {exc}") from None
-    raise MissingImageError("no multipart field named \"image\"")
+    raise MissingImageError('no multipart field named "image"')
 
 
 def source_response(source: SourceFace, image_size: tuple[int, int]) -> dict[str, Any]:
@@ -242,8 +242,11 @@ def create_app(
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
     policy = RtcPolicy(
-        ice_servers=tuple(ice_servers), codec=settings.codec.lower(), min_bitrate=settings.min_bitrate,
-        start_bitrate=settings.start_bitrate, max_bitrate=settings.max_bitrate,
+        ice_servers=tuple(ice_servers),
+        codec=settings.codec.lower(),
+        min_bitrate=settings.min_bitrate,
+        start_bitrate=settings.start_bitrate,
+        max_bitrate=settings.max_bitrate,
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
     )
     pool = InferencePool(settings.inference_threads)
@@ -302,8 +305,13 @@ def serve(settings: Settings) -> int:
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
     try:
         web.run_app(
-            app, host=settings.host, port=settings.port, ssl_context=ssl_context, print=None,
-            shutdown_timeout=5.0, handle_signals=True,
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_context=ssl_context,
+            print=None,
+            shutdown_timeout=5.0,
+            handle_signals=True,
         )
     except OSError as exc:
         raise SwapRTCError(

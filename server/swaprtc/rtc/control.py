@@ -54,8 +54,12 @@ def _settings(msg: dict[str, Any], options: SwapOptions, show_stats: bool) -> Co
                 problems.append(f"{key} must be true or false")
     if "strength" in msg:
         value = msg["strength"]
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
-                and 0.0 <= value <= 1.0:
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and 0.0 <= value <= 1.0
+        ):
             changes["strength"] = float(value)
         else:
             problems.append("strength must be a number from 0 to 1")

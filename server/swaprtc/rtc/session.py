@@ -205,8 +205,11 @@ class Session:
                 return "unused (no source, no connection)"
             if age > never_connected_s:
                 return "never connected"
-        if self.channel is not None and self.last_message_at is not None \
-                and now - self.last_message_at > idle_s:
+        if (
+            self.channel is not None
+            and self.last_message_at is not None
+            and now - self.last_message_at > idle_s
+        ):
             return "control channel silent"
         return None
 

@@ -70,7 +70,10 @@ def self_signed_context(host: str, days: int = 30) -> ssl.SSLContext:
     now = datetime.datetime.now(datetime.UTC)
     alt = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
@@ -83,9 +86,11 @@ def self_signed_context(host: str, days: int = 30) -> ssl.SSLContext:
         cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path.touch(mode=0o600)
-        key_path.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         context.load_cert_chain(str(cert_path), str(key_path))
     fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
     log.info("self-signed TLS certificate for %s; SHA-256 fingerprint %s", ", ".join(dns + ips), fingerprint)
