@@ -30,6 +30,7 @@ SERVE = [
     "session_idle_s",
     "swap_deadline_ms",
     "inference_threads",
+    "workers",
     "detect_every",
 ]
 
