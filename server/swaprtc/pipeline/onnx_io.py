@@ -10,7 +10,11 @@ import onnxruntime as ort
 # fp16 InSwapper choice (faster there, slower on a CPU) both ask this one list.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider")
 
-_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_TYPES: dict[str, type[np.floating]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 
 def numpy_dtype(arg: ort.NodeArg) -> type[np.floating]:
