@@ -63,11 +63,11 @@ def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, A
             raise ValueError(f"unsupported protobuf wire type {wire}")
 
 
-def _repeated_varints(buf: memoryview, wire: int, value: object) -> list[int]:
+def _repeated_varints(buf: memoryview, wire: int, value: Any) -> list[int]:
     """A repeated integer field: one varint (unpacked) or a length-delimited run (packed)."""
     if wire == 0:
-        return [int(value)]  # type: ignore[call-overload]
-    start, end = value  # type: ignore[misc]
+        return [int(value)]
+    start, end = value
     out: list[int] = []
     pos = start
     while pos < end:
@@ -86,12 +86,12 @@ def _tensor(buf: memoryview, start: int, end: int) -> np.ndarray:
         if field == _T_DIMS:
             dims.extend(_repeated_varints(buf, wire, value))
         elif field == _T_DATA_TYPE:
-            dtype_code = int(value)  # type: ignore[arg-type]
+            dtype_code = int(value)
         elif field == _T_RAW_DATA:
-            s, e = value  # type: ignore[misc]
+            s, e = value
             raw = bytes(buf[s:e])
         elif field in (_T_FLOAT_DATA, _T_DOUBLE_DATA):
-            s, e = value  # type: ignore[misc]
+            s, e = value
             floats.append(bytes(buf[s:e]))
         elif field == _T_INT32_DATA:
             ints.extend(_repeated_varints(buf, wire, value))
@@ -127,10 +127,10 @@ def _last_initializer(buf: memoryview) -> np.ndarray:
     last: tuple[int, int] | None = None
     for field, wire, value in _fields(buf, 0, len(buf)):
         if field == _MODEL_GRAPH and wire == 2:
-            gs, ge = value  # type: ignore[misc]
+            gs, ge = value
             for gfield, gwire, gvalue in _fields(buf, gs, ge):
                 if gfield == _GRAPH_INITIALIZER and gwire == 2:
-                    last = gvalue  # type: ignore[assignment]
+                    last = gvalue
     if last is None:
         raise ValueError("model has no graph initializers")
     return _tensor(buf, *last)
