@@ -311,7 +311,7 @@ class SessionManager:
         self.unused_s = unused_s
         self.sessions: dict[str, Session] = {}
         self._janitor: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[bool]] = set()
 
     def create(self) -> Session:
         if len(self.sessions) >= self.settings.max_sessions:
