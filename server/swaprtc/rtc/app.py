@@ -20,7 +20,7 @@ from swaprtc.engine import Engine
 from swaprtc.errors import SwapRTCError
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
-from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
+from swaprtc.rtc.sdp import codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
 from swaprtc.rtc.sources import (
     BadFaceIndexError,
@@ -335,7 +335,6 @@ def create_app(
 
 async def _on_startup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    apply_encoder_bitrates(settings)
     if settings.ice_loopback:
         enable_loopback_candidates()
     app[SESSIONS].start()

@@ -23,6 +23,7 @@ from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
+from swaprtc.rtc.encoders import Bitrates, use_realtime_encoder
 from swaprtc.rtc.ice import IceServer, rtc_configuration
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
 from swaprtc.rtc.sources import NamedSource, SourceBook, data_url
@@ -124,7 +125,13 @@ class Session:
                 self.track = SwapTrack(
                     track, self.engine, self.processor, self.control, self.pool, self.stats, **kwargs
                 )
-                pc.addTrack(self.track)
+                sender = pc.addTrack(self.track)
+                # Real-time encoder settings and this server's bitrate limits, for this sender only.
+                use_realtime_encoder(
+                    sender,
+                    policy.codec,
+                    Bitrates(policy.min_bitrate, policy.start_bitrate, policy.max_bitrate),
+                )
             else:
                 # Unused media still has to be drained: aiortc queues it without bound.
                 self._spawn(_drain(track))
