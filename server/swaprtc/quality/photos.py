@@ -107,6 +107,8 @@ def group_photos(detect: Detect, cache_dir: Path) -> list[QualityPhoto]:
     with zipfile.ZipFile(group_wheel(cache_dir)) as archive:
         data = np.frombuffer(archive.read(GROUP_WHEEL.member.path), np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode {GROUP_WHEEL.member.path} from the insightface wheel")
     faces = sorted(detect(image), key=lambda f: float(f.bbox[0]))
     if len(faces) != GROUP_FACES:
         raise ValueError(f"expected {GROUP_FACES} faces in the group photo, found {len(faces)}")
