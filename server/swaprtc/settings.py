@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec": ("vp8", "h264"),
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
 }
 
 
@@ -58,6 +59,7 @@ class Settings:
     inference_threads: int = 1
     detect_every: int = 5  # run the detector every N frames while tracking holds
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object per line, with the session id)
 
     def __post_init__(self) -> None:
         # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
