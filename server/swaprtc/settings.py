@@ -21,6 +21,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),
+    "io_binding": ("auto", "on", "off"),
+    "fp16": ("auto", "on", "off"),
 }
 
 
@@ -58,6 +60,15 @@ class Settings:
     swap_deadline_ms: int = 200
     inference_threads: int = 1
     detect_every: int = 5  # run the detector every N frames while tracking holds
+    # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
+    io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
+    cuda_graph: bool = True  # capture CUDA graphs for the fixed-shape models (swapper, enhancer)
+    fp16: str = "auto"  # InSwapper fp16: auto = only on a GPU provider AND if it matches fp32 at load
+    trt_cache: bool = True  # TensorRT engine + timing caches in <models_dir>/trt-cache
+    # Cross-session batching: requests from all sessions wait at most this long to share one call
+    # (0 = no scheduler, every call runs on its own).
+    batch_window_ms: float = 2.0
+    max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
     log_level: str = "info"
     log_format: str = "text"  # text | json (one object per line, with the session id)
 
@@ -79,9 +90,12 @@ class Settings:
             "inference_threads",
             "detect_every",
             "swap_deadline_ms",
+            "max_batch",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        if not 0 <= self.batch_window_ms <= 1000:
+            raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
         if self.session_idle_s <= 0:
             raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
         if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:

@@ -26,6 +26,8 @@ from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
 from swaprtc.embedded.warp import face_grid, warp_texture
 from swaprtc.errors import ModelError, NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
+from swaprtc.inference.runner import runner_providers
+from swaprtc.inference.sessions import RuntimeOptions, create_session
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
 
@@ -56,16 +58,9 @@ class SourceTexture:
 
 def make_session(model: Path | str | bytes, threads: int) -> ort.InferenceSession:
     """A CPU session: these models are small, so a GPU round trip would cost more than it saves."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    source = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types
-        label = "the converted face mesh model" if isinstance(model, bytes) else model
-        raise ModelError(f"onnxruntime could not load {label}: {exc}") from exc
+    label = "the converted face mesh model" if isinstance(model, bytes) else str(model)
+    options = RuntimeOptions(intra_op_threads=threads, inter_op_threads=1, sequential=True)
+    return create_session(model, options, label=label)
 
 
 def _sha256(path: Path) -> str:
@@ -161,7 +156,7 @@ class EmbeddedEngine:
                 "landmarks": f"{LANDMARK_MODEL} (MediaPipe face mesh, Apache-2.0, converted to ONNX)",
             },
             "providers": {
-                "detector": list(self.source_detector.session.get_providers()),
+                "detector": runner_providers(self.source_detector.runner),
                 "landmarks": list(self.mesh_model.session.get_providers()),
             },
             "threads": self.threads,

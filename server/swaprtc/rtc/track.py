@@ -95,7 +95,7 @@ def to_video_frame(bgr: np.ndarray, pts: int | None, time_base: Fraction = VIDEO
     h, w = bgr.shape[:2]
     if h % 2 or w % 2:
         bgr = bgr[: h - h % 2, : w - w % 2]
-    yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
+    yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
     frame = VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
     frame.pts = pts
     frame.time_base = time_base
@@ -153,6 +153,8 @@ class SwapTrack(MediaStreamTrack):
         try:
             while True:
                 frame = await self._source.recv()
+                if not isinstance(frame, VideoFrame):  # a video track yields only VideoFrames
+                    continue
                 self.stats.frames_in += 1
                 self.metrics.frames_in.inc()
                 self._mailbox.put(Arrival(frame, time.monotonic()))
