@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from swaprtc.engine import Casting, single_source
 from swaprtc.errors import NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
 from swaprtc.inference.runner import ModelRunner, describe_runner, runner_providers
@@ -101,14 +102,14 @@ class NeuralEngine:
     def detect(self, frame: np.ndarray) -> list[Face]:
         return self.detector.detect(check_frame(frame))
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         image = check_frame(image)
         faces = self.detector.detect(image)
         if not faces:
             raise NoFaceError(
                 "no face found in the source photo: use a clear, well-lit, front-facing photo of one face"
             )
-        face = faces[0]  # detectors return the largest first
+        face = face if face is not None else faces[0]  # detectors return the largest first
         embedding = self.embedder.embed(image, face.kps)
         identity = NeuralIdentity(embedding=embedding, latent=self.swapper.latent(embedding))
         return SourceFace(
@@ -121,6 +122,12 @@ class NeuralEngine:
 
     def open_stream(self) -> NeuralStream:
         return NeuralStream(self)
+
+
+def _identity(source: SourceFace) -> NeuralIdentity:
+    if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
+        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
+    return source.payload
 
 
 class NeuralStream:
@@ -138,22 +145,26 @@ class NeuralStream:
         source: SourceFace | None,
         options: SwapOptions,
         timestamp_s: float | None = None,
+        casting: Casting | None = None,
     ) -> SwapResult:
         """``timestamp_s`` is accepted for the FrameProcessor contract; nothing here depends on time."""
         t_start = time.perf_counter()
-        if source is None:
+        if source is None and casting is None:
             return SwapResult(frame=frame, faces=(), swapped=0, timings_ms={"total": 0.0})
-        if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
-            raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
         eng = self.engine
         timings = {"detect": 0.0, "align": 0.0, "swap": 0.0, "enhance": 0.0, "paste": 0.0}
 
         t = time.perf_counter()
         faces = eng.detector.detect(frame)
         timings["detect"] = (time.perf_counter() - t) * 1000
-        chosen = faces if options.many_faces else faces[:1]
-        # Faces left alone in one-face mode still show a real person: the caller hides them.
-        unswapped: list[Face] = list(faces[len(chosen) :])
+        if casting is not None:
+            # People are followed by identity, so a mapping survives someone leaving and returning.
+            choices = casting.choose(faces, options.many_faces, lambda f: eng.embedder.embed(frame, f.kps))
+        else:
+            choices = single_source(faces, source, options.many_faces)
+        chosen = [(f, s) for f, s in zip(faces, choices, strict=True) if s is not None]
+        # Faces left alone (one-face mode, unmapped) still show a real person: the caller hides them.
+        unswapped: list[Face] = [f for f, s in zip(faces, choices, strict=True) if s is None]
         if not chosen:
             timings["total"] = (time.perf_counter() - t_start) * 1000
             return SwapResult(
@@ -162,9 +173,9 @@ class NeuralStream:
 
         out = frame.copy()
         size = eng.swapper.size
-        identity: NeuralIdentity = source.payload
         done: list[Face] = []
-        for face in chosen:
+        for face, chosen_source in chosen:
+            identity = _identity(chosen_source)
             t = time.perf_counter()
             m = estimate_arcface(face.kps, size)
             crop = warp_crop(frame, m, size)
