@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import models_cache_dir
+from tests.conftest import models_cache_dir, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,15 +63,7 @@ def server_process(args: Sequence[str] = (), env: dict[str, str] | None = None) 
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start:\n{server.log()[-3000:]}") from None
-                time.sleep(0.2)
+        wait_listening(port, proc, log_path)
         yield server
     finally:
         if proc.poll() is None:

@@ -31,6 +31,7 @@ SERVE = [
     "session_idle_s",
     "swap_deadline_ms",
     "inference_threads",
+    "workers",
     "detect_every",
     *GPU,
 ]

@@ -59,6 +59,9 @@ class Settings:
     # Longest a frame waits for its swap before it goes out with faces hidden instead.
     swap_deadline_ms: int = 200
     inference_threads: int = 1
+    # Worker processes behind one public port: a number, or "auto" for the usable cores.
+    # "1" keeps everything in one process (docs/RTC.md, "Worker processes").
+    workers: str = "1"
     detect_every: int = 5  # run the detector every N frames while tracking holds
     # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
     io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
@@ -94,6 +97,7 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        self.worker_count()  # validates
         if not 0 <= self.batch_window_ms <= 1000:
             raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
         if self.session_idle_s <= 0:
@@ -107,6 +111,23 @@ class Settings:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("TLS needs both --tls-cert and --tls-key")
+
+    def worker_count(self) -> int:
+        """``workers`` resolved: ``auto`` is the cores this process may run on."""
+        text = self.workers.strip().lower()
+        if text == "auto":
+            return max(
+                1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            )
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise SettingsError(
+                f"invalid workers {self.workers!r} (--workers / SWAPRTC_WORKERS): a number >= 1 or auto"
+            )
+        return count
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

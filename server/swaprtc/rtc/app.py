@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from swaprtc.rtc.tls import tls_context
 from swaprtc.rtc.track import InferencePool
 from swaprtc.rtc.upload import MissingImageError, TooLargeError
 from swaprtc.settings import Settings
+from swaprtc.workers.memory import rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +301,7 @@ async def info(request: web.Request) -> web.Response:
             # What the page asks its encoder for (RTCRtpSender.setParameters maxBitrate, bps).
             "max_bitrate": settings.max_bitrate,
             "version": __version__,
+            "process": {"pid": os.getpid(), "rss_bytes": rss_bytes(os.getpid())},
         }
     )
 
@@ -360,9 +363,15 @@ def create_app(
     never_connected_s: float | None = None,
     unused_s: float | None = None,
     metrics: Metrics | None = None,
+    session_prefix: str = "",
+    front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole service around an injected engine (any ``swaprtc.engine.Engine``) and this
-    process's ``Metrics`` (a fresh one when not given)."""
+    process's ``Metrics`` (a fresh one when not given).
+
+    A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
+    takes the client address from the supervisor (``front_middlewares``, run first).
+    """
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
     policy = RtcPolicy(
@@ -384,14 +393,14 @@ def create_app(
     metrics.session_capacity.set(settings.max_sessions)
     metrics.inference_threads.set(pool.threads)
     app = web.Application(
-        middlewares=[metrics_middleware, errors_middleware],
+        middlewares=[*front_middlewares, metrics_middleware, errors_middleware],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[POOL] = pool
     app[METRICS] = metrics
-    app[SESSIONS] = SessionManager(engine, pool, settings, policy, metrics, **extra)
+    app[SESSIONS] = SessionManager(engine, pool, settings, policy, metrics, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
 
     app.router.add_post("/api/session", create_session)
@@ -429,8 +438,16 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session."""
+    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session.
+
+    With ``--workers`` > 1 a supervisor runs on the port instead, in front of worker processes.
+    """
     from swaprtc.factory import build_engine
+
+    if (count := settings.worker_count()) > 1:
+        from swaprtc.workers.supervisor import serve_supervised
+
+        return serve_supervised(settings, count)
 
     ssl_context = tls_context(settings)
     engine = build_engine(settings)
@@ -438,6 +455,11 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    return run_public(app, settings, ssl_context)
+
+
+def run_public(app: web.Application, settings: Settings, ssl_context: Any) -> int:
+    """Serve ``app`` on the public host and port until SIGINT/SIGTERM."""
     try:
         web.run_app(
             app,

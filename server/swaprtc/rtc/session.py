@@ -325,8 +325,12 @@ class SessionManager:
         *,
         never_connected_s: float = NEVER_CONNECTED_S,
         unused_s: float = UNUSED_S,
+        id_prefix: str = "",
     ) -> None:
         self.engine = engine
+        # A worker process names itself in every session id it makes, so the supervisor can route
+        # each request about the session to it (swaprtc.workers.routing).
+        self.id_prefix = id_prefix
         self.pool = pool
         self.settings = settings
         self.policy = policy
@@ -346,7 +350,9 @@ class SessionManager:
             raise TooManySessionsError(
                 f"the server is at its limit of {self.settings.max_sessions} sessions; try again later"
             )
-        session = Session(secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic(), self.metrics)
+        session = Session(
+            self.id_prefix + secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic(), self.metrics
+        )
         self.sessions[session.id] = session
         self._count()
         set_session(session.id)  # the rest of this request logs with the session's id
