@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=60, help="frames per measurement")
     bench.add_argument("--output", default=None, help="also write the JSON here")
     bench.add_argument("--suite", default="all", help="which measurements (comma separated)")
+    bench.add_argument("--pairs", type=int, default=None, help="quality: at most this many ordered pairs")
+    bench.add_argument("--photos", default=None, help="quality: only these photos (comma separated names)")
+    bench.add_argument(
+        "--repo-photos-only", action="store_true", help="quality: skip the group photo fetched with pip"
+    )
+    bench.add_argument("--sheet", default=None, help="quality: write the contact sheet PNG here")
     add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
     return parser
 
