@@ -31,6 +31,22 @@ SERVE = [
     "swap_deadline_ms",
     "inference_threads",
     "detect_every",
+    "token",
+    "allowed_origins",
+    "trusted_proxies",
+    "rate_session_per_min",
+    "rate_offer_per_min",
+    "rate_source_per_min",
+    "rate_burst",
+    "max_pending_sessions",
+    "max_pending_per_client",
+    "max_json_bytes",
+    "max_sdp_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "upload_threads",
+    "max_queued_uploads",
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -10,75 +9,41 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.multipart import BodyPartReader
-from aiohttp.web_protocol import RequestPayloadError
 
 from swaprtc import __version__
 from swaprtc.engine import Engine
 from swaprtc.errors import SwapRTCError
+from swaprtc.http.auth import token_middleware
+from swaprtc.http.body import MULTIPART_SLACK, BadJsonError, read_body, read_json, read_multipart_field
+from swaprtc.http.client_address import client_address
+from swaprtc.http.errors import errors_middleware
+from swaprtc.http.origin import origin_middleware
+from swaprtc.http.rate_limit import RateLimiter, rate_limit_middleware
+from swaprtc.http.security_headers import install_security_headers
+from swaprtc.http.server import HttpLimits, run_app
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
+from swaprtc.rtc.offer_check import check_size
 from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
 from swaprtc.rtc.tls import tls_context
 from swaprtc.rtc.track import InferencePool
-from swaprtc.rtc.upload import MissingImageError, TooLargeError, decode_image
+from swaprtc.rtc.upload import decode_image
+from swaprtc.rtc.upload_pool import UploadPool
 from swaprtc.settings import Settings
 from swaprtc.types import SourceFace
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = resource_path("web")
-MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the image
-CHUNK = 64 * 1024
+MAX_STATIC_PATH = 255  # longer names exist nowhere under web/; the OS would refuse them anyway
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 POOL = web.AppKey("pool", InferencePool)
+UPLOADS = web.AppKey("uploads", UploadPool)
 SESSIONS = web.AppKey("sessions", SessionManager)
 ICE_FOR_BROWSER = web.AppKey("ice_for_browser", list)
-
-
-class BadJsonError(SwapRTCError):
-    code = "bad_json"
-
-
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-# Raised by aiohttp while a handler reads a malformed body: a bad multipart part header
-# (InvalidHeader), a Content-Encoding the body does not match (ContentEncodingError, and
-# RequestPayloadError around it). The client's fault, not a server error.
-BAD_BODY_ERRORS = (HttpProcessingError, RequestPayloadError)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Errors as JSON: stable codes for expected ones, a bare 500 (logged here) for the rest."""
-    try:
-        return await handler(request)
-    except SwapRTCError as exc:
-        return json_error(exc.http_status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status >= 400 and request.path.startswith("/api/"):
-            return json_error(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
-        raise
-    except BAD_BODY_ERRORS as exc:
-        log.info("bad request body in %s %s: %r", request.method, request.path, exc)
-        response = json_error(
-            400, "bad_request", "the request body could not be read (malformed or wrongly encoded)"
-        )
-        # The rest of the body cannot be read either: close the connection instead of draining it.
-        response.force_close()
-        return response
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_error(500, "internal", "internal server error")
 
 
 def session_id_of(request: web.Request) -> str | None:
@@ -90,8 +55,12 @@ def engine_info(app: web.Application) -> dict[str, Any]:
 
 
 # --- handlers ------------------------------------------------------------------------------------
+def client_of(request: web.Request) -> str:
+    return client_address(request, request.app[SETTINGS].trusted_proxies)
+
+
 async def create_session(request: web.Request) -> web.Response:
-    session = request.app[SESSIONS].create()
+    session = request.app[SESSIONS].create(client_of(request))
     return web.json_response(
         {
             "session_id": session.id,
@@ -110,10 +79,8 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def offer(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadJsonError('the body must be JSON: {"sdp": ..., "type": "offer"}') from None
+    settings = request.app[SETTINGS]
+    body = await read_json(request, settings.max_json_bytes, settings.body_timeout_s)
     if not isinstance(body, dict):
         raise BadJsonError("the body must be a JSON object")
     sdp, kind, session_id = body.get("sdp"), body.get("type"), body.get("session_id")
@@ -121,11 +88,12 @@ async def offer(request: web.Request) -> web.Response:
         raise BadOfferError("missing sdp")
     if kind != "offer":
         raise BadOfferError('type must be "offer"')
+    check_size(sdp, settings.max_sdp_bytes)
     if session_id is not None and not isinstance(session_id, str):
         raise BadOfferError("session_id must be a string")
     manager = request.app[SESSIONS]
     created = session_id is None
-    session = manager.create() if created else manager.get(session_id)
+    session = manager.create(client_of(request)) if created else manager.get(session_id)
     try:
         answer = await manager.connect(session, sdp)
     except SwapRTCError:
@@ -135,33 +103,13 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
 
 
-async def read_limited(read_chunk: Any, limit: int) -> bytes:
-    data = bytearray()
-    while True:
-        chunk = await read_chunk(CHUNK)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            raise TooLargeError(f"the image is larger than the limit of {limit} bytes")
-
-
-async def read_upload(request: web.Request, limit: int) -> bytes:
-    multipart = request.content_type.startswith("multipart/")
-    length = request.content_length
-    if length is not None and length > limit + (MULTIPART_SLACK if multipart else 0):
-        raise TooLargeError(f"the upload ({length} bytes) is larger than the limit of {limit} bytes")
-    if not multipart:
-        return await read_limited(request.content.read, limit)
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and part.name == "image":
-                return await read_limited(part.read_chunk, limit)
-            await part.release()
-    except (ValueError, AssertionError, RuntimeError) as exc:
-        raise MissingImageError(f"the multipart body could not be read: {exc}") from None
-    raise MissingImageError('no multipart field named "image"')
+async def read_upload(request: web.Request, settings: Settings) -> bytes:
+    """The image bytes: a raw body or the multipart field ``image``; the whole body is capped."""
+    if request.content_type.startswith("multipart/"):
+        return await read_multipart_field(
+            request, "image", settings.max_upload_bytes, settings.body_timeout_s
+        )
+    return await read_body(request, settings.max_upload_bytes, settings.body_timeout_s)
 
 
 def source_response(source: SourceFace, image_size: tuple[int, int]) -> dict[str, Any]:
@@ -178,14 +126,17 @@ async def put_source(request: web.Request) -> web.Response:
     app = request.app
     session = app[SESSIONS].get(session_id_of(request))
     settings = app[SETTINGS]
-    data = await read_upload(request, settings.max_upload_bytes)
     engine = app[ENGINE]
+    uploads = app[UPLOADS]
+    with uploads.reserve():
+        data = await read_upload(request, settings)
 
-    def prepare() -> tuple[SourceFace, tuple[int, int]]:
-        image = decode_image(data, settings.max_upload_pixels)
-        return engine.prepare_source(image), (image.shape[1], image.shape[0])
+        def prepare() -> tuple[SourceFace, tuple[int, int]]:
+            image = decode_image(data, settings.max_upload_pixels)
+            return engine.prepare_source(image), (image.shape[1], image.shape[0])
 
-    source, size = await app[POOL].run(prepare)
+        # The upload threads, not the inference executor: uploads never delay live frames.
+        source, size = await uploads.run(prepare)
     if session.closed:
         raise UnknownSessionError("the session was closed during the upload")
     session.control.set_source(source)
@@ -220,8 +171,14 @@ def static_handler(web_dir: Path) -> Any:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         rel = request.match_info.get("path", "") or "index.html"
-        target = (root / rel).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        if "\x00" in rel or len(rel) > MAX_STATIC_PATH:
+            raise web.HTTPNotFound()
+        try:
+            target = (root / rel).resolve()
+            found = target.is_relative_to(root) and target.is_file()
+        except (OSError, ValueError):  # a name the file system rejects (too long, bad bytes)
+            found = False
+        if not found:
             raise web.HTTPNotFound()
         return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
 
@@ -229,6 +186,28 @@ def static_handler(web_dir: Path) -> Any:
 
 
 # --- app -----------------------------------------------------------------------------------------
+def access_middlewares(settings: Settings) -> list[Any]:
+    """Origin check, access token and per-client rate limits, in that order (after the JSON
+    errors middleware). The multi-worker supervisor puts the same ones in front of its workers."""
+    burst = settings.rate_burst
+    limits = {
+        ("POST", "/api/session"): RateLimiter(settings.rate_session_per_min, burst),
+        ("POST", "/api/offer"): RateLimiter(settings.rate_offer_per_min, burst),
+        ("POST", "/api/source"): RateLimiter(settings.rate_source_per_min, burst),
+    }
+    return [
+        origin_middleware(settings.allowed_origins),
+        token_middleware(settings.token),
+        rate_limit_middleware(limits, settings.trusted_proxies),
+    ]
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        head_timeout_s=settings.header_timeout_s, keepalive_timeout_s=settings.keepalive_timeout_s
+    )
+
+
 def create_app(
     settings: Settings,
     engine: Engine,
@@ -256,11 +235,14 @@ def create_app(
     if unused_s is not None:
         extra["unused_s"] = unused_s
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=settings.max_upload_bytes + MULTIPART_SLACK
+        middlewares=[errors_middleware, *access_middlewares(settings)],
+        client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
+    install_security_headers(app)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[POOL] = pool
+    app[UPLOADS] = UploadPool(settings.upload_threads, settings.max_queued_uploads)
     app[SESSIONS] = SessionManager(engine, pool, settings, policy, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
 
@@ -291,6 +273,7 @@ async def _on_startup(app: web.Application) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     await app[SESSIONS].close_all()
     app[POOL].shutdown()
+    app[UPLOADS].shutdown()
 
 
 def serve(settings: Settings) -> int:
@@ -304,15 +287,7 @@ def serve(settings: Settings) -> int:
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            ssl_context=ssl_context,
-            print=None,
-            shutdown_timeout=5.0,
-            handle_signals=True,
-        )
+        run_app(app, http_limits(settings), host=settings.host, port=settings.port, ssl_context=ssl_context)
     except OSError as exc:
         raise SwapRTCError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", code="listen_failed"
