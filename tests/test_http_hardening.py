@@ -21,7 +21,7 @@ from swaprtc.http.body import json_depth, parse_json
 from swaprtc.rtc.app import SESSIONS, create_app
 from swaprtc.rtc.upload import decode_image
 from swaprtc.settings import Settings
-from swaprtc.types import SourceFace
+from swaprtc.types import Face, SourceFace
 
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
 from tests.raw_http import host_port, request_bytes, send_raw
@@ -191,14 +191,14 @@ class RecordingEngine(PaintEngine):
         self.most = 0
         self.lock = threading.Lock()
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         with self.lock:
             self.threads.add(threading.current_thread().name)
             self.running += 1
             self.most = max(self.most, self.running)
         try:
             time.sleep(0.05)
-            return super().prepare_source(image)
+            return super().prepare_source(image, face)
         finally:
             with self.lock:
                 self.running -= 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -81,34 +82,59 @@ async def read_body(request: web.BaseRequest, limit: int, timeout_s: float) -> b
     return result
 
 
-async def _read_part(request: web.BaseRequest, name: str, budget: BodyBudget, part_limit: int) -> bytes:
+async def _read_form(
+    request: web.BaseRequest,
+    budget: BodyBudget,
+    file_field: str,
+    file_limit: int,
+    text_fields: Collection[str],
+    text_limit: int,
+) -> tuple[bytes, dict[str, str]]:
     reader = await request.multipart()
+    found: bytes | None = None
+    texts: dict[str, str] = {}
     while (part := await reader.next()) is not None:
-        # Every part is read through the budget, wanted or not: junk parts count too.
-        wanted = isinstance(part, BodyPartReader) and part.name == name
-        data = bytearray()
-        if isinstance(part, BodyPartReader):
-            while chunk := await part.read_chunk(CHUNK):
-                budget.check()
-                if wanted:
-                    data += chunk
-                    if len(data) > part_limit:
-                        raise BodyTooLargeError(f"the {name} is larger than the limit of {part_limit} bytes")
-        else:
+        if not isinstance(part, BodyPartReader):
             raise MissingPartError("nested multipart bodies are not supported")
-        if wanted:
-            return bytes(data)
-    raise MissingPartError(f'no multipart field named "{name}"')
+        if part.name == file_field and found is None:
+            keep, limit = True, file_limit
+        elif part.name in text_fields:
+            keep, limit = True, text_limit
+        else:
+            keep, limit = False, 0
+        data = bytearray()
+        # Every part is read through the budget, wanted or not: junk parts count too.
+        while chunk := await part.read_chunk(CHUNK):
+            budget.check()
+            if keep:
+                data += chunk
+                if len(data) > limit:
+                    raise BodyTooLargeError(f"the field {part.name} is larger than {limit} bytes")
+        if part.name == file_field and found is None:
+            found = bytes(data)
+        elif keep and part.name is not None:
+            texts[part.name] = data.decode("utf-8", "replace").strip()
+    if found is None:
+        raise MissingPartError(f'no multipart field named "{file_field}"')
+    return found, texts
 
 
-async def read_multipart_field(
-    request: web.BaseRequest, name: str, part_limit: int, timeout_s: float
-) -> bytes:
-    """The field ``name`` of a multipart body whose whole size is capped at ``part_limit`` plus
-    a little room for headers and boundaries."""
-    budget = BodyBudget(request, part_limit + MULTIPART_SLACK)
+async def read_multipart_form(
+    request: web.BaseRequest,
+    file_field: str,
+    file_limit: int,
+    timeout_s: float,
+    text_fields: Collection[str] = (),
+    text_limit: int = 64,
+) -> tuple[bytes, dict[str, str]]:
+    """The field ``file_field`` (at most ``file_limit`` bytes) and the small ``text_fields`` of a
+    multipart body. The WHOLE body is capped at ``file_limit`` plus a little room for headers,
+    boundaries and the text fields: unknown parts are read (and counted), never skipped free."""
+    budget = BodyBudget(request, file_limit + MULTIPART_SLACK)
     try:
-        result: bytes = await _with_deadline(_read_part(request, name, budget, part_limit), timeout_s)
+        result: tuple[bytes, dict[str, str]] = await _with_deadline(
+            _read_form(request, budget, file_field, file_limit, text_fields, text_limit), timeout_s
+        )
     except (ValueError, AssertionError, RuntimeError) as exc:
         raise MissingPartError(f"the multipart body could not be read: {exc}") from None
     return result

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from swaprtc import __version__
+from swaprtc.casting import DEFAULT_SOURCE
 from swaprtc.engine import Engine
 from swaprtc.errors import SwapRTCError
 from swaprtc.http.auth import token_middleware
-from swaprtc.http.body import MULTIPART_SLACK, BadJsonError, read_body, read_json, read_multipart_field
+from swaprtc.http.body import MULTIPART_SLACK as MULTIPART_SLACK
+from swaprtc.http.body import BadJsonError, read_body, read_json, read_multipart_form
 from swaprtc.http.client_address import client_address
-from swaprtc.http.errors import errors_middleware
+from swaprtc.http.errors import errors_middleware as errors_middleware
+from swaprtc.http.errors import json_error as json_error
 from swaprtc.http.origin import origin_middleware
 from swaprtc.http.rate_limit import RateLimiter, rate_limit_middleware
 from swaprtc.http.security_headers import install_security_headers
@@ -26,12 +29,19 @@ from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from swaprtc.rtc.offer_check import check_size
 from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
+from swaprtc.rtc.sources import (
+    BadFaceIndexError,
+    BadSourceNameError,
+    analyse_photo,
+    check_name,
+    parse_face_index,
+    repick,
+)
 from swaprtc.rtc.tls import tls_context
 from swaprtc.rtc.track import InferencePool
-from swaprtc.rtc.upload import decode_image
 from swaprtc.rtc.upload_pool import UploadPool
 from swaprtc.settings import Settings
-from swaprtc.types import SourceFace
+from swaprtc.workers.memory import rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +89,13 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def offer(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    body = await read_json(request, settings.max_json_bytes, settings.body_timeout_s)
-    if not isinstance(body, dict):
-        raise BadJsonError("the body must be a JSON object")
+    body = await json_object(request, '{"sdp": ..., "type": "offer"}')
     sdp, kind, session_id = body.get("sdp"), body.get("type"), body.get("session_id")
     if not isinstance(sdp, str) or not sdp.strip():
         raise BadOfferError("missing sdp")
     if kind != "offer":
         raise BadOfferError('type must be "offer"')
-    check_size(sdp, settings.max_sdp_bytes)
+    check_size(sdp, request.app[SETTINGS].max_sdp_bytes)
     if session_id is not None and not isinstance(session_id, str):
         raise BadOfferError("session_id must be a string")
     manager = request.app[SESSIONS]
@@ -103,51 +110,82 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
 
 
-async def read_upload(request: web.Request, settings: Settings) -> bytes:
-    """The image bytes: a raw body or the multipart field ``image``; the whole body is capped."""
-    if request.content_type.startswith("multipart/"):
-        return await read_multipart_field(
-            request, "image", settings.max_upload_bytes, settings.body_timeout_s
-        )
-    return await read_body(request, settings.max_upload_bytes, settings.body_timeout_s)
+FORM_FIELDS = ("face", "name")  # small text fields allowed beside the image in a multipart upload
+FORM_FIELD_LIMIT = 64
 
 
-def source_response(source: SourceFace, image_size: tuple[int, int]) -> dict[str, Any]:
-    return {
-        "faces_found": source.faces_found,
-        "box": [round(float(v), 1) for v in source.face.bbox[:4]],
-        "image_size": list(image_size),
-        "thumbnail": "data:image/jpeg;base64," + base64.b64encode(source.thumbnail_jpeg).decode("ascii"),
-        "warning": "several_faces" if source.faces_found > 1 else None,
-    }
+async def read_upload(request: web.Request, settings: Settings) -> tuple[bytes, dict[str, str]]:
+    """The image bytes and the form fields ``face``/``name`` (multipart), else the query's; the
+    whole body is capped, every multipart part counted."""
+    fields = {k: request.query[k] for k in FORM_FIELDS if k in request.query}
+    limit, timeout_s = settings.max_upload_bytes, settings.body_timeout_s
+    if not request.content_type.startswith("multipart/"):
+        return await read_body(request, limit, timeout_s), fields
+    image, texts = await read_multipart_form(
+        request, "image", limit, timeout_s, FORM_FIELDS, FORM_FIELD_LIMIT
+    )
+    return image, {**fields, **texts}
+
+
+def live_session(request: web.Request) -> Session:
+    return request.app[SESSIONS].get(session_id_of(request))
 
 
 async def put_source(request: web.Request) -> web.Response:
     app = request.app
-    session = app[SESSIONS].get(session_id_of(request))
+    session = live_session(request)
     settings = app[SETTINGS]
-    engine = app[ENGINE]
     uploads = app[UPLOADS]
     with uploads.reserve():
-        data = await read_upload(request, settings)
-
-        def prepare() -> tuple[SourceFace, tuple[int, int]]:
-            image = decode_image(data, settings.max_upload_pixels)
-            return engine.prepare_source(image), (image.shape[1], image.shape[0])
-
+        data, fields = await read_upload(request, settings)
+        name = check_name(fields.get("name") or DEFAULT_SOURCE)
+        face = parse_face_index(fields.get("face"))
+        session.sources.check_room(name)
         # The upload threads, not the inference executor: uploads never delay live frames.
-        source, size = await uploads.run(prepare)
+        entry = await uploads.run(analyse_photo, app[ENGINE], name, data, settings.max_upload_pixels, face)
     if session.closed:
         raise UnknownSessionError("the session was closed during the upload")
-    session.control.set_source(source)
-    log.info("session %s: source set (%d face(s) in the photo)", session.id[:8], source.faces_found)
-    return web.json_response(source_response(source, size))
+    session.put_source(entry)
+    log.info("session %s: source set (%d face(s) in the photo)", session.id[:8], len(entry.faces))
+    return web.json_response(entry.response())
+
+
+async def select_source(request: web.Request) -> web.Response:
+    app = request.app
+    session = live_session(request)
+    body = await json_object(request, '{"name": "default", "face": 0}')
+    name = body.get("name", DEFAULT_SOURCE)
+    if not isinstance(name, str):
+        raise BadSourceNameError("name must be a string")
+    face = parse_face_index(body.get("face"))
+    if face is None:
+        raise BadFaceIndexError("face is required: the index of a face in the source's photo")
+    entry = session.sources.get(check_name(name))
+    with app[UPLOADS].reserve():  # decodes the kept photo again
+        picked = await app[UPLOADS].run(repick, app[ENGINE], entry, face, app[SETTINGS].max_upload_pixels)
+    if session.closed:
+        raise UnknownSessionError("the session was closed while the face was prepared")
+    session.put_source(picked)
+    return web.json_response(picked.response())
+
+
+async def list_sources(request: web.Request) -> web.Response:
+    return web.json_response(live_session(request).sources_json())
 
 
 async def delete_source(request: web.Request) -> web.Response:
-    session: Session = request.app[SESSIONS].get(session_id_of(request))
-    session.control.set_source(None)
+    session = live_session(request)
+    name = request.query.get("name")
+    session.remove_source(check_name(name) if name is not None else None)
     return web.json_response({"ok": True})
+
+
+async def json_object(request: web.Request, example: str) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    body = await read_json(request, settings.max_json_bytes, settings.body_timeout_s)
+    if not isinstance(body, dict):
+        raise BadJsonError(f"the body must be a JSON object: {example}")
+    return body
 
 
 async def info(request: web.Request) -> web.Response:
@@ -158,6 +196,7 @@ async def info(request: web.Request) -> web.Response:
             "ice_servers": request.app[ICE_FOR_BROWSER],
             "codec": settings.codec.lower(),
             "version": __version__,
+            "process": {"pid": os.getpid(), "rss_bytes": rss_bytes(os.getpid())},
         }
     )
 
@@ -216,8 +255,14 @@ def create_app(
     deadline_s: float | None = None,
     never_connected_s: float | None = None,
     unused_s: float | None = None,
+    session_prefix: str = "",
+    front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
-    """The whole service around an injected engine (any ``swaprtc.engine.Engine``)."""
+    """The whole service around an injected engine (any ``swaprtc.engine.Engine``).
+
+    A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
+    takes the client address from the supervisor (``front_middlewares``, run first).
+    """
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
     policy = RtcPolicy(
@@ -235,7 +280,7 @@ def create_app(
     if unused_s is not None:
         extra["unused_s"] = unused_s
     app = web.Application(
-        middlewares=[errors_middleware, *access_middlewares(settings)],
+        middlewares=[*front_middlewares, errors_middleware, *access_middlewares(settings)],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
     install_security_headers(app)
@@ -243,7 +288,7 @@ def create_app(
     app[ENGINE] = engine
     app[POOL] = pool
     app[UPLOADS] = UploadPool(settings.upload_threads, settings.max_queued_uploads)
-    app[SESSIONS] = SessionManager(engine, pool, settings, policy, **extra)
+    app[SESSIONS] = SessionManager(engine, pool, settings, policy, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
 
     app.router.add_post("/api/session", create_session)
@@ -251,6 +296,8 @@ def create_app(
     app.router.add_post("/api/offer", offer)
     app.router.add_post("/api/source", put_source)
     app.router.add_delete("/api/source", delete_source)
+    app.router.add_post("/api/source/select", select_source)
+    app.router.add_get("/api/sources", list_sources)
     app.router.add_get("/api/info", info)
     app.router.add_get("/api/health", health)
     serve_static = static_handler(web_dir)
@@ -277,8 +324,16 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session."""
+    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session.
+
+    With ``--workers`` > 1 a supervisor runs on the port instead, in front of worker processes.
+    """
     from swaprtc.factory import build_engine
+
+    if (count := settings.worker_count()) > 1:
+        from swaprtc.workers.supervisor import serve_supervised
+
+        return serve_supervised(settings, count)
 
     ssl_context = tls_context(settings)
     engine = build_engine(settings)
@@ -286,6 +341,11 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    return run_public(app, settings, ssl_context)
+
+
+def run_public(app: web.Application, settings: Settings, ssl_context: Any) -> int:
+    """Serve ``app`` on the public host and port until SIGINT/SIGTERM."""
     try:
         run_app(app, http_limits(settings), host=settings.host, port=settings.port, ssl_context=ssl_context)
     except OSError as exc:
