@@ -20,6 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec": ("vp8", "h264"),
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
     "io_binding": ("auto", "on", "off"),
     "fp16": ("auto", "on", "off"),
 }
@@ -72,6 +73,7 @@ class Settings:
     batch_window_ms: float = 2.0
     max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object per line, with the session id)
     # Access and abuse (docs/API.md, "Limits and access")
     token: str | None = None  # required by every API call when set
     allowed_origins: tuple[str, ...] = ()  # page origins besides the server's own (reverse proxies)

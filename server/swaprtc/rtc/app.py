@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,12 +19,15 @@ from swaprtc.http.auth import token_middleware
 from swaprtc.http.body import MULTIPART_SLACK as MULTIPART_SLACK
 from swaprtc.http.body import BadJsonError, read_body, read_json, read_multipart_form
 from swaprtc.http.client_address import client_address
+from swaprtc.http.errors import BAD_BODY_ERRORS
 from swaprtc.http.errors import errors_middleware as errors_middleware
 from swaprtc.http.errors import json_error as json_error
 from swaprtc.http.origin import origin_middleware
 from swaprtc.http.rate_limit import RateLimiter, rate_limit_middleware
 from swaprtc.http.security_headers import install_security_headers
 from swaprtc.http.server import HttpLimits, run_app
+from swaprtc.observability.logs import session_context
+from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from swaprtc.rtc.offer_check import check_size
@@ -54,6 +58,36 @@ POOL = web.AppKey("pool", InferencePool)
 UPLOADS = web.AppKey("uploads", UploadPool)
 SESSIONS = web.AppKey("sessions", SessionManager)
 ICE_FOR_BROWSER = web.AppKey("ice_for_browser", list)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def route_label(request: web.Request) -> str:
+    """The route template (``/api/session``, ``static``), never the raw path: bounded cardinality."""
+    route = request.match_info.route
+    if route.resource is None:
+        return "unmatched"
+    return route.name or route.resource.canonical
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count every request by route template, method and the status it got."""
+    status = 500
+    try:
+        # Each request starts with no session in its log context (a keep-alive connection runs
+        # its requests in one task); handlers set it once they know the session.
+        with session_context(None):
+            response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away before an answer
+        raise
+    finally:
+        request.app[METRICS].http_request(route_label(request), request.method, status)
 
 
 def session_id_of(request: web.Request) -> str | None:
@@ -82,10 +116,13 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    manager = request.app[SESSIONS]
-    session = manager.get(session_id_of(request))
-    await manager.remove(session.id, "deleted by the client")
-    return web.json_response({"ok": True})
+    """Idempotent: the server ends a session by itself when its peer connection closes, so the
+    page's DELETE after Stop often finds it gone already; that is success too ("gone": true)."""
+    session_id = session_id_of(request)
+    if not session_id:
+        raise UnknownSessionError("no session given (X-Session-Id header or ?session=)")
+    removed = await request.app[SESSIONS].remove(session_id, "client")
+    return web.json_response({"ok": True} if removed else {"ok": True, "gone": True})
 
 
 async def offer(request: web.Request) -> web.Response:
@@ -105,7 +142,7 @@ async def offer(request: web.Request) -> web.Response:
         answer = await manager.connect(session, sdp)
     except SwapRTCError:
         if created:
-            await manager.remove(session.id, "offer rejected")
+            await manager.remove(session.id, "offer_rejected")
         raise
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
 
@@ -132,6 +169,20 @@ def live_session(request: web.Request) -> Session:
 
 
 async def put_source(request: web.Request) -> web.Response:
+    uploads = request.app[METRICS].uploads
+    try:
+        response = await _put_source(request)
+    except SwapRTCError as exc:
+        uploads.labels(exc.code).inc()
+        raise
+    except BAD_BODY_ERRORS:
+        uploads.labels("bad_request").inc()
+        raise
+    uploads.labels("ok").inc()
+    return response
+
+
+async def _put_source(request: web.Request) -> web.Response:
     app = request.app
     session = live_session(request)
     settings = app[SETTINGS]
@@ -195,6 +246,8 @@ async def info(request: web.Request) -> web.Response:
             "engine": engine_info(request.app),
             "ice_servers": request.app[ICE_FOR_BROWSER],
             "codec": settings.codec.lower(),
+            # What the page asks its encoder for (RTCRtpSender.setParameters maxBitrate, bps).
+            "max_bitrate": settings.max_bitrate,
             "version": __version__,
             "process": {"pid": os.getpid(), "rss_bytes": rss_bytes(os.getpid())},
         }
@@ -203,6 +256,36 @@ async def info(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "sessions": len(request.app[SESSIONS].sessions)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers HTTP. Nothing else is checked (a full server is alive)."""
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: models loaded (the engine exists before the app does), not shutting down, and a
+    free session slot. 503 otherwise, so a load balancer sends new users elsewhere."""
+    manager = request.app[SESSIONS]
+    body: dict[str, Any] = {
+        "ready": True,
+        "engine": request.app[ENGINE].name,
+        "sessions": len(manager.sessions),
+        "max_sessions": manager.settings.max_sessions,
+    }
+    reason = "shutting_down" if manager.closing else None if manager.has_capacity() else "full"
+    if reason is None:
+        return web.json_response(body)
+    body["ready"] = False
+    body["error"] = {
+        "code": reason,
+        "message": "the server is shutting down" if manager.closing else "every session slot is taken",
+    }
+    return web.json_response(body, status=503, headers={"Retry-After": "5"})
+
+
+async def serve_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def static_handler(web_dir: Path) -> Any:
@@ -255,10 +338,12 @@ def create_app(
     deadline_s: float | None = None,
     never_connected_s: float | None = None,
     unused_s: float | None = None,
+    metrics: Metrics | None = None,
     session_prefix: str = "",
     front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
-    """The whole service around an injected engine (any ``swaprtc.engine.Engine``).
+    """The whole service around an injected engine (any ``swaprtc.engine.Engine``) and this
+    process's ``Metrics`` (a fresh one when not given).
 
     A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
     takes the client address from the supervisor (``front_middlewares``, run first).
@@ -279,8 +364,17 @@ def create_app(
         extra["never_connected_s"] = never_connected_s
     if unused_s is not None:
         extra["unused_s"] = unused_s
+    metrics = metrics if metrics is not None else Metrics()
+    metrics.describe_engine(__version__, engine.describe())
+    metrics.session_capacity.set(settings.max_sessions)
+    metrics.inference_threads.set(pool.threads)
     app = web.Application(
-        middlewares=[*front_middlewares, errors_middleware, *access_middlewares(settings)],
+        middlewares=[
+            *front_middlewares,
+            metrics_middleware,
+            errors_middleware,
+            *access_middlewares(settings),
+        ],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
     install_security_headers(app)
@@ -288,7 +382,8 @@ def create_app(
     app[ENGINE] = engine
     app[POOL] = pool
     app[UPLOADS] = UploadPool(settings.upload_threads, settings.max_queued_uploads)
-    app[SESSIONS] = SessionManager(engine, pool, settings, policy, id_prefix=session_prefix, **extra)
+    app[METRICS] = metrics
+    app[SESSIONS] = SessionManager(engine, pool, settings, policy, metrics, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
 
     app.router.add_post("/api/session", create_session)
@@ -300,9 +395,12 @@ def create_app(
     app.router.add_get("/api/sources", list_sources)
     app.router.add_get("/api/info", info)
     app.router.add_get("/api/health", health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", serve_metrics)
     serve_static = static_handler(web_dir)
-    app.router.add_get("/", serve_static)
-    app.router.add_get("/{path:(?!api/).+}", serve_static)
+    app.router.add_get("/", serve_static, name="static")
+    app.router.add_get("/{path:(?!api/).+}", serve_static, name="static_file")
 
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
