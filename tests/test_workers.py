@@ -44,7 +44,14 @@ def pid_exists(pid: int) -> bool:
 def supervisor(tmp_path: Path, face_landmark_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     sockets = tmp_path / "tmp"  # TMPDIR: where the supervisor puts its private socket folder
     sockets.mkdir()
-    env = {"TMPDIR": str(sockets), "SWAPRTC_WORKERS": "2", "SWAPRTC_MAX_SESSIONS": "3"}
+    env = {
+        "TMPDIR": str(sockets),
+        "SWAPRTC_WORKERS": "2",
+        "SWAPRTC_MAX_SESSIONS": "3",
+        # Six POST /api/session per client, then (almost) no refill: the test makes exactly seven.
+        "SWAPRTC_RATE_BURST": "6",
+        "SWAPRTC_RATE_SESSION_PER_MIN": "0.001",
+    }
     with server_process(env=env) as server:
         yield server, sockets
 
@@ -138,6 +145,14 @@ async def test_two_workers_route_restart_and_drain(
         status, fresh = await get_json(http, f"{base}/api/session", method="POST")
         assert status == 201 and worker_of(fresh["session_id"]) == worker_of(a.session_id)
         assert await frames_during(b, 1.0) >= 5
+
+        # Rate limits are global: the supervisor counts every POST /api/session of this client (the
+        # seventh is refused before admission, which would otherwise answer 503 over_capacity);
+        # each worker alone has seen only some of them.
+        status, _ = await get_json(http, f"{base}/api/session", method="POST")
+        assert status == 201
+        async with http.post(f"{base}/api/session") as resp:
+            assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
 
         # SIGTERM drains both workers: b's session is closed by its worker, everything exits.
         pids = [w["pid"] for w in info["workers"]]

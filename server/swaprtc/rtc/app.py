@@ -340,13 +340,11 @@ def create_app(
     unused_s: float | None = None,
     metrics: Metrics | None = None,
     session_prefix: str = "",
-    front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole service around an injected engine (any ``swaprtc.engine.Engine``) and this
     process's ``Metrics`` (a fresh one when not given).
 
-    A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
-    takes the client address from the supervisor (``front_middlewares``, run first).
+    A worker process behind the supervisor passes its ``session_prefix`` (swaprtc.workers).
     """
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
@@ -370,7 +368,6 @@ def create_app(
     metrics.inference_threads.set(pool.threads)
     app = web.Application(
         middlewares=[
-            *front_middlewares,
             metrics_middleware,
             errors_middleware,
             *access_middlewares(settings),
