@@ -76,8 +76,9 @@ async def _admit(request: web.Request, body: bytes) -> web.Response:
 
 
 async def route(request: web.Request) -> web.StreamResponse:
-    pool, settings = request.app[POOL], request.app[SETTINGS]
-    body = await read_body(request, settings.max_upload_bytes + MULTIPART_SLACK, settings.body_timeout_s)
+    pool = request.app[POOL]
+    # Capped like client_max_size, and a slow sender is cut off (408) instead of holding on.
+    body = await read_body(request, request.client_max_size, request.app[SETTINGS].body_timeout_s)
     session_id = request_session_id(request, body)
     if creates_session(request, session_id):
         return await _admit(request, body)
@@ -146,7 +147,7 @@ async def metrics(request: web.Request) -> web.Response:
 def create_supervisor_app(settings: Settings, pool: WorkerPool) -> web.Application:
     """The same checks as one process, in front of the workers (so rate limits and admission are
     global): JSON errors, Origin allow-list, token, per-client rate limits, body limits, security
-    headers. Workers apply them again behind it, with the client address the supervisor saw."""
+    headers. Workers let through what arrives from here over their private sockets."""
     app = web.Application(
         middlewares=[errors_middleware, *access_middlewares(settings)],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
