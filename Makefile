@@ -18,9 +18,10 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check server tests tools
+	$(BIN)/ruff format --check server tests tools
+	$(BIN)/mypy
 
-test: $(STAMP)
-	$(BIN)/ruff check server tests tools
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -27,7 +27,7 @@ from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.rtc.app import SESSIONS, create_app
 from swaprtc.settings import Settings
 
-from tests.conftest import models_cache_dir
+from tests.conftest import models_cache_dir, wait_listening
 from tests.engine_doubles import PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import (
     STRIP_ROWS,
@@ -119,16 +119,7 @@ def server_process(
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    wait_listening(port, proc, log_path)
     yield base, proc, log_path
     if proc.poll() is None:
         proc.kill()

@@ -71,7 +71,8 @@ def bench_frame_io(frames: int) -> dict[str, Any]:
             return VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
 
         def via_i420(img: np.ndarray = img) -> object:
-            return VideoFrame.from_numpy_buffer(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+            yuv = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+            return VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
 
         s = side_by_side({"bgr24_then_reformat": via_bgr24, "i420_from_numpy_buffer": via_i420}, frames)
         a, b = summary(s["bgr24_then_reformat"]), summary(s["i420_from_numpy_buffer"])
@@ -164,15 +165,21 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
         m = estimate_arcface(face.kps, 128)
         aligned = warp_crop(frame, m, 128)
         swapped = 255 - aligned
-        s = side_by_side(
-            {
-                "crop_region": lambda frame=frame, swapped=swapped, m=m: paste_back(frame, swapped, m),
-                "insightface_reference": lambda frame=frame, swapped=swapped, aligned=aligned, m=m: (
-                    paste_back_reference(frame, swapped, aligned, m)
-                ),
-            },
-            frames,
-        )
+
+        def crop_region(
+            frame: np.ndarray = frame, swapped: np.ndarray = swapped, m: np.ndarray = m
+        ) -> np.ndarray:
+            return paste_back(frame, swapped, m)
+
+        def insightface_reference(
+            frame: np.ndarray = frame,
+            swapped: np.ndarray = swapped,
+            aligned: np.ndarray = aligned,
+            m: np.ndarray = m,
+        ) -> np.ndarray:
+            return paste_back_reference(frame, swapped, aligned, m)
+
+        s = side_by_side({"crop_region": crop_region, "insightface_reference": insightface_reference}, frames)
         ours, ref = summary(s["crop_region"]), summary(s["insightface_reference"])
         result[label] = {
             "face_height_px": round(face.height),

@@ -12,6 +12,7 @@ from swaprtc.errors import SwapRTCError
 from swaprtc.settings import Settings, add_settings_flags
 
 COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log_level"]
+GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",
     "port",
@@ -30,7 +31,9 @@ SERVE = [
     "session_idle_s",
     "swap_deadline_ms",
     "inference_threads",
+    "workers",
     "detect_every",
+    *GPU,
 ]
 
 
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_settings_flags(swap, [*COMMON, "detect_every"])
+    add_settings_flags(swap, [*COMMON, "detect_every", *GPU])
 
     models = sub.add_parser("models", help="list, download and verify models")
     models.add_argument("action", choices=["list", "download", "verify"])
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=60, help="frames per measurement")
     bench.add_argument("--output", default=None, help="also write the JSON here")
     bench.add_argument("--suite", default="all", help="which measurements (comma separated)")
-    add_settings_flags(bench, [*COMMON, "detect_every"])
+    add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
     return parser
 
 

@@ -20,6 +20,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec": ("vp8", "h264"),
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
+    "io_binding": ("auto", "on", "off"),
+    "fp16": ("auto", "on", "off"),
 }
 
 
@@ -56,7 +58,19 @@ class Settings:
     # Longest a frame waits for its swap before it goes out with faces hidden instead.
     swap_deadline_ms: int = 200
     inference_threads: int = 1
+    # Worker processes behind one public port: a number, or "auto" for the usable cores.
+    # "1" keeps everything in one process (docs/RTC.md, "Worker processes").
+    workers: str = "1"
     detect_every: int = 5  # run the detector every N frames while tracking holds
+    # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
+    io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
+    cuda_graph: bool = True  # capture CUDA graphs for the fixed-shape models (swapper, enhancer)
+    fp16: str = "auto"  # InSwapper fp16: auto = only on a GPU provider AND if it matches fp32 at load
+    trt_cache: bool = True  # TensorRT engine + timing caches in <models_dir>/trt-cache
+    # Cross-session batching: requests from all sessions wait at most this long to share one call
+    # (0 = no scheduler, every call runs on its own).
+    batch_window_ms: float = 2.0
+    max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -77,9 +91,13 @@ class Settings:
             "inference_threads",
             "detect_every",
             "swap_deadline_ms",
+            "max_batch",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        self.worker_count()  # validates
+        if not 0 <= self.batch_window_ms <= 1000:
+            raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
         if self.session_idle_s <= 0:
             raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
         if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:
@@ -91,6 +109,23 @@ class Settings:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("TLS needs both --tls-cert and --tls-key")
+
+    def worker_count(self) -> int:
+        """``workers`` resolved: ``auto`` is the cores this process may run on."""
+        text = self.workers.strip().lower()
+        if text == "auto":
+            return max(
+                1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            )
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise SettingsError(
+                f"invalid workers {self.workers!r} (--workers / SWAPRTC_WORKERS): a number >= 1 or auto"
+            )
+        return count
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,26 @@ from aiohttp.multipart import BodyPartReader
 from aiohttp.web_protocol import RequestPayloadError
 
 from swaprtc import __version__
+from swaprtc.casting import DEFAULT_SOURCE
 from swaprtc.engine import Engine
 from swaprtc.errors import SwapRTCError
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
+from swaprtc.rtc.sources import (
+    BadFaceIndexError,
+    BadSourceNameError,
+    analyse_photo,
+    check_name,
+    parse_face_index,
+    repick,
+)
 from swaprtc.rtc.tls import tls_context
 from swaprtc.rtc.track import InferencePool
-from swaprtc.rtc.upload import MissingImageError, TooLargeError, decode_image
+from swaprtc.rtc.upload import MissingImageError, TooLargeError
 from swaprtc.settings import Settings
-from swaprtc.types import SourceFace
+from swaprtc.workers.memory import rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +119,7 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def offer(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadJsonError('the body must be JSON: {"sdp": ..., "type": "offer"}') from None
-    if not isinstance(body, dict):
-        raise BadJsonError("the body must be a JSON object")
+    body = await json_object(request, '{"sdp": ..., "type": "offer"}')
     sdp, kind, session_id = body.get("sdp"), body.get("type"), body.get("session_id")
     if not isinstance(sdp, str) or not sdp.strip():
         raise BadOfferError("missing sdp")
@@ -146,57 +150,96 @@ async def read_limited(read_chunk: Any, limit: int) -> bytes:
             raise TooLargeError(f"the image is larger than the limit of {limit} bytes")
 
 
-async def read_upload(request: web.Request, limit: int) -> bytes:
+FORM_FIELDS = ("face", "name")  # small text fields allowed beside the image in a multipart upload
+FORM_FIELD_LIMIT = 64
+
+
+async def read_upload(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
+    """The image bytes and the form fields ``face``/``name`` (multipart), else the query's."""
+    fields = {k: request.query[k] for k in FORM_FIELDS if k in request.query}
     multipart = request.content_type.startswith("multipart/")
     length = request.content_length
     if length is not None and length > limit + (MULTIPART_SLACK if multipart else 0):
         raise TooLargeError(f"the upload ({length} bytes) is larger than the limit of {limit} bytes")
     if not multipart:
-        return await read_limited(request.content.read, limit)
+        return await read_limited(request.content.read, limit), fields
+    image: bytes | None = None
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and part.name == "image":
-                return await read_limited(part.read_chunk, limit)
-            await part.release()
+            if isinstance(part, BodyPartReader) and part.name == "image" and image is None:
+                image = await read_limited(part.read_chunk, limit)
+            elif isinstance(part, BodyPartReader) and part.name in FORM_FIELDS:
+                raw = await read_limited(part.read_chunk, FORM_FIELD_LIMIT)
+                fields[part.name] = raw.decode("utf-8", "replace").strip()
+            else:
+                await part.release()
+    except TooLargeError as exc:
+        raise exc
     except (ValueError, AssertionError, RuntimeError) as exc:
         raise MissingImageError(f"the multipart body could not be read: {exc}") from None
-    raise MissingImageError('no multipart field named "image"')
+    if image is None:
+        raise MissingImageError('no multipart field named "image"')
+    return image, fields
 
 
-def source_response(source: SourceFace, image_size: tuple[int, int]) -> dict[str, Any]:
-    return {
-        "faces_found": source.faces_found,
-        "box": [round(float(v), 1) for v in source.face.bbox[:4]],
-        "image_size": list(image_size),
-        "thumbnail": "data:image/jpeg;base64," + base64.b64encode(source.thumbnail_jpeg).decode("ascii"),
-        "warning": "several_faces" if source.faces_found > 1 else None,
-    }
+def live_session(request: web.Request) -> Session:
+    return request.app[SESSIONS].get(session_id_of(request))
 
 
 async def put_source(request: web.Request) -> web.Response:
     app = request.app
-    session = app[SESSIONS].get(session_id_of(request))
+    session = live_session(request)
     settings = app[SETTINGS]
-    data = await read_upload(request, settings.max_upload_bytes)
-    engine = app[ENGINE]
-
-    def prepare() -> tuple[SourceFace, tuple[int, int]]:
-        image = decode_image(data, settings.max_upload_pixels)
-        return engine.prepare_source(image), (image.shape[1], image.shape[0])
-
-    source, size = await app[POOL].run(prepare)
+    data, fields = await read_upload(request, settings.max_upload_bytes)
+    name = check_name(fields.get("name") or DEFAULT_SOURCE)
+    face = parse_face_index(fields.get("face"))
+    session.sources.check_room(name)
+    entry = await app[POOL].run(analyse_photo, app[ENGINE], name, data, settings.max_upload_pixels, face)
     if session.closed:
         raise UnknownSessionError("the session was closed during the upload")
-    session.control.set_source(source)
-    log.info("session %s: source set (%d face(s) in the photo)", session.id[:8], source.faces_found)
-    return web.json_response(source_response(source, size))
+    session.put_source(entry)
+    log.info("session %s: source set (%d face(s) in the photo)", session.id[:8], len(entry.faces))
+    return web.json_response(entry.response())
+
+
+async def select_source(request: web.Request) -> web.Response:
+    app = request.app
+    session = live_session(request)
+    body = await json_object(request, '{"name": "default", "face": 0}')
+    name = body.get("name", DEFAULT_SOURCE)
+    if not isinstance(name, str):
+        raise BadSourceNameError("name must be a string")
+    face = parse_face_index(body.get("face"))
+    if face is None:
+        raise BadFaceIndexError("face is required: the index of a face in the source's photo")
+    entry = session.sources.get(check_name(name))
+    picked = await app[POOL].run(repick, app[ENGINE], entry, face, app[SETTINGS].max_upload_pixels)
+    if session.closed:
+        raise UnknownSessionError("the session was closed while the face was prepared")
+    session.put_source(picked)
+    return web.json_response(picked.response())
+
+
+async def list_sources(request: web.Request) -> web.Response:
+    return web.json_response(live_session(request).sources_json())
 
 
 async def delete_source(request: web.Request) -> web.Response:
-    session: Session = request.app[SESSIONS].get(session_id_of(request))
-    session.control.set_source(None)
+    session = live_session(request)
+    name = request.query.get("name")
+    session.remove_source(check_name(name) if name is not None else None)
     return web.json_response({"ok": True})
+
+
+async def json_object(request: web.Request, example: str) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadJsonError(f"the body must be JSON: {example}") from None
+    if not isinstance(body, dict):
+        raise BadJsonError("the body must be a JSON object")
+    return body
 
 
 async def info(request: web.Request) -> web.Response:
@@ -207,6 +250,7 @@ async def info(request: web.Request) -> web.Response:
             "ice_servers": request.app[ICE_FOR_BROWSER],
             "codec": settings.codec.lower(),
             "version": __version__,
+            "process": {"pid": os.getpid(), "rss_bytes": rss_bytes(os.getpid())},
         }
     )
 
@@ -237,8 +281,14 @@ def create_app(
     deadline_s: float | None = None,
     never_connected_s: float | None = None,
     unused_s: float | None = None,
+    session_prefix: str = "",
+    front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
-    """The whole service around an injected engine (any ``swaprtc.engine.Engine``)."""
+    """The whole service around an injected engine (any ``swaprtc.engine.Engine``).
+
+    A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
+    takes the client address from the supervisor (``front_middlewares``, run first).
+    """
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
     policy = RtcPolicy(
@@ -256,12 +306,13 @@ def create_app(
     if unused_s is not None:
         extra["unused_s"] = unused_s
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=settings.max_upload_bytes + MULTIPART_SLACK
+        middlewares=[*front_middlewares, errors_middleware],
+        client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[POOL] = pool
-    app[SESSIONS] = SessionManager(engine, pool, settings, policy, **extra)
+    app[SESSIONS] = SessionManager(engine, pool, settings, policy, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
 
     app.router.add_post("/api/session", create_session)
@@ -269,6 +320,8 @@ def create_app(
     app.router.add_post("/api/offer", offer)
     app.router.add_post("/api/source", put_source)
     app.router.add_delete("/api/source", delete_source)
+    app.router.add_post("/api/source/select", select_source)
+    app.router.add_get("/api/sources", list_sources)
     app.router.add_get("/api/info", info)
     app.router.add_get("/api/health", health)
     serve_static = static_handler(web_dir)
@@ -294,8 +347,16 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session."""
+    """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session.
+
+    With ``--workers`` > 1 a supervisor runs on the port instead, in front of worker processes.
+    """
     from swaprtc.factory import build_engine
+
+    if (count := settings.worker_count()) > 1:
+        from swaprtc.workers.supervisor import serve_supervised
+
+        return serve_supervised(settings, count)
 
     ssl_context = tls_context(settings)
     engine = build_engine(settings)
@@ -303,6 +364,11 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    return run_public(app, settings, ssl_context)
+
+
+def run_public(app: web.Application, settings: Settings, ssl_context: Any) -> int:
+    """Serve ``app`` on the public host and port until SIGINT/SIGTERM."""
     try:
         web.run_app(
             app,

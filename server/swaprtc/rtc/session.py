@@ -19,11 +19,13 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
+from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
-from swaprtc.rtc.control import handle_message
+from swaprtc.rtc.control import Assign, Unassign, error, handle_message
 from swaprtc.rtc.ice import IceServer, rtc_configuration
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
+from swaprtc.rtc.sources import NamedSource, SourceBook, data_url
 from swaprtc.rtc.stats import StreamStats
 from swaprtc.rtc.track import InferencePool, StreamControl, SwapTrack
 from swaprtc.settings import Settings
@@ -85,6 +87,8 @@ class Session:
         self.pool = pool
         self.created_at = now
         self.control = StreamControl()
+        self.sources = SourceBook()  # named source photos, memory only
+        self.casting = SessionCasting()
         self.stats = StreamStats()
         self.show_stats = False
         self.processor: FrameProcessor | None = None  # opened for each track
@@ -171,6 +175,32 @@ class Session:
                 # aiortc can fail to close a connection whose offer was only half applied.
                 log.debug("session %s: closing the peer connection failed", self.id[:8], exc_info=True)
 
+    # --- sources -------------------------------------------------------------------------------
+    def put_source(self, entry: NamedSource) -> None:
+        self.sources.put(entry)
+        self._sources_changed()
+
+    def remove_source(self, name: str | None) -> None:
+        self.sources.remove(name)
+        self._sources_changed()
+
+    def _sources_changed(self) -> None:
+        self.casting.set_sources(self.sources.prepared())
+        self.control.casting = self.casting if self.sources.entries else None
+        self.control.set_source(self.casting.default_source)
+
+    def sources_json(self) -> dict[str, Any]:
+        return {
+            "sources": [
+                {"name": e.name, "selected": e.selected, "thumbnail": data_url(e.source.thumbnail_jpeg)}
+                for e in self.sources.entries.values()
+            ],
+            "default": self.casting.state.default_name,
+            "assignments": [
+                {"person": p, "source": n} for p, n in sorted(self.casting.state.assignments.items())
+            ],
+        }
+
     # --- DataChannel ---------------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
         self.last_message_at = time.monotonic()
@@ -179,6 +209,36 @@ class Session:
         self.show_stats = result.show_stats
         for reply in result.replies:
             self.send(reply)
+        if result.command is not None:
+            self.send(self.run_command(result.command))
+
+    def run_command(self, command: Assign | Unassign) -> dict[str, Any]:
+        if isinstance(command, Unassign):
+            if not self.casting.unassign(command.person):
+                return error("not_assigned", f"person {command.person} has no source mapped")
+            return {"type": "unassigned", "person": command.person}
+        if command.source not in self.sources.entries:
+            return error("unknown_source", f"no source named {command.source!r}: upload it first")
+        person = self.person_at(command.x, command.y)
+        if person is None:
+            return error("no_face_here", "no face at that point of the video")
+        self.casting.assign(person, command.source)
+        return {"type": "assigned", "source": command.source, "person": person}
+
+    def person_at(self, x: float, y: float) -> int | None:
+        """The person whose face (in the latest processed frame) contains the point, else the
+        nearest one within half a face width; the smallest face wins where faces overlap."""
+        candidates: list[tuple[float, float, int]] = []  # (distance in face sizes, area, person)
+        for entry in self.stats.people:
+            person, box = entry.get("person"), entry.get("box")
+            if not isinstance(person, int) or not isinstance(box, list):
+                continue
+            x1, y1, x2, y2 = (float(v) for v in box)
+            w, h = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+            distance = max(max(x1 - x, 0.0, x - x2) / w, max(y1 - y, 0.0, y - y2) / h)
+            if distance <= 0.5:
+                candidates.append((distance, w * h, person))
+        return min(candidates)[2] if candidates else None
 
     def send(self, message: dict[str, Any]) -> None:
         channel = self.channel
@@ -217,7 +277,10 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        self.control.set_source(None)  # forget the identity now, not when garbage collected
+        self.sources.remove(None)  # forget the photos and identities now, not when garbage collected
+        self.casting.set_sources({})
+        self.control.casting = None
+        self.control.set_source(None)
         for task in list(self._tasks):
             task.cancel()
         await self._drop_pc()
@@ -239,8 +302,12 @@ class SessionManager:
         *,
         never_connected_s: float = NEVER_CONNECTED_S,
         unused_s: float = UNUSED_S,
+        id_prefix: str = "",
     ) -> None:
         self.engine = engine
+        # A worker process names itself in every session id it makes, so the supervisor can route
+        # each request about the session to it (swaprtc.workers.routing).
+        self.id_prefix = id_prefix
         self.pool = pool
         self.settings = settings
         self.policy = policy
@@ -248,14 +315,16 @@ class SessionManager:
         self.unused_s = unused_s
         self.sessions: dict[str, Session] = {}
         self._janitor: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[bool]] = set()
 
     def create(self) -> Session:
         if len(self.sessions) >= self.settings.max_sessions:
             raise TooManySessionsError(
                 f"the server is at its limit of {self.settings.max_sessions} sessions; try again later"
             )
-        session = Session(secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic())
+        session = Session(
+            self.id_prefix + secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic()
+        )
         self.sessions[session.id] = session
         log.info("session %s created (%d open)", session.id[:8], len(self.sessions))
         return session

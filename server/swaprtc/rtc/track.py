@@ -32,7 +32,8 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from swaprtc.engine import Engine, FrameProcessor
+from swaprtc.casting import CastFace, SessionCasting
+from swaprtc.engine import Casting, Engine, FrameProcessor
 from swaprtc.rtc.mailbox import MailboxClosed, NewestMailbox
 from swaprtc.rtc.privacy import hide_faces, hide_frame
 from swaprtc.rtc.stats import StreamStats
@@ -72,15 +73,63 @@ class InferencePool:
 
 @dataclass
 class StreamControl:
-    """Live, per-session inputs of the track: the source identity and the swap options."""
+    """Live, per-session inputs of the track: the source identity and the swap options.
+
+    ``source`` is what unmapped faces get; ``casting`` (when the session maps sources to people)
+    decides per face and records who it saw in ``last``.
+    """
 
     source: SourceFace | None = None
     options: SwapOptions = field(default_factory=SwapOptions)
     generation: int = 0  # bumped on every source change, so the track resets tracking state
+    casting: Casting | None = None
 
     def set_source(self, source: SourceFace | None) -> None:
         self.source = source
         self.generation += 1
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe_people(
+    faces: tuple[Face, ...], unswapped: tuple[Face, ...], cast: tuple[CastFace, ...], shape: tuple[int, ...]
+) -> tuple[list[dict[str, object]], str | None]:
+    """The stats ``people`` list (boxes in 0..1 of the frame) and why faces are hidden, if any."""
+    h, w = shape[:2]
+    hidden = {id(f) for f in unswapped}
+    by_face = {id(c.face): c for c in cast}
+    people: list[dict[str, object]] = []
+    left_out = failed = 0
+    for face in faces:
+        c = by_face.get(id(face))
+        x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
+        box = [round(min(max(x1 / w, 0.0), 1.0), 4), round(min(max(y1 / h, 0.0), 1.0), 4)]
+        box += [round(min(max(x2 / w, 0.0), 1.0), 4), round(min(max(y2 / h, 0.0), 1.0), 4)]
+        state = "hidden" if id(face) in hidden else "swapped"
+        if state == "hidden":
+            if c is not None and c.source is not None:
+                failed += 1
+            else:
+                left_out += 1
+        people.append(
+            {
+                "person": c.person if c is not None else None,
+                "box": box,
+                "source": c.source if c is not None and state == "swapped" else None,
+                "state": state,
+            }
+        )
+    reasons = []
+    if left_out:
+        reasons.append(
+            f"{_plural(left_out, 'face')} hidden: only the largest is swapped"
+            " (turn on swap every face, or click a face to give it a source)"
+        )
+    if failed:
+        reasons.append(f"{_plural(failed, 'face')} hidden: too small, turned away or at the edge to swap")
+    return people, "; ".join(reasons) or None
 
 
 @dataclass(frozen=True)
@@ -94,7 +143,7 @@ def to_video_frame(bgr: np.ndarray, pts: int | None, time_base: Fraction = VIDEO
     h, w = bgr.shape[:2]
     if h % 2 or w % 2:
         bgr = bgr[: h - h % 2, : w - w % 2]
-    yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
+    yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
     frame = VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
     frame.pts = pts
     frame.time_base = time_base
@@ -150,6 +199,8 @@ class SwapTrack(MediaStreamTrack):
         try:
             while True:
                 frame = await self._source.recv()
+                if not isinstance(frame, VideoFrame):  # a video track yields only VideoFrames
+                    continue
                 self.stats.frames_in += 1
                 self._mailbox.put(Arrival(frame, time.monotonic()))
                 self._count_dropped()
@@ -188,7 +239,7 @@ class SwapTrack(MediaStreamTrack):
             frame = arrival.frame
             frame.pts, frame.time_base = pts, time_base
             shown = arrival
-            self.stats.faces = self.stats.hidden = 0
+            self._no_people()
         else:
             out, shown = await self._produce(arrival.frame.to_ndarray(format="bgr24"), arrival)
             frame = to_video_frame(out, pts, time_base)
@@ -214,13 +265,19 @@ class SwapTrack(MediaStreamTrack):
             # No swap requested: pass through. An abandoned job is dropped once it finishes.
             if self._job is not None and self._job.done():
                 self._job = None
-            self.stats.faces = self.stats.hidden = 0
+            self._no_people()
             return image, arrival
         if self._job is None:
             reset = control.generation != self._generation_seen
             self._generation_seen = control.generation
             self._job = self._pool.run(
-                self._process, image, source, control.options, reset, self._timestamp_s(arrival)
+                self._process,
+                image,
+                source,
+                control.options,
+                reset,
+                self._timestamp_s(arrival),
+                control.casting,
             )
             self._job.add_done_callback(_retrieve)
             self._job_arrival = arrival
@@ -228,7 +285,7 @@ class SwapTrack(MediaStreamTrack):
         if not done:
             # Warm-up or an engine slower than the deadline: the swap keeps running, this frame
             # goes out with its faces hidden.
-            return await self._hidden(image), arrival
+            return await self._hidden(image, "faces hidden while the swap catches up"), arrival
         job, job_arrival = self._job, self._job_arrival or arrival
         self._job = self._job_arrival = None
         try:
@@ -237,7 +294,7 @@ class SwapTrack(MediaStreamTrack):
             self.stats.engine_errors += 1
             if self.stats.engine_errors <= 3 or self.stats.engine_errors % 100 == 0:
                 log.warning("engine failed on a frame (%d so far)", self.stats.engine_errors, exc_info=True)
-            return await self._hidden(image), arrival
+            return await self._hidden(image, "faces hidden: the swap failed on this frame"), arrival
         if job_arrival is not arrival:
             # A late swap of an earlier frame finished: it goes out, this frame never will.
             self._discarded += 1
@@ -256,6 +313,10 @@ class SwapTrack(MediaStreamTrack):
         elif unswapped:
             self.stats.hidden_frames += 1
         self.stats.hidden = len(unswapped)
+        casting = control.casting
+        self.stats.people, self.stats.hidden_reason = describe_people(
+            result.faces, unswapped, casting.last if isinstance(casting, SessionCasting) else (), image.shape
+        )
         # A partly swapped frame (one-face mode, a face too small to swap) hides the others.
         frame = hide_faces(result.frame, unswapped) if unswapped else result.frame
         return frame, job_arrival
@@ -268,16 +329,31 @@ class SwapTrack(MediaStreamTrack):
             return arrival.at
         return float(frame.pts * (frame.time_base or VIDEO_TIME_BASE))
 
+    def _no_people(self) -> None:
+        self.stats.faces = self.stats.hidden = 0
+        self.stats.people, self.stats.hidden_reason = [], None
+
     def _process(
-        self, image: np.ndarray, source: SourceFace, options: SwapOptions, reset: bool, timestamp_s: float
+        self,
+        image: np.ndarray,
+        source: SourceFace,
+        options: SwapOptions,
+        reset: bool,
+        timestamp_s: float,
+        casting: Casting | None,
     ) -> SwapResult:
         # Runs on the inference executor; one job per track at a time, so the processor (not
         # thread-safe) is only ever used by one thread at once.
         if reset:
             self._processor.reset()
-        return self._processor.process(image, source, options, timestamp_s)
+        return self._processor.process(image, source, options, timestamp_s, casting)
 
-    async def _hidden(self, image: np.ndarray) -> np.ndarray:
+    async def _hidden(self, image: np.ndarray, reason: str) -> np.ndarray:
+        out = await self._hide_all(image)
+        self.stats.hidden_reason = reason if self.stats.hidden else None
+        return out
+
+    async def _hide_all(self, image: np.ndarray) -> np.ndarray:
         """``image`` with every face hidden: detected now, plus where the engine last saw faces.
 
         The quick detection may miss a face the engine found (a smaller or cheaper detector, a
