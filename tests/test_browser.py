@@ -30,8 +30,9 @@ from tests.y4m import fit_frame, write_y4m
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-    from playwright.sync_api import Browser, Page, Route
+    from playwright.sync_api import Browser, Page, Playwright, Route
     from swaprtc.models.store import ModelStore
+    from swaprtc.pipeline.detector import RetinaFaceDetector
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -44,7 +45,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 SERVER_START_S = 30.0
-SWAP_CONTROL_KEYS = {
+# The swap controls the page knows (docs/API.md): the neural engine's, and the embedded one's shape.
+NEURAL_CONTROLS = [
     "mouth_mask",
     "mouth_mask_blur",
     "mouth_mask_padding",
@@ -52,8 +54,8 @@ SWAP_CONTROL_KEYS = {
     "enhance",
     "enhance_blend",
     "enhance_every",
-    "shape",
-}
+]
+SWAP_CONTROL_KEYS = {*NEURAL_CONTROLS, "shape"}
 PLAY_TIMEOUT_MS = 15_000
 
 
@@ -156,32 +158,42 @@ def server_url(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def browser(fake_camera: Path) -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is required under CI=true (install the Debian chromium package)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={fake_camera}",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--allow-loopback-in-peer-connection",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+def _launch(playwright: Playwright, camera: Path) -> Browser:
+    """Chromium whose camera plays ``camera`` (a .y4m file) over and over."""
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, fake_camera: Path) -> Iterator[Browser]:
+    b = _launch(playwright, fake_camera)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture
@@ -273,6 +285,14 @@ def _detail(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
     x1, y1, x2, y2 = box
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2].astype(np.float32)
     return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+
+
+def _flat_share(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Share of horizontally neighbouring pixels that are (nearly) equal in a region: about 0.95
+    for a pixelated face (big flat blocks), under 0.5 for a real or swapped one."""
+    x1, y1, x2, y2 = box
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2].astype(np.int16)
+    return float((np.abs(np.diff(gray, axis=1)) <= 2).mean())
 
 
 def _drop_file(page: Page, test_id: str, path: Path, mime: str) -> None:
@@ -713,16 +733,6 @@ def test_browser_phone_layout(browser: Browser, server_url: str, tmp_path: Path)
         context.close()
 
 
-NEURAL_CONTROLS = [
-    "mouth_mask",
-    "mouth_mask_blur",
-    "mouth_mask_padding",
-    "color_correction",
-    "enhance",
-    "enhance_blend",
-    "enhance_every",
-]
-
 # Records what the page sends on its DataChannel (the settings messages the server acts on).
 SPY_DATACHANNEL_JS = """
 window.__sent = [];
@@ -785,3 +795,108 @@ def test_browser_swap_controls_follow_the_engine(browser: Browser, server_url: s
         assert page.get_by_test_id("error").is_hidden(), page.get_by_test_id("error").inner_text()
     finally:
         context.close()
+
+
+def _around_face(image: np.ndarray, detector: RetinaFaceDetector, width: int, height: int) -> np.ndarray:
+    """A width x height picture of the photo's face with some shoulders, like a video call."""
+    x1, y1, x2, y2 = detector.detect(image)[0].bbox[:4]
+    crop_h = 2.4 * (y2 - y1)
+    crop_w = crop_h * width / height
+    left, top = int(max(0, (x1 + x2 - crop_w) / 2)), int(max(0, (y1 + y2) / 2 - 0.45 * crop_h))
+    return fit_frame(image[top : int(top + crop_h), left : int(left + crop_w)], width, height)
+
+
+@pytest.fixture(scope="module")
+def two_people(
+    astronaut_bgr: np.ndarray, grace_bgr: np.ndarray, retinaface_session: ort.InferenceSession
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A 640x480 camera picture of two people side by side, and their face boxes."""
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(retinaface_session)
+    frame = np.hstack([_around_face(img, detector, 320, 480) for img in (astronaut_bgr, grace_bgr)])
+    boxes = [tuple(round(float(v)) for v in f.bbox[:4]) for f in detector.detect(frame)]
+    assert len(boxes) == 2, "the two-people camera picture must show two faces"
+    return frame, boxes  # type: ignore[return-value]
+
+
+def test_browser_chooses_faces_and_maps_people(
+    playwright: Playwright,
+    server_url: str,
+    two_people: tuple[np.ndarray, list[tuple[int, int, int, int]]],
+    obama_bgr: np.ndarray,
+    grace_bgr: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    """A photo with two faces: pick one, see warnings; two people in the camera: the one left
+    out is hidden and the page says why, until a second source is clicked onto that person."""
+    camera_frame, boxes = two_people
+    # Source photo: a large face and, beside it, a face too small to be a good source.
+    small = np.full((600, 200, 3), 128, np.uint8)
+    small[230:370, 40:160] = fit_frame(grace_bgr, 120, 140)
+    photo = tmp_path / "two_faces.jpg"
+    cv2.imwrite(str(photo), np.hstack([fit_frame(obama_bgr, 480, 600), small]))
+
+    b = _launch(playwright, write_y4m(tmp_path / "two_people.y4m", [camera_frame] * 5))
+    try:
+        page = b.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(server_url + "/")
+        page.get_by_test_id("source-input").set_input_files(str(photo))
+        faces = page.locator("[data-testid=source-face]")
+        faces.nth(1).wait_for(state="visible", timeout=10_000)
+        assert faces.count() == 2
+        assert faces.nth(0).get_attribute("aria-pressed") == "true"
+        assert page.get_by_test_id("source-warnings").is_hidden()
+        first_thumb = page.get_by_test_id("source-thumbnail").get_attribute("src")
+
+        faces.nth(1).click()
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=source-face]')[1]?.ariaPressed === 'true'",
+            timeout=10_000,
+        )
+        assert page.get_by_test_id("source-thumbnail").get_attribute("src") != first_thumb
+        warnings = page.get_by_test_id("source-warnings")
+        assert warnings.is_visible() and "small" in warnings.inner_text().lower()
+        assert "80 px" in warnings.inner_text()  # the reason, not just a flag
+        page.locator("[data-testid=source-face]").nth(0).click()
+        warnings.wait_for(state="hidden", timeout=10_000)
+
+        # Only the largest face is swapped: the other is hidden, and the page says why.
+        _connected(page)
+        reason = page.get_by_test_id("hidden-reason")
+        reason.wait_for(state="visible", timeout=10_000)
+        assert reason.inner_text().startswith("1 face hidden")
+        remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+        _save("browser_two_people_hidden.png", remote)
+        flat = sorted(_flat_share(remote, box) for box in boxes)
+        assert flat[1] > 0.85 > flat[0], f"one face should be pixelated, one swapped: flat shares {flat}"
+
+        # A second, named source, clicked onto the hidden person.
+        page.get_by_test_id("source-name").fill("Ada")
+        page.get_by_test_id("extra-input").set_input_files(str(DATA / "grace_hopper.jpg"))
+        page.locator("[data-testid=extra-source][data-name=Ada]").wait_for(timeout=10_000)
+        page.get_by_test_id("assign-hint").wait_for(state="visible")
+        hidden_person = page.locator("[data-testid=person].hidden")
+        hidden_person.wait_for(timeout=5_000)
+        hidden_person.click()
+        page.wait_for_function(
+            "/now gets Ada/.test(document.querySelector('[data-testid=people-status]').textContent)",
+            timeout=5_000,
+        )
+        reason.wait_for(state="hidden", timeout=10_000)
+        deadline = time.monotonic() + 8
+        while True:
+            remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+            flat = sorted(_flat_share(remote, box) for box in boxes)
+            if flat[1] < 0.75 or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(300)
+        _save("browser_two_people.png", remote)
+        assert flat[1] < 0.75, f"both faces should be swapped now (none pixelated): flat shares {flat}"
+        local = _decode(page.evaluate(GRAB_ONE_JS, ["local-video", 640, 480]))
+        for box in boxes:  # and both are other faces than the camera's
+            face_diff, _ = _region_diffs(local, remote, box)
+            assert face_diff > 8.0, f"face at {box} unchanged: {face_diff:.1f}"
+        assert "Ada" in page.locator("[data-testid=extra-source][data-name=Ada]").inner_text()
+    finally:
+        b.close()

@@ -168,9 +168,6 @@ class App {
       this.controls.show(this.supported);
       this.controls.updateDependants();
     }
-    // Named sources and assignments came with the same server release as `controls`; an older
-    // server would take a named upload as a new main source.
-    $("people-card").hidden = !Array.isArray(info.controls);
     $("label-note").hidden = !info.label?.enabled;
   }
 

@@ -32,34 +32,44 @@ const STATE_TEXT = { swapped: "swapped", hidden: "hidden", raw: "not swapped" };
 export function renderPeople(layer, video, people, onPick) {
   const rect = pictureRect(video);
   const tile = layer.parentElement.getBoundingClientRect();
-  layer.replaceChildren();
-  if (!rect || !Array.isArray(people)) return;
+  if (!rect || !Array.isArray(people)) {
+    layer.replaceChildren();
+    return;
+  }
   // element.style (CSSOM), not style attributes: allowed under a strict Content-Security-Policy.
   layer.style.left = `${rect.left - tile.left}px`;
   layer.style.top = `${rect.top - tile.top}px`;
   layer.style.width = `${rect.width}px`;
   layer.style.height = `${rect.height}px`;
+  // Buttons are kept per person and only moved: a click must not land on a replaced element.
+  const old = new Map([...layer.children].map((b) => [b.dataset.person, b]));
+  const kept = [];
   for (const p of people) {
     if (!Array.isArray(p.box) || p.box.length !== 4) continue;
     const [x1, y1, x2, y2] = p.box;
-    const button = document.createElement("button");
-    button.type = "button";
+    const key = String(p.person);
+    let button = old.get(key);
+    if (!button) {
+      button = document.createElement("button");
+      button.type = "button";
+      button.dataset.person = key;
+      button.dataset.testid = "person";
+      button.append(document.createElement("span"));
+    }
     button.className = `person ${p.state ?? ""}`;
-    button.dataset.person = String(p.person);
-    button.dataset.testid = "person";
     button.style.left = `${x1 * 100}%`;
     button.style.top = `${y1 * 100}%`;
     button.style.width = `${(x2 - x1) * 100}%`;
     button.style.height = `${(y2 - y1) * 100}%`;
     const who = p.source ? `source ${p.source}` : STATE_TEXT[p.state] ?? "";
     button.setAttribute("aria-label", `Person ${p.person}${who ? `: ${who}` : ""}`);
-    const tag = document.createElement("span");
-    tag.textContent = p.source ?? `#${p.person}`;
-    button.append(tag);
-    button.addEventListener("click", (e) => {
+    button.firstChild.textContent = p.source ?? `#${p.person}`;
+    button.onclick = (e) => {
       e.stopPropagation();
       onPick({ x: (x1 + x2) / 2, y: (y1 + y2) / 2 });
-    });
-    layer.append(button);
+    };
+    kept.push(button);
+    if (!button.isConnected) layer.append(button);
   }
+  for (const button of old.values()) if (!kept.includes(button)) button.remove();
 }
