@@ -34,6 +34,7 @@ from av import VideoFrame
 
 from swaprtc.casting import CastFace, SessionCasting
 from swaprtc.engine import Casting, Engine, FrameProcessor
+from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.mailbox import MailboxClosed, NewestMailbox
 from swaprtc.rtc.privacy import hide_faces, hide_frame
 from swaprtc.rtc.stats import StreamStats
@@ -168,6 +169,7 @@ class SwapTrack(MediaStreamTrack):
         pool: InferencePool,
         stats: StreamStats | None = None,
         *,
+        metrics: Metrics | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
         guard_timeout_s: float = DEFAULT_GUARD_TIMEOUT_S,
     ) -> None:
@@ -178,6 +180,7 @@ class SwapTrack(MediaStreamTrack):
         self._control = control
         self._pool = pool
         self.stats = stats if stats is not None else StreamStats()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.deadline_s = deadline_s
         self.guard_timeout_s = guard_timeout_s
         self._mailbox: NewestMailbox[Arrival] = NewestMailbox()
@@ -202,6 +205,7 @@ class SwapTrack(MediaStreamTrack):
                 if not isinstance(frame, VideoFrame):  # a video track yields only VideoFrames
                     continue
                 self.stats.frames_in += 1
+                self.metrics.frames_in.inc()
                 self._mailbox.put(Arrival(frame, time.monotonic()))
                 self._count_dropped()
         except MediaStreamError:
@@ -214,13 +218,32 @@ class SwapTrack(MediaStreamTrack):
             self._mailbox.close()
 
     def _count_dropped(self) -> None:
-        self.stats.dropped = self._mailbox.dropped + self._discarded
+        dropped = self._mailbox.dropped + self._discarded
+        if dropped > self.stats.dropped:
+            self.metrics.frames_dropped.inc(dropped - self.stats.dropped)
+        self.stats.dropped = dropped
+
+    def _hidden_frame(self) -> None:
+        self.stats.hidden_frames += 1
+        self.metrics.frames_hidden.inc()
 
     def stop(self) -> None:
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
         self._mailbox.close()
         super().stop()
+
+    async def close(self) -> None:
+        """Stop, then wait for the reader task and the job in flight to finish, so nothing of this
+        track (frames, the processor) outlives the session that owned it."""
+        self.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+        job, self._job, self._job_arrival = self._job, None, None
+        if job is not None:
+            # An executor job cannot be interrupted; it is short (one frame), so wait for it.
+            await asyncio.gather(job, return_exceptions=True)
 
     # --- producing -----------------------------------------------------------------------------
     async def recv(self) -> VideoFrame:
@@ -244,7 +267,10 @@ class SwapTrack(MediaStreamTrack):
             out, shown = await self._produce(arrival.frame.to_ndarray(format="bgr24"), arrival)
             frame = to_video_frame(out, pts, time_base)
         self.stats.frames_out += 1
-        self.stats.record_latency((time.monotonic() - shown.at) * 1000.0)
+        self.metrics.frames_out.inc()
+        latency_s = time.monotonic() - shown.at
+        self.stats.record_latency(latency_s * 1000.0)
+        self.metrics.frame_latency_seconds.observe(latency_s)
         return frame
 
     def _next_pts(self, frame: VideoFrame) -> int:
@@ -292,6 +318,7 @@ class SwapTrack(MediaStreamTrack):
             result = job.result()
         except Exception:
             self.stats.engine_errors += 1
+            self.metrics.engine_errors.inc()
             if self.stats.engine_errors <= 3 or self.stats.engine_errors % 100 == 0:
                 log.warning("engine failed on a frame (%d so far)", self.stats.engine_errors, exc_info=True)
             return await self._hidden(image, "faces hidden: the swap failed on this frame"), arrival
@@ -303,6 +330,7 @@ class SwapTrack(MediaStreamTrack):
         self._last_faces = result.faces
         self.stats.faces = len(result.faces)
         self.stats.record_stages(result.timings_ms)
+        self.metrics.observe_stages(result.timings_ms)
         unswapped = result.unswapped
         if result.swapped == 0 and result.faces and not unswapped:
             # Faces found, none replaced and none listed: an engine not filling ``unswapped``
@@ -310,8 +338,9 @@ class SwapTrack(MediaStreamTrack):
             unswapped = result.faces
         if result.swapped > 0:
             self.stats.swapped_frames += 1
+            self.metrics.frames_swapped.inc()
         elif unswapped:
-            self.stats.hidden_frames += 1
+            self._hidden_frame()
         self.stats.hidden = len(unswapped)
         casting = control.casting
         self.stats.people, self.stats.hidden_reason = describe_people(
@@ -360,7 +389,7 @@ class SwapTrack(MediaStreamTrack):
         turned head), so the latest engine result's faces are always hidden too; detections made
         here are not remembered, so a miss cannot erase a face the engine reported.
         """
-        self.stats.hidden_frames += 1
+        self._hidden_frame()
         try:
             detected = await asyncio.wait_for(
                 self._pool.run_guard(self._engine.detect, image), self.guard_timeout_s
