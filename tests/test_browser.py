@@ -588,7 +588,9 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
     """Snapshot (PNG), clip (WebM), fullscreen, picture-in-picture and the clean output window."""
     import av
 
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+    context = browser.new_context(
+        viewport={"width": 1366, "height": 768}, accept_downloads=True, bypass_csp=True
+    )
     try:
         page = context.new_page()
         page.goto(server_url + "/")
@@ -672,7 +674,9 @@ def _inside_viewport(page: Page, test_id: str) -> bool:
 
 
 def test_browser_phone_layout(browser: Browser, server_url: str, tmp_path: Path) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, bypass_csp=True
+    )
     try:
         page = context.new_page()
         page.goto(server_url + "/")
@@ -749,7 +753,7 @@ RTCDataChannel.prototype.send = function (data) {
 def test_browser_swap_controls_follow_the_engine(browser: Browser, server_url: str) -> None:
     """Controls appear only where /api/info lists them, live over the DataChannel, kept on reload.
     The engine's list is set here (a neural engine's) so that the page logic is tested on any server."""
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, bypass_csp=True)
     try:
 
         def neural_info(route: Route) -> None:
@@ -841,7 +845,7 @@ def test_browser_chooses_faces_and_maps_people(
 
     b = _launch(playwright, write_y4m(tmp_path / "two_people.y4m", [camera_frame] * 5))
     try:
-        page = b.new_page(viewport={"width": 1366, "height": 768})
+        page = b.new_page(viewport={"width": 1366, "height": 768}, bypass_csp=True)
         page.goto(server_url + "/")
         page.get_by_test_id("source-input").set_input_files(str(photo))
         faces = page.locator("[data-testid=source-face]")
