@@ -158,7 +158,8 @@ def server_url(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
+def driver() -> Iterator[Playwright]:
+    """One Playwright driver per module: the shared browser and any with another camera."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is required under CI=true (install the Debian chromium package)")
     from playwright.sync_api import sync_playwright
@@ -188,8 +189,8 @@ def _launch(playwright: Playwright, camera: Path) -> Browser:
 
 
 @pytest.fixture(scope="module")
-def browser(playwright: Playwright, fake_camera: Path) -> Iterator[Browser]:
-    b = _launch(playwright, fake_camera)
+def browser(driver: Playwright, fake_camera: Path) -> Iterator[Browser]:
+    b = _launch(driver, fake_camera)
     try:
         yield b
     finally:
@@ -827,7 +828,7 @@ def two_people(
 
 
 def test_browser_chooses_faces_and_maps_people(
-    playwright: Playwright,
+    driver: Playwright,
     server_url: str,
     two_people: tuple[np.ndarray, list[tuple[int, int, int, int]]],
     obama_bgr: np.ndarray,
@@ -843,7 +844,7 @@ def test_browser_chooses_faces_and_maps_people(
     photo = tmp_path / "two_faces.jpg"
     cv2.imwrite(str(photo), np.hstack([fit_frame(obama_bgr, 480, 600), small]))
 
-    b = _launch(playwright, write_y4m(tmp_path / "two_people.y4m", [camera_frame] * 5))
+    b = _launch(driver, write_y4m(tmp_path / "two_people.y4m", [camera_frame] * 5))
     try:
         page = b.new_page(viewport={"width": 1366, "height": 768}, bypass_csp=True)
         page.goto(server_url + "/")
