@@ -480,6 +480,10 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
     elif engine.get("engine") == "embedded":
         assert enhance.is_disabled()
         assert "not available" in page.get_by_test_id("enhance-note").inner_text().lower()
+    # The page tells users about the server's burned-in label exactly when the operator has it on.
+    label = info.get("label")
+    labelled = isinstance(label, dict) and bool(label.get("enabled"))
+    assert page.get_by_test_id("label-note").is_visible() == labelled
 
     # Settings survive a reload (localStorage); the keyboard reaches and toggles them.
     page.get_by_test_id("opt-many-faces").focus()
@@ -904,6 +908,11 @@ def test_browser_chooses_faces_and_maps_people(
         for box in boxes:  # and both are other faces than the camera's
             face_diff, _ = _region_diffs(local, remote, box)
             assert face_diff > 8.0, f"face at {box} unchanged: {face_diff:.1f}"
-        assert "Ada" in page.locator("[data-testid=extra-source][data-name=Ada]").inner_text()
+        ada = page.locator("[data-testid=extra-source][data-name=Ada]")
+        assert "Ada → person" in ada.inner_text()
+        # Unassigned, the person follows "swap every face" (off) again: hidden, and said so.
+        ada.get_by_role("button", name="Unassign").click()
+        reason.wait_for(state="visible", timeout=10_000)
+        assert "Ada → person" not in ada.inner_text()
     finally:
         b.close()
