@@ -22,6 +22,7 @@ from aiortc.sdp import SessionDescription
 from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
+from swaprtc.label import Labeler, labelled
 from swaprtc.observability.logs import session_context, set_session
 from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
@@ -70,6 +71,7 @@ class RtcPolicy:
     start_bitrate: int
     max_bitrate: int
     deadline_s: float | None = None  # SwapTrack deadline override (tests)
+    labeler: Labeler | None = None  # the "AI-generated" label, None when the operator turned it off
 
 
 def validate_offer(sdp: str) -> None:
@@ -129,7 +131,7 @@ class Session:
                 # Each track gets its own processor: a stopped track's last job may still be
                 # running on the old one (processors are not thread-safe), and a new connection
                 # starts tracking afresh anyway.
-                self.processor = self.engine.open_stream()
+                self.processor = labelled(self.engine.open_stream(), policy.labeler)
                 self.track = SwapTrack(
                     track,
                     self.engine,
