@@ -37,6 +37,22 @@ SERVE = [
     "label_position",
     "label_opacity",
     *GPU,
+    "token",
+    "allowed_origins",
+    "trusted_proxies",
+    "rate_session_per_min",
+    "rate_offer_per_min",
+    "rate_source_per_min",
+    "rate_burst",
+    "max_pending_sessions",
+    "max_pending_per_client",
+    "max_json_bytes",
+    "max_sdp_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "upload_threads",
+    "max_queued_uploads",
 ]
 DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
