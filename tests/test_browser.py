@@ -117,11 +117,11 @@ def _running_server(model_store: ModelStore, log_dir: Path, **env_extra: str) ->
             if proc.poll() is not None:
                 pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             with contextlib.suppress(OSError, ValueError):
-                if _get_json(f"{url}/api/health").get("ok"):
+                if _get_json(f"{url}/healthz").get("ok"):  # open even with --token
                     break
             if time.monotonic() > deadline:
                 tail = log_path.read_text()[-3000:]
-                pytest.fail(f"server did not answer /api/health in {SERVER_START_S} s:\n{tail}")
+                pytest.fail(f"server did not answer /healthz in {SERVER_START_S} s:\n{tail}")
             time.sleep(0.2)
         yield url
     finally:

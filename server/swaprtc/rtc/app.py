@@ -18,7 +18,7 @@ from swaprtc.errors import SwapRTCError
 from swaprtc.http.auth import token_middleware
 from swaprtc.http.body import MULTIPART_SLACK as MULTIPART_SLACK
 from swaprtc.http.body import BadJsonError, read_body, read_json, read_multipart_form
-from swaprtc.http.client_address import client_address
+from swaprtc.http.client_address import client_address, via_unix_socket
 from swaprtc.http.errors import BAD_BODY_ERRORS
 from swaprtc.http.errors import errors_middleware as errors_middleware
 from swaprtc.http.errors import json_error as json_error
@@ -314,7 +314,9 @@ def static_handler(web_dir: Path) -> Any:
 # --- app -----------------------------------------------------------------------------------------
 def access_middlewares(settings: Settings) -> list[Any]:
     """Origin check, access token and per-client rate limits, in that order (after the JSON
-    errors middleware). The multi-worker supervisor puts the same ones in front of its workers."""
+    errors middleware). With several workers the supervisor applies them on the public port (rate
+    limits are then global); requests it forwards over a worker's private unix socket were checked
+    there and pass."""
     burst = settings.rate_burst
     limits = {
         ("POST", "/api/session"): RateLimiter(settings.rate_session_per_min, burst),
@@ -322,9 +324,9 @@ def access_middlewares(settings: Settings) -> list[Any]:
         ("POST", "/api/source"): RateLimiter(settings.rate_source_per_min, burst),
     }
     return [
-        origin_middleware(settings.allowed_origins),
-        token_middleware(settings.token),
-        rate_limit_middleware(limits, settings.trusted_proxies),
+        origin_middleware(settings.allowed_origins, exempt=via_unix_socket),
+        token_middleware(settings.token, exempt=via_unix_socket),
+        rate_limit_middleware(limits, settings.trusted_proxies, exempt=via_unix_socket),
     ]
 
 
