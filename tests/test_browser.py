@@ -55,7 +55,7 @@ NEURAL_CONTROLS = [
     "enhance_blend",
     "enhance_every",
 ]
-SWAP_CONTROL_KEYS = {*NEURAL_CONTROLS, "shape"}
+SWAP_CONTROL_KEYS = {*NEURAL_CONTROLS, "shape", "many_faces", "strength"}
 PLAY_TIMEOUT_MS = 15_000
 
 
@@ -612,6 +612,9 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         assert page.evaluate(transform, "local-video").startswith("matrix(-1")
         assert page.evaluate(transform, "remote-video") == "none"
 
+        page.wait_for_function(
+            "document.querySelector('[data-testid=swap-badge]').dataset.swapping === 'true'", timeout=10_000
+        )
         with page.expect_download() as shot:
             page.get_by_test_id("snapshot-button").click()
         assert shot.value.suggested_filename.endswith(".png")
@@ -619,6 +622,7 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         assert png is not None and png.shape == (480, 640, 3)
         remote = _decode(page.evaluate(GRAB_JS, [640, 480])["remote"])
         _save("browser_snapshot.png", png)
+        _save("browser_snapshot_grab.png", remote)
         assert float(png.std()) > 20, "the snapshot is a blank picture"
         assert float(cv2.absdiff(png, remote).mean()) < 12, "the snapshot is not the swapped video"
 
@@ -763,7 +767,7 @@ def test_browser_swap_controls_follow_the_engine(browser: Browser, server_url: s
 
         def neural_info(route: Route) -> None:
             info = route.fetch().json()
-            info["controls"] = NEURAL_CONTROLS
+            info["controls"] = ["many_faces", "strength", *NEURAL_CONTROLS]
             route.fulfill(json=info)
 
         context.route("**/api/info", neural_info)
