@@ -310,7 +310,8 @@ class EmbeddedProcessor:
             # WebRTC adapts resolution mid-stream; tracked ROIs are in the old frame's pixels.
             self.tracker.reset()
             self._shape = frame.shape
-        update = self.tracker.update(frame, options.many_faces, timestamp_s)
+        track_all = options.many_faces or (casting is not None and casting.assigned)
+        update = self.tracker.update(frame, track_all, timestamp_s)
         timings = {**update.timings_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
         tracked = tuple(
             Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)

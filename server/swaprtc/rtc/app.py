@@ -31,7 +31,7 @@ from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from swaprtc.rtc.offer_check import check_size
-from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
+from swaprtc.rtc.sdp import codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
 from swaprtc.rtc.sources import (
     BadFaceIndexError,
@@ -342,13 +342,11 @@ def create_app(
     unused_s: float | None = None,
     metrics: Metrics | None = None,
     session_prefix: str = "",
-    front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole service around an injected engine (any ``swaprtc.engine.Engine``) and this
     process's ``Metrics`` (a fresh one when not given).
 
-    A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
-    takes the client address from the supervisor (``front_middlewares``, run first).
+    A worker process behind the supervisor passes its ``session_prefix`` (swaprtc.workers).
     """
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
@@ -372,7 +370,6 @@ def create_app(
     metrics.inference_threads.set(pool.threads)
     app = web.Application(
         middlewares=[
-            *front_middlewares,
             metrics_middleware,
             errors_middleware,
             *access_middlewares(settings),
@@ -411,7 +408,6 @@ def create_app(
 
 async def _on_startup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    apply_encoder_bitrates(settings)
     if settings.ice_loopback:
         enable_loopback_candidates()
     app[SESSIONS].start()

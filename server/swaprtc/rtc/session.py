@@ -26,6 +26,7 @@ from swaprtc.http.errors import RetryLaterError
 from swaprtc.observability.logs import session_context, set_session
 from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
+from swaprtc.rtc.encoders import Bitrates, use_realtime_encoder
 from swaprtc.rtc.ice import IceServer, rtc_configuration
 from swaprtc.rtc.offer_check import BadOfferError, check_offer_attributes
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
@@ -154,7 +155,13 @@ class Session:
                     metrics=self.metrics,
                     **kwargs,
                 )
-                pc.addTrack(self.track)
+                sender = pc.addTrack(self.track)
+                # Real-time encoder settings and this server's bitrate limits, for this sender only.
+                use_realtime_encoder(
+                    sender,
+                    policy.codec,
+                    Bitrates(policy.min_bitrate, policy.start_bitrate, policy.max_bitrate),
+                )
             else:
                 # Unused media still has to be drained: aiortc queues it without bound.
                 self._spawn(_drain(track))
