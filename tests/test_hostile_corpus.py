@@ -496,7 +496,7 @@ async def test_hostile_corpus_gets_4xx_json_while_a_live_session_streams(
 
         # The live session never noticed: frames kept arriving during the corpus and after it.
         assert app[SESSIONS].get(live.session_id).connected
-        assert len(frames_during) >= max(3, elapsed * 2), (len(frames_during), elapsed)
+        assert len(frames_during) >= max(3, elapsed), (len(frames_during), elapsed)
         assert recent, "the live session stopped receiving frames"
         assert elapsed < 30, elapsed
     tracebacks = [r.getMessage() for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
