@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "embedded"
+CONTROLS = ("many_faces", "strength")  # live settings (SwapOptions keys) this engine acts on
 DETECTOR_MODEL = "retinaface_mnet025"
 LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
@@ -164,6 +165,7 @@ class EmbeddedEngine:
             "detect_every": self.detect_every,
             "method": "mesh texture warp (piecewise affine), colour and lighting matched, feathered blend",
             "enhancer": False,  # the embedded engine has no enhancer: SwapOptions.enhance is ignored
+            "controls": list(CONTROLS),
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:

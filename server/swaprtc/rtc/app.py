@@ -26,6 +26,7 @@ from swaprtc.http.origin import origin_middleware
 from swaprtc.http.rate_limit import RateLimiter, rate_limit_middleware
 from swaprtc.http.security_headers import install_security_headers
 from swaprtc.http.server import HttpLimits, run_app
+from swaprtc.label import LabelStyle, labeler_for
 from swaprtc.observability.logs import session_context
 from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
@@ -244,6 +245,9 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "engine": engine_info(request.app),
+            # The live settings keys this engine acts on: the page shows only these.
+            "controls": list(request.app[ENGINE].describe().get("controls") or []),  # type: ignore[call-overload]
+            "label": LabelStyle(settings.label_position, settings.label_opacity).to_json(settings.label),
             "ice_servers": request.app[ICE_FOR_BROWSER],
             "codec": settings.codec.lower(),
             # What the page asks its encoder for (RTCRtpSender.setParameters maxBitrate, bps).
@@ -357,6 +361,7 @@ def create_app(
         start_bitrate=settings.start_bitrate,
         max_bitrate=settings.max_bitrate,
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
+        labeler=labeler_for(settings.label, settings.label_position, settings.label_opacity),
     )
     pool = InferencePool(settings.inference_threads)
     extra: dict[str, float] = {}

@@ -23,6 +23,7 @@ from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
 from swaprtc.http.errors import RetryLaterError
+from swaprtc.label import Labeler, labelled
 from swaprtc.observability.logs import session_context, set_session
 from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
@@ -76,6 +77,7 @@ class RtcPolicy:
     start_bitrate: int
     max_bitrate: int
     deadline_s: float | None = None  # SwapTrack deadline override (tests)
+    labeler: Labeler | None = None  # the "AI-generated" label, None when the operator turned it off
 
 
 def validate_offer(sdp: str) -> None:
@@ -148,7 +150,7 @@ class Session:
                 self.track = SwapTrack(
                     track,
                     self.engine,
-                    self.processor,
+                    labelled(self.processor, policy.labeler),
                     self.control,
                     self.pool,
                     self.stats,
