@@ -196,18 +196,24 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
-    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
-    from swaprtc.embedded.bench import bench_embedded, live_frames
+def _embedded_engine(settings: Settings) -> Any:
+    """The embedded engine as one session's stream runs it: one intra-op thread."""
     from swaprtc.embedded.engine import EmbeddedEngine
 
     store = _store(settings)
-    engine = EmbeddedEngine.from_paths(
+    return EmbeddedEngine.from_paths(
         store.ensure("retinaface_mnet025"),
         store.ensure("face_landmark"),
         threads=1,
         detect_every=settings.detect_every,
     )
+
+
+def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
+    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
+    from swaprtc.embedded.bench import bench_embedded, live_frames
+
+    engine = _embedded_engine(settings)
     source = engine.prepare_source(_photo("astronaut.png"))
     stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
     return bench_embedded(engine, stream, source)
@@ -220,15 +226,8 @@ def _resolutions(args: argparse.Namespace) -> list[str]:
 def _bench_session_cost(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Server CPU per frame and step of one embedded-engine session (swaprtc.benchmarks.session_cost)."""
     from swaprtc.benchmarks.session_cost import bench_session_cost
-    from swaprtc.embedded.engine import EmbeddedEngine
 
-    store = _store(settings)
-    engine = EmbeddedEngine.from_paths(
-        store.ensure("retinaface_mnet025"),
-        store.ensure("face_landmark"),
-        threads=1,
-        detect_every=settings.detect_every,
-    )
+    engine = _embedded_engine(settings)
     source = engine.prepare_source(_photo("astronaut.png"))
     return bench_session_cost(engine, source, _photo("obama.jpg"), args.frames, _resolutions(args))
 
