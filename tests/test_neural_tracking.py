@@ -101,7 +101,7 @@ def follow(stream: NeuralStream, photo: np.ndarray, kind: str) -> list[tuple[np.
     out = []
     calls, anchor = 0, np.zeros((5, 2))
     for i, (frame, m) in enumerate(moving(photo, kind)):
-        _, chosen, _ = stream.locate(frame, False, i / 30, {})
+        chosen = stream.locate(frame, False, i / 30, {})
         assert len(chosen) == 1
         detected = stream.tracker.detector_calls != calls
         if detected:

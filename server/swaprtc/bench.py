@@ -1,7 +1,8 @@
 """``swaprtc bench``: speed measurements as JSON.
 
 Every comparison is measured side by side in one run (interleaved rounds), and medians are
-reported, because machines here are noisy. Suites: frame_io, paste, embedded, neural.
+reported, because machines here are noisy. Suites: frame_io, paste, embedded, neural, and quality
+(swap quality judged by a face recognizer; needs the optional ``quality`` extra).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural")
+SUITES = ("frame_io", "paste", "embedded", "neural", "quality")
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -98,7 +99,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    wanted = SUITES if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
+    # "all" means the speed suites; quality needs an optional extra and minutes of CPU.
+    wanted = SUITES[:-1] if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
     if unknown:
         print(f"swaprtc bench: unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
@@ -109,6 +111,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "paste": lambda: _bench_paste(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
+        "quality": lambda: _bench_quality(args, settings),
     }
     for name in wanted:
         try:
@@ -264,3 +267,30 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
         out[label] = {k: round(statistics.median(v), 2) for k, v in per_stage.items()}
         out[label]["n"] = n
     return out
+
+
+QUALITY_CACHE = Path(os.environ.get("SWAPRTC_QUALITY_CACHE", Path.home() / ".cache/swaprtc/quality"))
+
+
+def _bench_quality(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Swap quality on the quality set (swaprtc.quality): the engine before issue 10 and today's,
+    side by side, judged by dlib's face recognizer."""
+    from swaprtc.embedded.engine import EmbeddedEngine
+    from swaprtc.quality.bench import Methods, run_quality
+    from swaprtc.quality.photos import quality_set
+    from swaprtc.quality.recognizer import DlibRecognizer
+    from swaprtc.types import SwapOptions
+
+    recognizer = DlibRecognizer()  # fails early, with the install hint, without the extra
+    store = _store(settings)
+    engine = EmbeddedEngine.from_paths(store.ensure("retinaface_mnet025"), store.ensure("face_landmark"))
+    names = [n.strip() for n in args.photos.split(",") if n.strip()] if args.photos else None
+    photos = quality_set(engine.detect, None if args.repo_photos_only else QUALITY_CACHE, names)
+    methods = Methods(engine, SwapOptions()).table()
+    return run_quality(
+        photos,
+        methods,
+        recognizer,
+        max_pairs=args.pairs,
+        sheet_path=Path(args.sheet) if args.sheet else None,
+    )

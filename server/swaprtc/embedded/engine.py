@@ -24,6 +24,7 @@ from swaprtc.embedded.blend import composite, face_masks, lighting_gain
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
 from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
 from swaprtc.embedded.warp import face_grid, warp_texture
+from swaprtc.engine import Casting, single_source
 from swaprtc.errors import ModelError, NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
 from swaprtc.inference.runner import runner_providers
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "embedded"
+CONTROLS = ("many_faces", "strength")  # live settings (SwapOptions keys) this engine acts on
 DETECTOR_MODEL = "retinaface_mnet025"
 LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
@@ -163,6 +165,7 @@ class EmbeddedEngine:
             "detect_every": self.detect_every,
             "method": "mesh texture warp (piecewise affine), colour and lighting matched, feathered blend",
             "enhancer": False,  # the embedded engine has no enhancer: SwapOptions.enhance is ignored
+            "controls": list(CONTROLS),
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:
@@ -175,20 +178,21 @@ class EmbeddedEngine:
             mesh, score = self.mesh_model.run(image, roi_from_mesh(mesh))
         return mesh, score
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         image = check_frame(image)
         faces = self.detect(image)
         if not faces:
             raise NoFaceError("no face found in the source image")
-        mesh, score = self.source_mesh(image, faces[0])
+        picked = face if face is not None else faces[0]
+        mesh, score = self.source_mesh(image, picked)
         if score < PRESENCE_THRESHOLD:
             raise NoFaceError("the face in the source image is not clear enough to map")
         texture, tex_mesh = _texture(image, mesh)
         payload = SourceTexture(texture=texture, mesh=tex_mesh, triangles=m.triangulate(tex_mesh))
-        face = Face(bbox=m.mesh_bbox(mesh), score=faces[0].score, kps=m.five_points(mesh), mesh=mesh)
+        meshed = Face(bbox=m.mesh_bbox(mesh), score=picked.score, kps=m.five_points(mesh), mesh=mesh)
         return SourceFace(
             engine=NAME,
-            face=face,
+            face=meshed,
             faces_found=len(faces),
             thumbnail_jpeg=face_thumbnail(image, m.mesh_bbox(mesh)),
             payload=payload,
@@ -273,6 +277,12 @@ def swap_face(
     return True
 
 
+def _texture_of(source: SourceFace) -> SourceTexture:
+    if source.engine != NAME or not isinstance(source.payload, SourceTexture):
+        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
+    return source.payload
+
+
 class EmbeddedProcessor:
     """One stream's state: its tracker (detector cadence, smoothing). Not thread-safe."""
 
@@ -294,6 +304,7 @@ class EmbeddedProcessor:
         source: SourceFace | None,
         options: SwapOptions,
         timestamp_s: float | None = None,
+        casting: Casting | None = None,
     ) -> SwapResult:
         start = time.perf_counter()
         frame = np.ascontiguousarray(frame)  # OpenCV needs it; a no-op for decoded video frames
@@ -301,7 +312,8 @@ class EmbeddedProcessor:
             # WebRTC adapts resolution mid-stream; tracked ROIs are in the old frame's pixels.
             self.tracker.reset()
             self._shape = frame.shape
-        update = self.tracker.update(frame, options.many_faces, timestamp_s)
+        track_all = options.many_faces or (casting is not None and casting.assigned)
+        update = self.tracker.update(frame, track_all, timestamp_s)
         timings = {**update.timings_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
         tracked = tuple(
             Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)
@@ -312,20 +324,26 @@ class EmbeddedProcessor:
         strength = float(np.clip(options.strength, 0.0, 1.0))
         out, swapped = frame, 0
         unswapped: list[Face] = list(faces)
-        if source is not None:
-            if source.engine != NAME or not isinstance(source.payload, SourceTexture):
-                raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
-            targets = tracked if options.many_faces else tracked[:1]
-            unswapped = [f for f in faces if f not in targets]
+        if source is not None or casting is not None:
+            # People are followed by their tracked position (no identity network runs here).
+            choices = (
+                casting.choose(faces, options.many_faces, None)
+                if casting is not None
+                else single_source(faces, source, options.many_faces)
+            )
+            targets = [
+                (f, s) for f, s in zip(faces, choices, strict=True) if s is not None and f.mesh is not None
+            ]
+            unswapped = [f for f, s in zip(faces, choices, strict=True) if s is None or f.mesh is None]
             if strength <= 0:
                 # Asked to keep the target's face: every target face is done, unchanged.
                 swapped = len(targets)
             elif targets:
                 out = frame.copy()
-                for face in targets:
+                for face, chosen in targets:
                     assert face.mesh is not None
                     if swap_face(
-                        frame, out, face.mesh, source.payload, strength, self.engine.max_cells, timings
+                        frame, out, face.mesh, _texture_of(chosen), strength, self.engine.max_cells, timings
                     ):
                         swapped += 1
                     else:  # too small or off-frame: left as it was, so the caller must hide it

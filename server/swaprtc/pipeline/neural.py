@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from swaprtc.engine import Casting, single_source
 from swaprtc.errors import NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
 from swaprtc.inference.runner import ModelRunner, describe_runner, runner_providers
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENGINE_NAME = "neural"
+# Live settings (SwapOptions keys) this engine acts on; the enhancer's only when it is loaded.
+CONTROLS = ("many_faces", "strength")
+ENHANCER_CONTROLS = ("enhance", "enhance_blend", "enhance_every")
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,19 +158,20 @@ class NeuralEngine:
             "detect_every": self.tracking.detect_every if self.tracking else 1,
             "batching": self.batching is not None and bool(self.batching.schedulers),
             "gpu": dict(self.decisions),
+            "controls": list(CONTROLS + (ENHANCER_CONTROLS if self.enhancer is not None else ())),
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         return self.detector.detect(check_frame(frame))
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         image = check_frame(image)
         faces = self.detector.detect(image)
         if not faces:
             raise NoFaceError(
                 "no face found in the source photo: use a clear, well-lit, front-facing photo of one face"
             )
-        face = faces[0]  # detectors return the largest first
+        face = face if face is not None else faces[0]  # detectors return the largest first
         embedding = self.embedder.embed(image, face.kps)
         identity = NeuralIdentity(embedding=embedding, latent=self.swapper.latent(embedding))
         return SourceFace(
@@ -198,6 +203,12 @@ class NeuralEngine:
         return NeuralStream(self)
 
 
+def _identity(source: SourceFace) -> NeuralIdentity:
+    if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
+        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
+    return source.payload
+
+
 class NeuralStream:
     """Per-stream processor: where the faces are (detector, or tracked mesh between detector
     runs), then align → swap → paste → enhance. Not thread-safe: one stream, one user."""
@@ -222,23 +233,22 @@ class NeuralStream:
         self._anchors.clear()
 
     def locate(
-        self, frame: np.ndarray, many: bool, timestamp_s: float | None, timings: dict[str, float]
-    ) -> tuple[list[Face], list[Face], list[Face]]:
-        """(all faces, faces to swap, faces to leave alone) in this frame."""
+        self, frame: np.ndarray, follow_all: bool, timestamp_s: float | None, timings: dict[str, float]
+    ) -> list[Face]:
+        """The faces in this frame, largest first: the detector's, or on frames between its runs
+        the tracked ones. ``follow_all`` = track every face, not only the largest."""
         t = time.perf_counter()
         if self.tracker is None:
             faces = self.engine.detector.detect(frame)
             timings["detect"] = (time.perf_counter() - t) * 1000
-            chosen = faces if many else faces[:1]
-            return faces, chosen, faces[len(chosen) :]
-        update = self.tracker.update(frame, many, timestamp_s)
+            return faces
+        update = self.tracker.update(frame, follow_all, timestamp_s)
         timings["detect"] = update.timings_ms["detect"]
         timings["track"] = update.timings_ms["landmarks"]
         # Found by the detector but not followed by the mesh (a profile, a covered face): its
         # detector points are good for this frame, and the tracker looks again next frame.
-        found = self.tracked_faces(update) + list(update.untracked)
-        chosen = found if many else found[:1]
-        return found, chosen, found[len(chosen) :]
+        faces = self.tracked_faces(update) + list(update.untracked)
+        return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def tracked_faces(self, update: TrackUpdate) -> list[Face]:
         """Faces with five points: the detector's where it ran, else carried by the mesh."""
@@ -268,19 +278,33 @@ class NeuralStream:
         source: SourceFace | None,
         options: SwapOptions,
         timestamp_s: float | None = None,
+        casting: Casting | None = None,
     ) -> SwapResult:
-        """``timestamp_s`` paces the tracker's smoothing; without it frames are 1/30 s apart."""
+        """``timestamp_s`` is accepted for the FrameProcessor contract (the tracker's clock)."""
         t_start = time.perf_counter()
-        if source is None:
+        if source is None and casting is None:
             return SwapResult(frame=frame, faces=(), swapped=0, timings_ms={"total": 0.0})
-        if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
-            raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
         stages = self.stages
         timings = {"detect": 0.0, "align": 0.0, "swap": 0.0, "enhance": 0.0, "paste": 0.0}
-        faces, chosen, unswapped = self.locate(frame, options.many_faces, timestamp_s, timings)
+        # With people mapped to sources, every face is followed, not only the largest.
+        follow_all = options.many_faces or (casting is not None and casting.assigned)
+        faces = self.locate(frame, follow_all, timestamp_s, timings)
+        choices: list[SourceFace | None] = [None] * len(faces)
+        if casting is not None:
+            # People are followed by identity, so a mapping survives someone leaving and returning.
+            try:
+                choices = casting.choose(
+                    faces, options.many_faces, lambda f: stages.embedder.embed(frame, f.kps)
+                )
+            except InferenceTimeout:  # no identity in time: no face can be given its source
+                log.debug("embedding for casting past the deadline: faces hidden this frame")
+        else:
+            choices = single_source(faces, source, options.many_faces)
+        chosen = [(f, s) for f, s in zip(faces, choices, strict=True) if s is not None]
+        # Faces left alone (one-face mode, unmapped) still show a real person: the caller hides them.
+        unswapped: list[Face] = [f for f, s in zip(faces, choices, strict=True) if s is None]
 
         def result(out: np.ndarray, done: list[Face]) -> SwapResult:
-            # Faces not replaced still show a real person: the caller hides them.
             timings["total"] = (time.perf_counter() - t_start) * 1000
             return SwapResult(
                 frame=out,
@@ -295,24 +319,24 @@ class NeuralStream:
 
         t = time.perf_counter()
         size = stages.swapper.size
-        matrices = [estimate_arcface(face.kps, size) for face in chosen]
+        matrices = [estimate_arcface(face.kps, size) for face, _ in chosen]
         crops = [warp_crop(frame, m, size) for m in matrices]
         timings["align"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
-        identity: NeuralIdentity = source.payload
-        latents = [identity.latent] * len(chosen)
+        latents = [_identity(s).latent for _, s in chosen]
         try:
             if options.strength < 1.0:
-                targets = stages.embedder.embed_crops([stages.embedder.crop(frame, f.kps) for f in chosen])
+                targets = stages.embedder.embed_crops([stages.embedder.crop(frame, f.kps) for f, _ in chosen])
                 latents = [
-                    blend_latents(identity.latent, stages.swapper.latent(e), options.strength)
-                    for e in targets
+                    blend_latents(latent, stages.swapper.latent(e), options.strength)
+                    for latent, e in zip(latents, targets, strict=True)
                 ]
+            # One call for every face of the frame (or one queued request under batching).
             swapped = stages.swapper.swap_many(crops, latents)
         except InferenceTimeout:
             # The deadline passed in the model queue: nothing was swapped, every face is hidden.
-            unswapped = [*chosen, *unswapped]
+            unswapped = [*(f for f, _ in chosen), *unswapped]
             timings["swap"] = (time.perf_counter() - t) * 1000
             return result(frame, [])
         timings["swap"] = (time.perf_counter() - t) * 1000
@@ -320,7 +344,7 @@ class NeuralStream:
         t = time.perf_counter()
         out = frame.copy()
         done: list[Face] = []
-        for face, crop, m in zip(chosen, swapped, matrices, strict=True):
+        for (face, _), crop, m in zip(chosen, swapped, matrices, strict=True):
             # No region: the aligned crop maps entirely outside the frame, so nothing was replaced.
             (done if paste_into(out, crop, m) is not None else unswapped).append(face)
         timings["paste"] = (time.perf_counter() - t) * 1000
