@@ -236,12 +236,13 @@ def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, A
     """Sessions a real server holds (swaprtc.benchmarks.capacity)."""
     from swaprtc.benchmarks.capacity import CapacityPlan, run_capacity
 
-    workers = [w.strip() for w in (getattr(args, "workers", None) or "1,2").split(",") if w.strip()]
+    workers = [w.strip() for w in (getattr(args, "bench_workers", None) or "1,2").split(",") if w.strip()]
     plan = CapacityPlan(
         workers=workers,
         resolutions=_resolutions(args),
         max_sessions=args.max_sessions,
         step_s=args.step_s,
+        ramp_all=args.ramp_all,
     )
     return run_capacity(plan, settings, REPO_DATA)
 
