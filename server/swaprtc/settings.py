@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from swaprtc.errors import SwapRTCError
 from swaprtc.resources import default_models_dir
@@ -20,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec": ("vp8", "h264"),
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
+    "inference_shared_memory": ("auto", "on", "off"),
 }
 
 
@@ -57,6 +59,11 @@ class Settings:
     swap_deadline_ms: int = 200
     inference_threads: int = 1
     detect_every: int = 5  # run the detector every N frames while tracking holds
+    # Shared inference tier: grpc://HOST:PORT of a Triton server holding the neural models
+    # (`swaprtc triton-repo`); empty = models run in this process.
+    inference_url: str = ""
+    # Tensors through Triton's system shared memory: auto = when the server can open ours (same host).
+    inference_shared_memory: str = "auto"
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -86,6 +93,11 @@ class Settings:
             raise SettingsError(
                 "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
                 f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
+            )
+        if self.inference_url and not _is_grpc_url(self.inference_url):
+            raise SettingsError(
+                f"invalid inference_url {self.inference_url!r} (--inference-url / SWAPRTC_INFERENCE_URL): "
+                "use grpc://HOST:PORT"
             )
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
@@ -130,6 +142,14 @@ KNOWN_PROVIDERS = (
     "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
+
+
+def _is_grpc_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "grpc" and bool(parts.hostname) and parts.port is not None
+    except ValueError:
+        return False
 
 
 def normalise_provider(name: str) -> str:
