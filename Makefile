@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,quality]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -18,9 +18,10 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check server tests tools
+	$(BIN)/ruff format --check server tests tools
+	$(BIN)/mypy
 
-test: $(STAMP)
-	$(BIN)/ruff check server tests tools
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,3 +66,17 @@ def retinaface_session(model_store: ModelStore) -> ort.InferenceSession:
 @pytest.fixture(scope="session")
 def face_landmark_path(model_store: ModelStore) -> Path:
     return model_store.ensure("face_landmark")
+
+
+def wait_listening(port: int, proc: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
+    """Wait until a server subprocess accepts connections on ``port``; fail with its log if not."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)

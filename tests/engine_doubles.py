@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import cv2
 import numpy as np
+from swaprtc.engine import Casting, single_source
 from swaprtc.errors import NoFaceError
 from swaprtc.pipeline.detector import Detector
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
@@ -60,6 +61,7 @@ class PaintProcessor:
         source: SourceFace | None,
         options: SwapOptions,
         timestamp_s: float | None = None,
+        casting: Casting | None = None,
     ) -> SwapResult:
         index = self.engine.next_call()
         self.calls += 1
@@ -72,21 +74,25 @@ class PaintProcessor:
         t0 = time.perf_counter()
         faces = tuple(self.engine.detector.detect(frame))
         t1 = time.perf_counter()
-        if source is None:
+        if source is None and casting is None:
             return SwapResult(frame, faces, 0, {"detect": (t1 - t0) * 1000})
         out = frame.copy()
-        targets = faces if options.many_faces else faces[:1]
+        if casting is not None:
+            choices = casting.choose(faces, options.many_faces, None)
+        else:
+            choices = single_source(faces, source, options.many_faces)
         if self.engine.max_swaps is not None:
-            targets = targets[: self.engine.max_swaps]
-        for face in targets:
-            paint_box(out, face, source.payload)
+            choices = [c if i < self.engine.max_swaps else None for i, c in enumerate(choices)]
+        for face, chosen in zip(faces, choices, strict=True):
+            if chosen is not None:
+                paint_box(out, face, chosen.payload)
         t2 = time.perf_counter()
         return SwapResult(
             out,
             faces,
-            len(targets),
+            sum(c is not None for c in choices),
             {"detect": (t1 - t0) * 1000, "swap": (t2 - t1) * 1000},
-            unswapped=faces[len(targets) :],
+            unswapped=tuple(f for f, c in zip(faces, choices, strict=True) if c is None),
         )
 
     def reset(self) -> None:
@@ -106,6 +112,7 @@ class PaintEngine:
         fail_if: Callable[[np.ndarray], bool] | None = None,
         detect_fails: bool = False,
         colour: tuple[int, int, int] = PAINT_BGR,
+        colours: Sequence[tuple[int, int, int]] = (),
         max_swaps: int | None = None,
         guard: Detector | FixedFaceDetector | None = None,
     ) -> None:
@@ -118,6 +125,7 @@ class PaintEngine:
         self.fail_if = fail_if
         self.detect_fails = detect_fails
         self.colour = colour
+        self.colours = list(colours)  # given out in turn by prepare_source, else ``colour``
         self.calls = 0
         self.processors: list[PaintProcessor] = []
         self._lock = threading.Lock()
@@ -135,16 +143,17 @@ class PaintEngine:
             raise RuntimeError("deliberate detector failure")
         return self.guard.detect(frame)
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         faces = self.detector.detect(image)
         if not faces:
             raise NoFaceError("no face found in the source image")
-        face = faces[0]
+        face = face if face is not None else faces[0]
         x1, y1, x2, y2 = face.bbox.astype(int)
         crop = image[max(0, y1) : max(y1 + 1, y2), max(0, x1) : max(x1 + 1, x2)]
         ok, jpeg = cv2.imencode(".jpg", cv2.resize(crop, (64, 64)))
         assert ok
-        return SourceFace(self.name, face, len(faces), jpeg.tobytes(), self.colour)
+        colour = self.colours.pop(0) if self.colours else self.colour
+        return SourceFace(self.name, face, len(faces), jpeg.tobytes(), colour)
 
     def open_stream(self) -> PaintProcessor:
         processor = PaintProcessor(self)

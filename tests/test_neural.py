@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from swaprtc.errors import BadImageError, NoFaceError
+from swaprtc.models.store import ModelStore
 from swaprtc.pipeline.aligner import estimate_arcface
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.pipeline.embedder import ArcFaceEmbedder
@@ -217,13 +218,13 @@ def test_enhancer_runs_only_when_asked(
 class StubStore:
     """The slice of ModelStore that NeuralEngine.from_store uses, backed by tiny model files."""
 
-    def __init__(self, folder: Path, models: dict[str, onnx.ModelProto]) -> None:
-        self.files = {}
+    def __init__(self, folder: Path, models: dict[str, onnx.ModelProto], files: dict[str, Path]) -> None:
+        self.models_dir = folder
+        self.files = dict(files)
         for name, model in models.items():
             path = folder / f"{name}.onnx"
             path.write_bytes(model.SerializeToString())
             self.files[name] = path
-        self.sessions: dict[str, ort.InferenceSession] = {}
 
     def available(self, name: str) -> bool:
         return name in self.files
@@ -231,25 +232,15 @@ class StubStore:
     def path(self, name: str) -> Path:
         return self.files[name]
 
-    def session(self, name: str) -> ort.InferenceSession:
-        if name not in self.sessions:
-            path = str(self.files[name])
-            self.sessions[name] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return self.sessions[name]
-
-    def planned_providers(self) -> list[str]:
-        return ["CPUExecutionProvider"]
-
-    def providers_in_use(self, name: str) -> list[str]:
-        return list(self.sessions[name].get_providers()) if name in self.sessions else []
+    ensure = path
 
 
 def test_from_store_reads_emap_from_the_file(
-    tmp_path: Path, retinaface_session: ort.InferenceSession, astronaut_bgr: np.ndarray
+    tmp_path: Path, model_store: ModelStore, astronaut_bgr: np.ndarray
 ) -> None:
     emap = make_emap(seed=11)
-    store = StubStore(tmp_path, {"w600k_r50": arcface_model(), "inswapper_128": inswapper_model(emap=emap)})
-    store.sessions["retinaface_mnet025"] = retinaface_session
+    models = {"w600k_r50": arcface_model(), "inswapper_128": inswapper_model(emap=emap)}
+    store = StubStore(tmp_path, models, {"retinaface_mnet025": model_store.path("retinaface_mnet025")})
     engine = NeuralEngine.from_store(store, Settings())  # type: ignore[arg-type]
     np.testing.assert_array_equal(engine.swapper.emap, emap)
     assert engine.enhancer is None  # gfpgan not present: enhancement is off, not an error

@@ -1,7 +1,8 @@
 """``swaprtc bench``: speed measurements as JSON.
 
 Every comparison is measured side by side in one run (interleaved rounds), and medians are
-reported, because machines here are noisy. Suites: frame_io, paste, embedded, neural.
+reported, because machines here are noisy. Suites: frame_io, paste, embedded, neural, and quality
+(swap quality judged by a face recognizer; needs the optional ``quality`` extra).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural")
+SUITES = ("frame_io", "paste", "embedded", "neural", "quality")
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -71,7 +72,8 @@ def bench_frame_io(frames: int) -> dict[str, Any]:
             return VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
 
         def via_i420(img: np.ndarray = img) -> object:
-            return VideoFrame.from_numpy_buffer(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+            yuv = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+            return VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
 
         s = side_by_side({"bgr24_then_reformat": via_bgr24, "i420_from_numpy_buffer": via_i420}, frames)
         a, b = summary(s["bgr24_then_reformat"]), summary(s["i420_from_numpy_buffer"])
@@ -97,7 +99,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    wanted = SUITES if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
+    # "all" means the speed suites; quality needs an optional extra and minutes of CPU.
+    wanted = SUITES[:-1] if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
     if unknown:
         print(f"swaprtc bench: unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
@@ -108,6 +111,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "paste": lambda: _bench_paste(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
+        "quality": lambda: _bench_quality(args, settings),
     }
     for name in wanted:
         try:
@@ -164,15 +168,21 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
         m = estimate_arcface(face.kps, 128)
         aligned = warp_crop(frame, m, 128)
         swapped = 255 - aligned
-        s = side_by_side(
-            {
-                "crop_region": lambda frame=frame, swapped=swapped, m=m: paste_back(frame, swapped, m),
-                "insightface_reference": lambda frame=frame, swapped=swapped, aligned=aligned, m=m: (
-                    paste_back_reference(frame, swapped, aligned, m)
-                ),
-            },
-            frames,
-        )
+
+        def crop_region(
+            frame: np.ndarray = frame, swapped: np.ndarray = swapped, m: np.ndarray = m
+        ) -> np.ndarray:
+            return paste_back(frame, swapped, m)
+
+        def insightface_reference(
+            frame: np.ndarray = frame,
+            swapped: np.ndarray = swapped,
+            aligned: np.ndarray = aligned,
+            m: np.ndarray = m,
+        ) -> np.ndarray:
+            return paste_back_reference(frame, swapped, aligned, m)
+
+        s = side_by_side({"crop_region": crop_region, "insightface_reference": insightface_reference}, frames)
         ours, ref = summary(s["crop_region"]), summary(s["insightface_reference"])
         result[label] = {
             "face_height_px": round(face.height),
@@ -257,3 +267,30 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
         out[label] = {k: round(statistics.median(v), 2) for k, v in per_stage.items()}
         out[label]["n"] = n
     return out
+
+
+QUALITY_CACHE = Path(os.environ.get("SWAPRTC_QUALITY_CACHE", Path.home() / ".cache/swaprtc/quality"))
+
+
+def _bench_quality(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Swap quality on the quality set (swaprtc.quality): the engine before issue 10 and today's,
+    side by side, judged by dlib's face recognizer."""
+    from swaprtc.embedded.engine import EmbeddedEngine
+    from swaprtc.quality.bench import Methods, run_quality
+    from swaprtc.quality.photos import quality_set
+    from swaprtc.quality.recognizer import DlibRecognizer
+    from swaprtc.types import SwapOptions
+
+    recognizer = DlibRecognizer()  # fails early, with the install hint, without the extra
+    store = _store(settings)
+    engine = EmbeddedEngine.from_paths(store.ensure("retinaface_mnet025"), store.ensure("face_landmark"))
+    names = [n.strip() for n in args.photos.split(",") if n.strip()] if args.photos else None
+    photos = quality_set(engine.detect, None if args.repo_photos_only else QUALITY_CACHE, names)
+    methods = Methods(engine, SwapOptions()).table()
+    return run_quality(
+        photos,
+        methods,
+        recognizer,
+        max_pairs=args.pairs,
+        sheet_path=Path(args.sheet) if args.sheet else None,
+    )

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from swaprtc.errors import SwapRTCError
+from swaprtc.observability.logs import configure_logging
 from swaprtc.settings import Settings, add_settings_flags
 
 COMMON = [
@@ -18,9 +18,11 @@ COMMON = [
     "detector",
     "auto_download",
     "log_level",
+    "log_format",
     "inference_url",
     "inference_shared_memory",
 ]
+GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",
     "port",
@@ -39,7 +41,25 @@ SERVE = [
     "session_idle_s",
     "swap_deadline_ms",
     "inference_threads",
+    "workers",
     "detect_every",
+    *GPU,
+    "token",
+    "allowed_origins",
+    "trusted_proxies",
+    "rate_session_per_min",
+    "rate_offer_per_min",
+    "rate_source_per_min",
+    "rate_burst",
+    "max_pending_sessions",
+    "max_pending_per_client",
+    "max_json_bytes",
+    "max_sdp_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "upload_threads",
+    "max_queued_uploads",
 ]
 
 
@@ -58,20 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_settings_flags(swap, [*COMMON, "detect_every"])
+    add_settings_flags(swap, [*COMMON, "detect_every", *GPU])
 
     models = sub.add_parser("models", help="list, download and verify models")
     models.add_argument("action", choices=["list", "download", "verify"])
     models.add_argument("names", nargs="*", help="model names (default: see --all)")
     models.add_argument("--all", action="store_true", help="every model in the manifest")
     models.add_argument("--json", action="store_true", help="machine-readable output")
-    add_settings_flags(models, ["models_dir", "providers", "log_level"])
+    add_settings_flags(models, ["models_dir", "providers", "log_level", "log_format"])
 
     bench = sub.add_parser("bench", help="measure pipeline speed; prints JSON")
     bench.add_argument("--frames", type=int, default=60, help="frames per measurement")
     bench.add_argument("--output", default=None, help="also write the JSON here")
     bench.add_argument("--suite", default="all", help="which measurements (comma separated)")
-    add_settings_flags(bench, [*COMMON, "detect_every"])
+    bench.add_argument("--pairs", type=int, default=None, help="quality: at most this many ordered pairs")
+    bench.add_argument("--photos", default=None, help="quality: only these photos (comma separated names)")
+    bench.add_argument(
+        "--repo-photos-only", action="store_true", help="quality: skip the group photo fetched with pip"
+    )
+    bench.add_argument("--sheet", default=None, help="quality: write the contact sheet PNG here")
+    add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
 
     repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")
     repo.add_argument("out", help="repository folder to write (models are copied, or linked with --link)")
@@ -84,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     repo.add_argument("--fp32", action="store_true", help="TensorRT in FP32 instead of FP16")
     repo.add_argument("--trt-cache", default=None, help="TensorRT engine cache path inside the Triton container")
     repo.add_argument("--json", action="store_true", help="machine-readable summary")
-    add_settings_flags(repo, ["models_dir", "log_level"])
+    add_settings_flags(repo, ["models_dir", "log_level", "log_format"])
     return parser
 
 
@@ -92,10 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env().with_args(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             from swaprtc.rtc.app import serve
 

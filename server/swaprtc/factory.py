@@ -10,8 +10,8 @@ import logging
 
 from swaprtc.engine import Engine
 from swaprtc.errors import ModelError
+from swaprtc.inference.sessions import GPU_PROVIDERS
 from swaprtc.models.store import ModelStore
-from swaprtc.pipeline.onnx_io import GPU_PROVIDERS
 from swaprtc.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
@@ -175,7 +176,7 @@ def _swap_video(
         rate = vin.average_rate or vin.guessed_rate or Fraction(30, 1)
         out = av.open(str(partial), "w", format=VIDEO_FORMATS[ext])
         try:
-            vout = out.add_stream(VIDEO_CODECS[ext], rate=rate)
+            vout = cast(av.VideoStream, out.add_stream(VIDEO_CODECS[ext], rate=rate))
             vout.width, vout.height = width, height
             # x264 cannot do 4:2:0 at odd sizes; 4:4:4 keeps the size exact instead of cropping.
             vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
@@ -205,7 +206,7 @@ def _audio_stream(
     codec = out.default_audio_codec
     # Opus only runs at a few fixed rates; 48 kHz is its native one.
     rate = 48000 if "opus" in codec else ain.codec_context.sample_rate
-    aout = out.add_stream(codec, rate=rate)
+    aout = cast(av.AudioStream, out.add_stream(codec, rate=rate))
     aout.layout = ain.codec_context.layout
     log.info("audio codec %s cannot go into this container: re-encoding it as %s", name, codec)
     return aout, f"re-encoded ({name} to {codec})"
@@ -248,10 +249,14 @@ def _transcode(
                     out.mux(packet)
                 else:
                     for aframe in packet.decode():
+                        if not isinstance(aframe, av.AudioFrame):
+                            continue
                         aframe.pts = None  # the encoder restamps; its resampler changes the timing
                         out.mux(aout.encode(aframe))
                 continue
             for frame in packet.decode():
+                if not isinstance(frame, av.VideoFrame):  # the video stream yields only VideoFrames
+                    continue
                 # The frame's own time, so tracking smooths over real time at any frame rate.
                 result = stream.process(
                     frame.to_ndarray(format="bgr24"), source, options, timestamp_s=frame_time(frame)

@@ -21,6 +21,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec": ("vp8", "h264"),
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
+    "io_binding": ("auto", "on", "off"),
+    "fp16": ("auto", "on", "off"),
     "inference_shared_memory": ("auto", "on", "off"),
 }
 
@@ -58,13 +61,44 @@ class Settings:
     # Longest a frame waits for its swap before it goes out with faces hidden instead.
     swap_deadline_ms: int = 200
     inference_threads: int = 1
+    # Worker processes behind one public port: a number, or "auto" for the usable cores.
+    # "1" keeps everything in one process (docs/RTC.md, "Worker processes").
+    workers: str = "1"
     detect_every: int = 5  # run the detector every N frames while tracking holds
+    # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
+    io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
+    cuda_graph: bool = True  # capture CUDA graphs for the fixed-shape models (swapper, enhancer)
+    fp16: str = "auto"  # InSwapper fp16: auto = only on a GPU provider AND if it matches fp32 at load
+    trt_cache: bool = True  # TensorRT engine + timing caches in <models_dir>/trt-cache
+    # Cross-session batching: requests from all sessions wait at most this long to share one call
+    # (0 = no scheduler, every call runs on its own).
+    batch_window_ms: float = 2.0
+    max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
     # Shared inference tier: grpc://HOST:PORT of a Triton server holding the neural models
     # (`swaprtc triton-repo`); empty = models run in this process.
     inference_url: str = ""
     # Tensors through Triton's system shared memory: auto = when the server can open ours (same host).
     inference_shared_memory: str = "auto"
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object per line, with the session id)
+    # Access and abuse (docs/API.md, "Limits and access")
+    token: str | None = None  # required by every API call when set
+    allowed_origins: tuple[str, ...] = ()  # page origins besides the server's own (reverse proxies)
+    trusted_proxies: tuple[str, ...] = ()  # peer addresses whose X-Forwarded-For is believed
+    rate_session_per_min: float = 30.0  # per client address; 0 = unlimited
+    rate_offer_per_min: float = 30.0
+    rate_source_per_min: float = 30.0
+    rate_burst: int = 10
+    max_pending_sessions: int = 32  # sessions not yet connecting (they hold no capacity)
+    max_pending_per_client: int = 4
+    # Request limits
+    max_json_bytes: int = 64 * 1024
+    max_sdp_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0  # a request head must arrive within this
+    body_timeout_s: float = 60.0  # a request body must arrive within this
+    keepalive_timeout_s: float = 30.0
+    upload_threads: int = 1  # image decodes and source preparation, apart from live video
+    max_queued_uploads: int = 8  # uploads waiting for an upload thread; more get 503 busy
 
     def __post_init__(self) -> None:
         # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
@@ -84,9 +118,32 @@ class Settings:
             "inference_threads",
             "detect_every",
             "swap_deadline_ms",
+            "max_batch",
+            "rate_burst",
+            "max_pending_sessions",
+            "max_pending_per_client",
+            "max_json_bytes",
+            "max_sdp_bytes",
+            "upload_threads",
+            "max_queued_uploads",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
+        self.worker_count()  # validates
+        if not 0 <= self.batch_window_ms <= 1000:
+            raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
+        if not self.token:
+            object.__setattr__(self, "token", None)  # an empty SWAPRTC_TOKEN means no token
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be positive")
+        for name in ("rate_session_per_min", "rate_offer_per_min", "rate_source_per_min"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: 0 (unlimited) or more")
+        if self.max_sdp_bytes >= self.max_json_bytes:
+            raise SettingsError(
+                "max_sdp_bytes must be smaller than max_json_bytes (the offer JSON holds the SDP)"
+            )
         if self.session_idle_s <= 0:
             raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
         if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:
@@ -103,6 +160,23 @@ class Settings:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("TLS needs both --tls-cert and --tls-key")
+
+    def worker_count(self) -> int:
+        """``workers`` resolved: ``auto`` is the cores this process may run on."""
+        text = self.workers.strip().lower()
+        if text == "auto":
+            return max(
+                1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            )
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise SettingsError(
+                f"invalid workers {self.workers!r} (--workers / SWAPRTC_WORKERS): a number >= 1 or auto"
+            )
+        return count
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -57,6 +57,11 @@ class SwapOptions:
     strength: float = 1.0  # 0 keeps the target identity, 1 is the full source identity
     enhance: bool = False
     enhance_blend: float = 0.8
+    enhance_every: int = 1  # run the enhancer every Nth frame; reuse the last enhanced face between
+    mouth_mask: bool = False  # keep the target's own mouth interior (neural: pipeline/mouth_mask.py)
+    mouth_mask_blur: float = 0.3  # 0..1, feathering of the mouth mask edge
+    mouth_mask_padding: float = 0.1  # 0..1, how far the mouth mask reaches beyond the mouth
+    color_correction: bool = False  # match the swapped face's colour to the target's lighting
 
 
 @dataclass(frozen=True, eq=False)

@@ -106,8 +106,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.models_dir / "face_landmark.tflite",
         threads=args.threads,
     )
-    source = engine.prepare_source(cv2.imread(str(args.source)))
-    target = cv2.imread(str(args.target))
+    source_image, target = cv2.imread(str(args.source)), cv2.imread(str(args.target))
+    if source_image is None or target is None:
+        parser.error("--source and --target must be readable images")
+    source = engine.prepare_source(source_image)
     print(json.dumps(bench_embedded(engine, live_frames(target, args.frames), source), indent=2))
 
 

@@ -106,7 +106,11 @@ def convert_bytes(buf: bytes) -> bytes:
             nodes.append(
                 helper.make_node(
                     "Clip",
-                    [pre, init(f"op{idx}_lo", np.float32(0)), init(f"op{idx}_hi", np.float32(6))],
+                    [
+                        pre,
+                        init(f"op{idx}_lo", np.array(0, np.float32)),
+                        init(f"op{idx}_hi", np.array(6, np.float32)),
+                    ],
                     [out],
                     name=f"op{idx}_relu6",
                 )
@@ -133,7 +137,7 @@ def convert_bytes(buf: bytes) -> bytes:
         dh, dw = o.DilationHFactor() or 1, o.DilationWFactor() or 1
         pads = conv_pads(ins[0], w.shape[1], w.shape[2], o.StrideH(), o.StrideW(), o.Padding(), dh, dw)
         weights = w.transpose(3, 0, 1, 2) if depthwise else w.transpose(0, 3, 1, 2)
-        extra = {"group": shape(ins[0])[3]} if depthwise else {}
+        extra: dict[str, Any] = {"group": shape(ins[0])[3]} if depthwise else {}
         nodes.append(
             helper.make_node(
                 "Conv",
@@ -228,11 +232,11 @@ def convert_bytes(buf: bytes) -> bytes:
         elif kind == "PAD":
             p = constant(ins[1]).astype(np.int64)  # NHWC rows of (before, after)
             nchw = p[[0, 3, 1, 2]]
-            pads = np.concatenate([nchw[:, 0], nchw[:, 1]])
+            pad_values = np.concatenate([nchw[:, 0], nchw[:, 1]])
             nodes.append(
                 helper.make_node(
                     "Pad",
-                    [name(ins[0]), init(f"op{idx}_pads", pads)],
+                    [name(ins[0]), init(f"op{idx}_pads", pad_values)],
                     [out],
                     name=f"op{idx}_pad",
                     mode="constant",

@@ -24,8 +24,11 @@ from swaprtc.embedded.blend import composite, face_masks, lighting_gain
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
 from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
 from swaprtc.embedded.warp import face_grid, warp_texture
+from swaprtc.engine import Casting, single_source
 from swaprtc.errors import ModelError, NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
+from swaprtc.inference.runner import runner_providers
+from swaprtc.inference.sessions import RuntimeOptions, create_session
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
 
@@ -56,16 +59,9 @@ class SourceTexture:
 
 def make_session(model: Path | str | bytes, threads: int) -> ort.InferenceSession:
     """A CPU session: these models are small, so a GPU round trip would cost more than it saves."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    source = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types
-        label = "the converted face mesh model" if isinstance(model, bytes) else model
-        raise ModelError(f"onnxruntime could not load {label}: {exc}") from exc
+    label = "the converted face mesh model" if isinstance(model, bytes) else str(model)
+    options = RuntimeOptions(intra_op_threads=threads, inter_op_threads=1, sequential=True)
+    return create_session(model, options, label=label)
 
 
 def _sha256(path: Path) -> str:
@@ -161,7 +157,7 @@ class EmbeddedEngine:
                 "landmarks": f"{LANDMARK_MODEL} (MediaPipe face mesh, Apache-2.0, converted to ONNX)",
             },
             "providers": {
-                "detector": list(self.source_detector.session.get_providers()),
+                "detector": runner_providers(self.source_detector.runner),
                 "landmarks": list(self.mesh_model.session.get_providers()),
             },
             "threads": self.threads,
@@ -180,20 +176,21 @@ class EmbeddedEngine:
             mesh, score = self.mesh_model.run(image, roi_from_mesh(mesh))
         return mesh, score
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         image = check_frame(image)
         faces = self.detect(image)
         if not faces:
             raise NoFaceError("no face found in the source image")
-        mesh, score = self.source_mesh(image, faces[0])
+        picked = face if face is not None else faces[0]
+        mesh, score = self.source_mesh(image, picked)
         if score < PRESENCE_THRESHOLD:
             raise NoFaceError("the face in the source image is not clear enough to map")
         texture, tex_mesh = _texture(image, mesh)
         payload = SourceTexture(texture=texture, mesh=tex_mesh, triangles=m.triangulate(tex_mesh))
-        face = Face(bbox=m.mesh_bbox(mesh), score=faces[0].score, kps=m.five_points(mesh), mesh=mesh)
+        meshed = Face(bbox=m.mesh_bbox(mesh), score=picked.score, kps=m.five_points(mesh), mesh=mesh)
         return SourceFace(
             engine=NAME,
-            face=face,
+            face=meshed,
             faces_found=len(faces),
             thumbnail_jpeg=face_thumbnail(image, m.mesh_bbox(mesh)),
             payload=payload,
@@ -278,6 +275,12 @@ def swap_face(
     return True
 
 
+def _texture_of(source: SourceFace) -> SourceTexture:
+    if source.engine != NAME or not isinstance(source.payload, SourceTexture):
+        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
+    return source.payload
+
+
 class EmbeddedProcessor:
     """One stream's state: its tracker (detector cadence, smoothing). Not thread-safe."""
 
@@ -299,6 +302,7 @@ class EmbeddedProcessor:
         source: SourceFace | None,
         options: SwapOptions,
         timestamp_s: float | None = None,
+        casting: Casting | None = None,
     ) -> SwapResult:
         start = time.perf_counter()
         frame = np.ascontiguousarray(frame)  # OpenCV needs it; a no-op for decoded video frames
@@ -317,20 +321,26 @@ class EmbeddedProcessor:
         strength = float(np.clip(options.strength, 0.0, 1.0))
         out, swapped = frame, 0
         unswapped: list[Face] = list(faces)
-        if source is not None:
-            if source.engine != NAME or not isinstance(source.payload, SourceTexture):
-                raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
-            targets = tracked if options.many_faces else tracked[:1]
-            unswapped = [f for f in faces if f not in targets]
+        if source is not None or casting is not None:
+            # People are followed by their tracked position (no identity network runs here).
+            choices = (
+                casting.choose(faces, options.many_faces, None)
+                if casting is not None
+                else single_source(faces, source, options.many_faces)
+            )
+            targets = [
+                (f, s) for f, s in zip(faces, choices, strict=True) if s is not None and f.mesh is not None
+            ]
+            unswapped = [f for f, s in zip(faces, choices, strict=True) if s is None or f.mesh is None]
             if strength <= 0:
                 # Asked to keep the target's face: every target face is done, unchanged.
                 swapped = len(targets)
             elif targets:
                 out = frame.copy()
-                for face in targets:
+                for face, chosen in targets:
                     assert face.mesh is not None
                     if swap_face(
-                        frame, out, face.mesh, source.payload, strength, self.engine.max_cells, timings
+                        frame, out, face.mesh, _texture_of(chosen), strength, self.engine.max_cells, timings
                     ):
                         swapped += 1
                     else:  # too small or off-frame: left as it was, so the caller must hide it

@@ -12,10 +12,12 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swaprtc.errors import ModelError
+from swaprtc.inference.sessions import RuntimeOptions, choose_providers, create_session
 from swaprtc.models import sources
 from swaprtc.models.download import DownloadPolicy, download
 from swaprtc.models.integrity import drop_sidecar, sha256_file, sidecar_matches, write_sidecar
@@ -25,14 +27,6 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 log = logging.getLogger(__name__)
-
-
-def choose_providers(preferred: Sequence[str], available: Sequence[str]) -> list[str]:
-    """Preferred providers this onnxruntime build offers, in preference order; CPU as the floor."""
-    chosen = [p for p in preferred if p in available]
-    if "CPUExecutionProvider" not in chosen and "CPUExecutionProvider" in available:
-        chosen.append("CPUExecutionProvider")
-    return chosen
 
 
 class ModelStore:
@@ -47,6 +41,7 @@ class ModelStore:
         trusted: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         intra_op_threads: int | None = None,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.preferred_providers = tuple(providers)
@@ -55,7 +50,10 @@ class ModelStore:
         self.policy = policy or DownloadPolicy()
         self._trusted = {k: v.strip().lower() for k, v in (trusted or {}).items()}
         self._env = os.environ if env is None else env
-        self._intra_op_threads = intra_op_threads
+        # How sessions are made (GPU options, threads); the providers come from ``providers``.
+        self.runtime = replace(
+            runtime or RuntimeOptions(), providers=self.preferred_providers, intra_op_threads=intra_op_threads
+        )
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.RLock()
 
@@ -243,16 +241,8 @@ class ModelStore:
             target = self.ensure(name)
             if target.suffix != ".onnx":
                 raise ModelError(f"model {name} is a {target.suffix} file, not an ONNX model")
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            if self._intra_op_threads:
-                options.intra_op_num_threads = self._intra_op_threads
             providers = self.planned_providers()
-            try:
-                session = ort.InferenceSession(str(target), sess_options=options, providers=providers)
-            except Exception as exc:  # ORT raises its own exception types
-                raise ModelError(f"onnxruntime could not load {name} from {target}: {exc}") from exc
+            session = create_session(target, self.runtime, label=f"{name} from {target}")
             in_use = session.get_providers()
             log.info("model %s loaded with providers %s (asked for %s)", name, in_use, providers)
             self._sessions[name] = session

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from swaprtc.inference.local import as_runner
+from swaprtc.inference.runner import ModelRunner
 from swaprtc.types import Face
 
 STRIDES = (8, 16, 32)
@@ -92,17 +94,17 @@ class RetinaFaceDetector:
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        runner: ModelRunner | ort.InferenceSession,
         input_size: int = 640,
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
     ) -> None:
-        self.session = session
+        self.runner = as_runner(runner)
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
-        self.input_name = session.get_inputs()[0].name
-        names = [o.name for o in session.get_outputs()]
+        self.input_name = self.runner.inputs[0].name
+        names = [o.name for o in self.runner.outputs]
         # Outputs are matched by name where the model names them, else by position.
         self._order = [
             names.index(n) if n in names else i for i, n in enumerate(("loc", "conf", "landmarks"))
@@ -111,7 +113,7 @@ class RetinaFaceDetector:
     def detect(self, frame: np.ndarray) -> list[Face]:
         image, scale = letterbox(frame, self.input_size)
         blob = (image.astype(np.float32) - RETINA_MEAN_BGR).transpose(2, 0, 1)[None]
-        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(blob)})
+        outs = self.runner.run({self.input_name: np.ascontiguousarray(blob)})
         loc, conf, landms = (outs[i][0] for i in self._order)
         scores = conf[:, 1]
         mask = scores > self.score_threshold
@@ -154,17 +156,17 @@ class ScrfdDetector:
 
     def __init__(
         self,
-        session: ort.InferenceSession,
+        runner: ModelRunner | ort.InferenceSession,
         input_size: int = 640,
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
     ) -> None:
-        self.session = session
+        self.runner = as_runner(runner)
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
-        self.input_name = session.get_inputs()[0].name
-        if len(session.get_outputs()) != 9:
+        self.input_name = self.runner.inputs[0].name
+        if len(self.runner.outputs) != 9:
             raise ValueError("SCRFD model must have 9 outputs (scores, boxes, kps for 3 strides)")
 
     @staticmethod
@@ -184,7 +186,7 @@ class ScrfdDetector:
             (127.5, 127.5, 127.5),
             swapRB=True,
         )
-        outs = scrfd_heads(self.session.run(None, {self.input_name: blob}))
+        outs = scrfd_heads(self.runner.run({self.input_name: blob}))
         all_boxes, all_scores, all_kps = [], [], []
         for (scores, dist, kps), stride in zip(outs, STRIDES, strict=True):
             scores = scores.reshape(-1)

@@ -9,27 +9,36 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from swaprtc.inference.local import as_runner
+from swaprtc.inference.runner import ModelRunner
 from swaprtc.pipeline.aligner import estimate_ffhq, warp_crop
-from swaprtc.pipeline.onnx_io import input_size, numpy_dtype
 from swaprtc.pipeline.paste import paste_into
 
 
 class GfpganEnhancer:
-    def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-        inp = session.get_inputs()[0]
+    def __init__(self, runner: ModelRunner | ort.InferenceSession) -> None:
+        self.runner = as_runner(runner)
+        inp = self.runner.inputs[0]
         self.input_name = inp.name
-        self.output_name = session.get_outputs()[0].name
-        self.size = input_size(inp, default=512)
-        self.dtype = numpy_dtype(inp)
+        self.size = inp.spatial_size(default=512)
+        self.dtype = inp.dtype
+
+    def restore_many(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Restore FFHQ-aligned BGR uint8 crops (one call per runner batch); same sizes back."""
+        step = max(1, self.runner.max_batch)
+        out: list[np.ndarray] = []
+        for i in range(0, len(crops), step):
+            rgb = np.stack(crops[i : i + step])[..., ::-1].astype(np.float32)
+            blob = ((rgb / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2)
+            res = self.runner.run({self.input_name: np.ascontiguousarray(blob, self.dtype)})[0]
+            img = (np.clip(np.asarray(res, dtype=np.float32), -1.0, 1.0) + 1.0) * 127.5
+            batch = (img.transpose(0, 2, 3, 1) + 0.5).astype(np.uint8)[..., ::-1]
+            out.extend(np.ascontiguousarray(b) for b in batch)
+        return out
 
     def restore(self, crop: np.ndarray) -> np.ndarray:
         """Restore an FFHQ-aligned BGR uint8 crop; returns a BGR uint8 crop of the same size."""
-        rgb = crop[:, :, ::-1].astype(np.float32)
-        blob = ((rgb / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(blob, self.dtype)})
-        img = (np.clip(np.asarray(out[0][0], dtype=np.float32), -1.0, 1.0) + 1.0) * 127.5
-        return np.ascontiguousarray((img.transpose(1, 2, 0) + 0.5).astype(np.uint8)[:, :, ::-1])
+        return self.restore_many([crop])[0]
 
     def enhance_crop(self, crop: np.ndarray, blend: float) -> np.ndarray:
         restored = self.restore(crop)

@@ -13,18 +13,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from swaprtc.engine import Casting, single_source
 from swaprtc.errors import NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
+from swaprtc.inference.runner import ModelRunner, describe_runner, runner_providers
 from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
 from swaprtc.pipeline.detector import Detector, RetinaFaceDetector, ScrfdDetector
 from swaprtc.pipeline.embedder import ArcFaceEmbedder
 from swaprtc.pipeline.enhancer import GfpganEnhancer
-from swaprtc.pipeline.onnx_io import GPU_PROVIDERS
 from swaprtc.pipeline.paste import paste_into
-from swaprtc.pipeline.swapper import InSwapper, blend_latents, load_emap
+from swaprtc.pipeline.swapper import InSwapper, blend_latents
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
 
 if TYPE_CHECKING:
+    from swaprtc.inference.loader import NeuralRunners
     from swaprtc.models.store import ModelStore
     from swaprtc.settings import Settings
 
@@ -59,58 +61,55 @@ class NeuralEngine:
         self._models = models or {}
 
     @classmethod
+    def from_runners(cls, runners: NeuralRunners) -> NeuralEngine:
+        """The engine over already loaded runners (local sessions, a remote server, ...)."""
+        if runners.detector_kind == "scrfd":
+            detector: Detector = ScrfdDetector(runners.detector)
+        else:
+            detector = RetinaFaceDetector(runners.detector)
+        enhancer = GfpganEnhancer(runners.enhancer) if runners.enhancer is not None else None
+        models: dict[str, object] = {**runners.models, **runners.decisions}
+        return cls(
+            detector,
+            ArcFaceEmbedder(runners.embedder),
+            InSwapper(runners.swapper, runners.emap),
+            enhancer,
+            models,
+        )
+
+    @classmethod
     def from_store(cls, store: ModelStore, settings: Settings) -> NeuralEngine:
         """Load every model of the engine once. Raises ModelError when a required one is missing."""
-        models: dict[str, object] = {}
-        if settings.detector == "scrfd":
-            detector: Detector = ScrfdDetector(store.session("det_10g"))
-            det_name = "det_10g"
-        else:
-            detector = RetinaFaceDetector(store.session("retinaface_mnet025"))
-            det_name = "retinaface_mnet025"
-        swap_name = "inswapper_128"
-        # fp16 halves memory and is faster on GPUs; on CPU it is slower, so only use it there.
-        on_gpu = any(p in GPU_PROVIDERS for p in store.planned_providers())
-        if on_gpu and store.available("inswapper_128_fp16"):
-            swap_name = "inswapper_128_fp16"
-        swap_session = store.session(swap_name)
-        swapper = InSwapper(swap_session, load_emap(store.path(swap_name)))
-        embedder = ArcFaceEmbedder(store.session("w600k_r50"))
-        enhancer = None
-        if store.available("gfpgan_1.4"):
-            enhancer = GfpganEnhancer(store.session("gfpgan_1.4"))
-        else:
-            log.info("gfpgan_1.4 not present: the face enhancer is off (swaprtc models download gfpgan_1.4)")
-        for name in (det_name, "w600k_r50", swap_name, *(["gfpgan_1.4"] if enhancer else [])):
-            models[name] = store.providers_in_use(name)
-        return cls(detector, embedder, swapper, enhancer, models)
+        from swaprtc.inference.loader import local_neural_runners
+
+        return cls.from_runners(local_neural_runners(store, settings))
 
     def describe(self) -> dict[str, object]:
-        sessions = {
-            "detector": getattr(self.detector, "session", None),
-            "embedder": self.embedder.session,
-            "swapper": self.swapper.session,
-            "enhancer": self.enhancer.session if self.enhancer else None,
+        runners: dict[str, ModelRunner | None] = {
+            "detector": getattr(self.detector, "runner", None),
+            "embedder": self.embedder.runner,
+            "swapper": self.swapper.runner,
+            "enhancer": self.enhancer.runner if self.enhancer else None,
         }
-        providers = {k: list(s.get_providers()) for k, s in sessions.items() if s is not None}
         return {
             "engine": self.name,
             "models": dict(self._models),
-            "providers": providers,
+            "providers": {k: runner_providers(r) for k, r in runners.items() if r is not None},
+            "runners": {k: describe_runner(r) for k, r in runners.items() if r is not None},
             "enhancer": self.enhancer is not None,
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         return self.detector.detect(check_frame(frame))
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
         image = check_frame(image)
         faces = self.detector.detect(image)
         if not faces:
             raise NoFaceError(
                 "no face found in the source photo: use a clear, well-lit, front-facing photo of one face"
             )
-        face = faces[0]  # detectors return the largest first
+        face = face if face is not None else faces[0]  # detectors return the largest first
         embedding = self.embedder.embed(image, face.kps)
         identity = NeuralIdentity(embedding=embedding, latent=self.swapper.latent(embedding))
         return SourceFace(
@@ -123,6 +122,12 @@ class NeuralEngine:
 
     def open_stream(self) -> NeuralStream:
         return NeuralStream(self)
+
+
+def _identity(source: SourceFace) -> NeuralIdentity:
+    if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
+        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
+    return source.payload
 
 
 class NeuralStream:
@@ -140,22 +145,26 @@ class NeuralStream:
         source: SourceFace | None,
         options: SwapOptions,
         timestamp_s: float | None = None,
+        casting: Casting | None = None,
     ) -> SwapResult:
         """``timestamp_s`` is accepted for the FrameProcessor contract; nothing here depends on time."""
         t_start = time.perf_counter()
-        if source is None:
+        if source is None and casting is None:
             return SwapResult(frame=frame, faces=(), swapped=0, timings_ms={"total": 0.0})
-        if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
-            raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
         eng = self.engine
         timings = {"detect": 0.0, "align": 0.0, "swap": 0.0, "enhance": 0.0, "paste": 0.0}
 
         t = time.perf_counter()
         faces = eng.detector.detect(frame)
         timings["detect"] = (time.perf_counter() - t) * 1000
-        chosen = faces if options.many_faces else faces[:1]
-        # Faces left alone in one-face mode still show a real person: the caller hides them.
-        unswapped: list[Face] = list(faces[len(chosen) :])
+        if casting is not None:
+            # People are followed by identity, so a mapping survives someone leaving and returning.
+            choices = casting.choose(faces, options.many_faces, lambda f: eng.embedder.embed(frame, f.kps))
+        else:
+            choices = single_source(faces, source, options.many_faces)
+        chosen = [(f, s) for f, s in zip(faces, choices, strict=True) if s is not None]
+        # Faces left alone (one-face mode, unmapped) still show a real person: the caller hides them.
+        unswapped: list[Face] = [f for f, s in zip(faces, choices, strict=True) if s is None]
         if not chosen:
             timings["total"] = (time.perf_counter() - t_start) * 1000
             return SwapResult(
@@ -164,9 +173,9 @@ class NeuralStream:
 
         out = frame.copy()
         size = eng.swapper.size
-        identity: NeuralIdentity = source.payload
         done: list[Face] = []
-        for face in chosen:
+        for face, chosen_source in chosen:
+            identity = _identity(chosen_source)
             t = time.perf_counter()
             m = estimate_arcface(face.kps, size)
             crop = warp_crop(frame, m, size)

@@ -32,7 +32,7 @@ def mask_template(size: int) -> np.ndarray:
     mask = np.zeros((size, size), dtype=np.float32)
     mask[inset : size - inset, inset : size - inset] = 1.0
     k = 2 * max(size // 20, 1) + 1
-    mask = cv2.GaussianBlur(mask, (k, k), 0, borderType=cv2.BORDER_CONSTANT)
+    mask = cv2.GaussianBlur(mask, (k, k), 0, borderType=cv2.BORDER_CONSTANT).astype(np.float32, copy=False)
     mask.setflags(write=False)
     return mask
 

@@ -18,7 +18,8 @@ import numpy as np
 import onnxruntime as ort
 
 from swaprtc.errors import ModelError
-from swaprtc.pipeline.onnx_io import numpy_dtype
+from swaprtc.inference.local import as_runner
+from swaprtc.inference.runner import ModelRunner
 
 # ONNX protobuf field numbers (onnx/onnx.proto3).
 _MODEL_GRAPH = 7
@@ -62,11 +63,11 @@ def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, A
             raise ValueError(f"unsupported protobuf wire type {wire}")
 
 
-def _repeated_varints(buf: memoryview, wire: int, value: object) -> list[int]:
+def _repeated_varints(buf: memoryview, wire: int, value: Any) -> list[int]:
     """A repeated integer field: one varint (unpacked) or a length-delimited run (packed)."""
     if wire == 0:
-        return [int(value)]  # type: ignore[call-overload]
-    start, end = value  # type: ignore[misc]
+        return [int(value)]
+    start, end = value
     out: list[int] = []
     pos = start
     while pos < end:
@@ -85,12 +86,12 @@ def _tensor(buf: memoryview, start: int, end: int) -> np.ndarray:
         if field == _T_DIMS:
             dims.extend(_repeated_varints(buf, wire, value))
         elif field == _T_DATA_TYPE:
-            dtype_code = int(value)  # type: ignore[arg-type]
+            dtype_code = int(value)
         elif field == _T_RAW_DATA:
-            s, e = value  # type: ignore[misc]
+            s, e = value
             raw = bytes(buf[s:e])
         elif field in (_T_FLOAT_DATA, _T_DOUBLE_DATA):
-            s, e = value  # type: ignore[misc]
+            s, e = value
             floats.append(bytes(buf[s:e]))
         elif field == _T_INT32_DATA:
             ints.extend(_repeated_varints(buf, wire, value))
@@ -126,10 +127,10 @@ def _last_initializer(buf: memoryview) -> np.ndarray:
     last: tuple[int, int] | None = None
     for field, wire, value in _fields(buf, 0, len(buf)):
         if field == _MODEL_GRAPH and wire == 2:
-            gs, ge = value  # type: ignore[misc]
+            gs, ge = value
             for gfield, gwire, gvalue in _fields(buf, gs, ge):
                 if gfield == _GRAPH_INITIALIZER and gwire == 2:
-                    last = gvalue  # type: ignore[assignment]
+                    last = gvalue
     if last is None:
         raise ValueError("model has no graph initializers")
     return _tensor(buf, *last)
@@ -162,40 +163,52 @@ def blend_latents(source: np.ndarray, target: np.ndarray, strength: float) -> np
 
 
 class InSwapper:
-    """Runs the swap on one aligned crop. ``emap`` is read once by the caller (``load_emap``)."""
+    """Runs the swap on aligned crops. ``emap`` is read once by the caller (``load_emap``)."""
 
-    def __init__(self, session: ort.InferenceSession, emap: np.ndarray) -> None:
-        self.session = session
+    def __init__(self, runner: ModelRunner | ort.InferenceSession, emap: np.ndarray) -> None:
+        self.runner = as_runner(runner)
         self.emap = np.ascontiguousarray(emap, dtype=np.float32)
-        inputs = session.get_inputs()
+        inputs = self.runner.inputs
         # The image input is the 4-D one, the identity input the 2-D one; names differ between exports.
-        image = [i for i in inputs if len(i.shape) == 4]
-        ident = [i for i in inputs if len(i.shape) == 2]
+        image = [i for i in inputs if i.rank == 4]
+        ident = [i for i in inputs if i.rank == 2]
         if len(image) != 1 or len(ident) != 1:
             raise ModelError("InSwapper model must take one image [1,3,S,S] and one latent [1,D] input")
         self.image_input, self.latent_input = image[0], ident[0]
-        self.output_name = session.get_outputs()[0].name
-        shape = self.image_input.shape
-        self.size = int(shape[2]) if isinstance(shape[2], int) else 128
-        self._image_dtype = numpy_dtype(self.image_input)
-        self._latent_dtype = numpy_dtype(self.latent_input)
+        self.size = self.image_input.spatial_size(default=128)
 
     @classmethod
-    def from_file(cls, path: str | Path, session: ort.InferenceSession) -> InSwapper:
-        return cls(session, load_emap(path))
+    def from_file(cls, path: str | Path, runner: ModelRunner | ort.InferenceSession) -> InSwapper:
+        return cls(runner, load_emap(path))
 
     def latent(self, embedding: np.ndarray) -> np.ndarray:
         return identity_latent(embedding, self.emap)
 
+    def feeds(self, crops: list[np.ndarray], latents: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The model inputs for aligned BGR uint8 crops and their (1, D) latents, stacked."""
+        blob = (np.stack(crops)[..., ::-1].astype(np.float32) / 255.0).transpose(0, 3, 1, 2)
+        latent = np.concatenate([np.asarray(v, dtype=np.float32).reshape(1, -1) for v in latents])
+        return {
+            self.image_input.name: np.ascontiguousarray(blob, dtype=self.image_input.dtype),
+            self.latent_input.name: np.ascontiguousarray(latent, dtype=self.latent_input.dtype),
+        }
+
+    @staticmethod
+    def to_crops(output: np.ndarray) -> list[np.ndarray]:
+        """Model output [N,3,S,S] RGB in [0,1] to N BGR uint8 crops (values outside [0,1] clipped)."""
+        rgb = np.clip(np.asarray(output, dtype=np.float32).transpose(0, 2, 3, 1) * 255.0, 0, 255)
+        bgr = (rgb + 0.5).astype(np.uint8)[..., ::-1]
+        return [np.ascontiguousarray(c) for c in bgr]
+
+    def swap_many(self, crops: list[np.ndarray], latents: list[np.ndarray]) -> list[np.ndarray]:
+        """Swap each crop to its latent, in calls of at most the runner's batch limit."""
+        step = max(1, self.runner.max_batch)
+        out: list[np.ndarray] = []
+        for i in range(0, len(crops), step):
+            result = self.runner.run(self.feeds(crops[i : i + step], latents[i : i + step]))[0]
+            out.extend(self.to_crops(result))
+        return out
+
     def swap(self, crop: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Swap an aligned BGR uint8 crop (size×size) to ``latent``; returns a BGR uint8 crop."""
-        blob = (crop[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        out = self.session.run(
-            [self.output_name],
-            {
-                self.image_input.name: np.ascontiguousarray(blob, dtype=self._image_dtype),
-                self.latent_input.name: np.asarray(latent, dtype=self._latent_dtype).reshape(1, -1),
-            },
-        )[0]
-        rgb = np.clip(np.asarray(out[0], dtype=np.float32).transpose(1, 2, 0) * 255.0, 0, 255)
-        return np.ascontiguousarray((rgb + 0.5).astype(np.uint8)[:, :, ::-1])
+        return self.swap_many([crop], [latent])[0]

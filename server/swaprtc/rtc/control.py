@@ -1,7 +1,10 @@
-"""The ``control`` DataChannel protocol: settings and pings in, replies out (docs/API.md).
+"""The ``control`` DataChannel protocol: settings, pings and source mappings in, replies out
+(docs/API.md).
 
 Pure functions of the message text and the current options, so invalid input can be tested
-without a peer connection; a bad message yields an ``error`` reply, never an exception.
+without a peer connection; a bad message yields an ``error`` reply, never an exception. Mapping
+commands (``assign``/``unassign``) are validated here and carried out by the session, which owns
+the sources and the people.
 """
 
 from __future__ import annotations
@@ -13,7 +16,21 @@ from typing import Any
 
 from swaprtc.types import SwapOptions
 
-BOOL_KEYS = ("many_faces", "enhance")
+BOOL_KEYS = ("many_faces", "enhance", "mouth_mask", "color_correction")
+UNIT_KEYS = ("strength", "enhance_blend", "mouth_mask_blur", "mouth_mask_padding")  # numbers 0..1
+MAX_ENHANCE_EVERY = 30
+
+
+@dataclass(frozen=True)
+class Assign:
+    source: str
+    x: float  # point in the output video, 0..1 from the left
+    y: float  # 0..1 from the top
+
+
+@dataclass(frozen=True)
+class Unassign:
+    person: int
 
 
 @dataclass(frozen=True)
@@ -21,6 +38,12 @@ class ControlResult:
     options: SwapOptions
     show_stats: bool
     replies: tuple[dict[str, Any], ...] = ()
+    command: Assign | Unassign | None = None
+
+
+def _unit(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok and 0.0 <= value <= 1.0 else None  # type: ignore[operator, arg-type]
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -40,6 +63,19 @@ def handle_message(text: str | bytes, options: SwapOptions, show_stats: bool) ->
         return replace(unchanged, replies=({"type": "pong", "t": msg.get("t")},))
     if kind == "settings":
         return _settings(msg, options, show_stats)
+    if kind == "assign":
+        source, x, y = msg.get("source"), _unit(msg.get("x")), _unit(msg.get("y"))
+        if not isinstance(source, str) or not source or x is None or y is None:
+            return replace(
+                unchanged,
+                replies=(error("bad_message", 'assign needs "source" (a name) and "x", "y" from 0 to 1'),),
+            )
+        return replace(unchanged, command=Assign(source, x, y))
+    if kind == "unassign":
+        person = msg.get("person")
+        if not isinstance(person, int) or isinstance(person, bool):
+            return replace(unchanged, replies=(error("bad_message", 'unassign needs "person" (an integer)'),))
+        return replace(unchanged, command=Unassign(person))
     return replace(unchanged, replies=(error("unknown_type", f"unknown message type {kind!r}"),))
 
 
@@ -52,17 +88,19 @@ def _settings(msg: dict[str, Any], options: SwapOptions, show_stats: bool) -> Co
                 changes[key] = msg[key]
             else:
                 problems.append(f"{key} must be true or false")
-    if "strength" in msg:
-        value = msg["strength"]
-        if (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and 0.0 <= value <= 1.0
-        ):
-            changes["strength"] = float(value)
+    for key in UNIT_KEYS:
+        if key in msg:
+            value = _unit(msg[key])
+            if value is not None:
+                changes[key] = value
+            else:
+                problems.append(f"{key} must be a number from 0 to 1")
+    if "enhance_every" in msg:
+        every = msg["enhance_every"]
+        if isinstance(every, int) and not isinstance(every, bool) and 1 <= every <= MAX_ENHANCE_EVERY:
+            changes["enhance_every"] = every
         else:
-            problems.append("strength must be a number from 0 to 1")
+            problems.append(f"enhance_every must be a whole number from 1 to {MAX_ENHANCE_EVERY}")
     if "show_stats" in msg:
         if isinstance(msg["show_stats"], bool):
             show_stats = msg["show_stats"]

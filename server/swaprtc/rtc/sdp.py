@@ -20,9 +20,10 @@ def apply_encoder_bitrates(settings: Settings) -> None:
     """
     lo, start, hi = sorted((settings.min_bitrate, settings.start_bitrate, settings.max_bitrate))
     for module in (vpx, h264):
-        module.MIN_BITRATE = lo
-        module.DEFAULT_BITRATE = start
-        module.MAX_BITRATE = hi
+        # Module constants that aiortc reads when it creates an encoder; its type stubs omit them.
+        setattr(module, "MIN_BITRATE", lo)  # noqa: B010
+        setattr(module, "DEFAULT_BITRATE", start)  # noqa: B010
+        setattr(module, "MAX_BITRATE", hi)  # noqa: B010
 
 
 def codec_mime(codec: str) -> str:

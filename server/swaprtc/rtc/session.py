@@ -19,11 +19,17 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
+from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
-from swaprtc.rtc.control import handle_message
+from swaprtc.http.errors import RetryLaterError
+from swaprtc.observability.logs import session_context, set_session
+from swaprtc.observability.metrics import Metrics
+from swaprtc.rtc.control import Assign, Unassign, error, handle_message
 from swaprtc.rtc.ice import IceServer, rtc_configuration
+from swaprtc.rtc.offer_check import BadOfferError, check_offer_attributes
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
+from swaprtc.rtc.sources import NamedSource, SourceBook, data_url
 from swaprtc.rtc.stats import StreamStats
 from swaprtc.rtc.track import InferencePool, StreamControl, SwapTrack
 from swaprtc.settings import Settings
@@ -35,6 +41,7 @@ NEVER_CONNECTED_S = 300.0  # a page may upload a source long before the camera s
 # by itself on unknown_session), so anonymous POST /api/session calls only hold a slot briefly.
 UNUSED_S = 60.0
 JANITOR_PERIOD_S = 1.0
+CAPACITY_RETRY_AFTER_S = 10.0
 
 
 class UnknownSessionError(SwapRTCError):
@@ -42,18 +49,20 @@ class UnknownSessionError(SwapRTCError):
     http_status = 404
 
 
-class TooManySessionsError(SwapRTCError):
+class TooManySessionsError(RetryLaterError):
+    """The server is at capacity (503) or this client holds too many unconnected sessions (429)."""
+
     code = "too_many_sessions"
-    http_status = 429
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float, http_status: int = 503) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.http_status = http_status
 
 
 class AlreadyConnectedError(SwapRTCError):
     code = "already_connected"
     http_status = 409
-
-
-class BadOfferError(SwapRTCError):
-    code = "bad_offer"
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,9 @@ class RtcPolicy:
 
 
 def validate_offer(sdp: str) -> None:
-    """Reject what aiortc would accept silently or fail on obscurely: no video, unparsable."""
+    """Reject what aiortc would accept silently or fail on obscurely: malformed ICE credentials
+    or fingerprints, no video, unparsable."""
+    check_offer_attributes(sdp)
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:
@@ -79,12 +90,24 @@ def validate_offer(sdp: str) -> None:
 
 
 class Session:
-    def __init__(self, session_id: str, engine: Engine, pool: InferencePool, now: float) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        engine: Engine,
+        pool: InferencePool,
+        now: float,
+        metrics: Metrics | None = None,
+        client: str = "",
+    ) -> None:
         self.id = session_id
+        self.client = client  # the address that created it (per-client limits)
         self.engine = engine
         self.pool = pool
+        self.metrics = metrics if metrics is not None else Metrics()
         self.created_at = now
         self.control = StreamControl()
+        self.sources = SourceBook()  # named source photos, memory only
+        self.casting = SessionCasting()
         self.stats = StreamStats()
         self.show_stats = False
         self.processor: FrameProcessor | None = None  # opened for each track
@@ -98,7 +121,11 @@ class Session:
 
     # --- signalling ----------------------------------------------------------------------------
     async def accept_offer(
-        self, sdp: str, policy: RtcPolicy, on_gone: Callable[[Session], None]
+        self,
+        sdp: str,
+        policy: RtcPolicy,
+        on_gone: Callable[[Session], None],
+        on_change: Callable[[Session], None] = lambda _session: None,
     ) -> RTCSessionDescription:
         if self.pc is not None:
             raise AlreadyConnectedError("this session is already connected; create a new session")
@@ -118,7 +145,14 @@ class Session:
                 # starts tracking afresh anyway.
                 self.processor = self.engine.open_stream()
                 self.track = SwapTrack(
-                    track, self.engine, self.processor, self.control, self.pool, self.stats, **kwargs
+                    track,
+                    self.engine,
+                    self.processor,
+                    self.control,
+                    self.pool,
+                    self.stats,
+                    metrics=self.metrics,
+                    **kwargs,
                 )
                 pc.addTrack(self.track)
             else:
@@ -138,6 +172,7 @@ class Session:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
             if pc.connectionState == "connected":
                 self.connected = True
+                on_change(self)
             elif pc.connectionState in ("failed", "closed"):
                 on_gone(self)
 
@@ -161,15 +196,41 @@ class Session:
 
     async def _drop_pc(self) -> None:
         pc, self.pc = self.pc, None
-        if self.track is not None:
-            self.track.stop()
-            self.track = None
+        track, self.track = self.track, None
+        if track is not None:
+            await track.close()
         if pc is not None:
             try:
                 await pc.close()
             except Exception:
                 # aiortc can fail to close a connection whose offer was only half applied.
                 log.debug("session %s: closing the peer connection failed", self.id[:8], exc_info=True)
+
+    # --- sources -------------------------------------------------------------------------------
+    def put_source(self, entry: NamedSource) -> None:
+        self.sources.put(entry)
+        self._sources_changed()
+
+    def remove_source(self, name: str | None) -> None:
+        self.sources.remove(name)
+        self._sources_changed()
+
+    def _sources_changed(self) -> None:
+        self.casting.set_sources(self.sources.prepared())
+        self.control.casting = self.casting if self.sources.entries else None
+        self.control.set_source(self.casting.default_source)
+
+    def sources_json(self) -> dict[str, Any]:
+        return {
+            "sources": [
+                {"name": e.name, "selected": e.selected, "thumbnail": data_url(e.source.thumbnail_jpeg)}
+                for e in self.sources.entries.values()
+            ],
+            "default": self.casting.state.default_name,
+            "assignments": [
+                {"person": p, "source": n} for p, n in sorted(self.casting.state.assignments.items())
+            ],
+        }
 
     # --- DataChannel ---------------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
@@ -179,6 +240,36 @@ class Session:
         self.show_stats = result.show_stats
         for reply in result.replies:
             self.send(reply)
+        if result.command is not None:
+            self.send(self.run_command(result.command))
+
+    def run_command(self, command: Assign | Unassign) -> dict[str, Any]:
+        if isinstance(command, Unassign):
+            if not self.casting.unassign(command.person):
+                return error("not_assigned", f"person {command.person} has no source mapped")
+            return {"type": "unassigned", "person": command.person}
+        if command.source not in self.sources.entries:
+            return error("unknown_source", f"no source named {command.source!r}: upload it first")
+        person = self.person_at(command.x, command.y)
+        if person is None:
+            return error("no_face_here", "no face at that point of the video")
+        self.casting.assign(person, command.source)
+        return {"type": "assigned", "source": command.source, "person": person}
+
+    def person_at(self, x: float, y: float) -> int | None:
+        """The person whose face (in the latest processed frame) contains the point, else the
+        nearest one within half a face width; the smallest face wins where faces overlap."""
+        candidates: list[tuple[float, float, int]] = []  # (distance in face sizes, area, person)
+        for entry in self.stats.people:
+            person, box = entry.get("person"), entry.get("box")
+            if not isinstance(person, int) or not isinstance(box, list):
+                continue
+            x1, y1, x2, y2 = (float(v) for v in box)
+            w, h = max(x2 - x1, 1e-6), max(y2 - y1, 1e-6)
+            distance = max(max(x1 - x, 0.0, x - x2) / w, max(y1 - y, 0.0, y - y2) / h)
+            if distance <= 0.5:
+                candidates.append((distance, w * h, person))
+        return min(candidates)[2] if candidates else None
 
     def send(self, message: dict[str, Any]) -> None:
         channel = self.channel
@@ -198,29 +289,37 @@ class Session:
     def expired(
         self, now: float, idle_s: float, never_connected_s: float, unused_s: float = UNUSED_S
     ) -> str | None:
-        """Why this session should be retired now, or None."""
+        """Why this session should be retired now (a ``metrics.END_REASONS`` code), or None."""
         if not self.connected:
             age = now - self.created_at
             if self.pc is None and self.control.source is None and age > unused_s:
-                return "unused (no source, no connection)"
+                return "unused"  # no source, no connection
             if age > never_connected_s:
-                return "never connected"
+                return "never_connected"
         if (
             self.channel is not None
             and self.last_message_at is not None
             and now - self.last_message_at > idle_s
         ):
-            return "control channel silent"
+            return "idle"  # the control channel fell silent
         return None
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self.control.set_source(None)  # forget the identity now, not when garbage collected
-        for task in list(self._tasks):
+        self.sources.remove(None)  # forget the photos and identities now, not when garbage collected
+        self.casting.set_sources({})
+        self.control.casting = None
+        self.control.set_source(None)
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Awaited, not only cancelled: a task still running holds the track (and its frames).
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._drop_pc()
+        self.processor = None
+        self.channel = None
 
 
 async def _drain(track: MediaStreamTrack) -> None:
@@ -236,50 +335,104 @@ class SessionManager:
         pool: InferencePool,
         settings: Settings,
         policy: RtcPolicy,
+        metrics: Metrics | None = None,
         *,
         never_connected_s: float = NEVER_CONNECTED_S,
         unused_s: float = UNUSED_S,
+        id_prefix: str = "",
     ) -> None:
         self.engine = engine
+        # A worker process names itself in every session id it makes, so the supervisor can route
+        # each request about the session to it (swaprtc.workers.routing).
+        self.id_prefix = id_prefix
         self.pool = pool
         self.settings = settings
         self.policy = policy
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.closing = False  # shutdown started: not ready for new sessions
         self.never_connected_s = never_connected_s
         self.unused_s = unused_s
         self.sessions: dict[str, Session] = {}
         self._janitor: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[bool]] = set()
 
-    def create(self) -> Session:
-        if len(self.sessions) >= self.settings.max_sessions:
+    # Capacity counts sessions that hold a peer connection (connecting or connected). Sessions
+    # that only exist (and maybe hold a source) cost little; they are bounded separately, in
+    # total and per client address, so a few bare POST /api/session calls cannot lock people out.
+    def active(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.pc is not None)
+
+    def has_capacity(self) -> bool:
+        return self.active() < self.settings.max_sessions
+
+    def _check_capacity(self) -> None:
+        if not self.has_capacity():
             raise TooManySessionsError(
-                f"the server is at its limit of {self.settings.max_sessions} sessions; try again later"
+                f"the server is at its limit of {self.settings.max_sessions} live sessions; try again later",
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
             )
-        session = Session(secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic())
+
+    def create(self, client: str = "") -> Session:
+        self._check_capacity()
+        pending = [s for s in self.sessions.values() if s.pc is None]
+        if len(pending) >= self.settings.max_pending_sessions:
+            raise TooManySessionsError(
+                "too many sessions are waiting to connect; try again later",
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
+            )
+        if sum(1 for s in pending if s.client == client) >= self.settings.max_pending_per_client:
+            raise TooManySessionsError(
+                f"your address already has {self.settings.max_pending_per_client} sessions that "
+                "are not connected; connect or delete one first",
+                retry_after_s=self.unused_s,
+                http_status=429,
+            )
+        session = Session(
+            self.id_prefix + secrets.token_urlsafe(18),
+            self.engine,
+            self.pool,
+            time.monotonic(),
+            self.metrics,
+            client,
+        )
         self.sessions[session.id] = session
+        self._count()
+        set_session(session.id)  # the rest of this request logs with the session's id
         log.info("session %s created (%d open)", session.id[:8], len(self.sessions))
         return session
+
+    def _count(self, _changed: Session | None = None) -> None:
+        gauge = self.metrics.sessions
+        gauge.labels("open").set(len(self.sessions))
+        gauge.labels("connected").set(sum(1 for s in self.sessions.values() if s.connected))
 
     def get(self, session_id: str | None) -> Session:
         session = self.sessions.get(session_id or "")
         if session is None:
             raise UnknownSessionError("unknown or expired session; create a new one")
+        set_session(session.id)
         return session
 
     async def connect(self, session: Session, sdp: str) -> RTCSessionDescription:
-        return await session.accept_offer(sdp, self.policy, self._gone)
+        if session.pc is None:
+            self._check_capacity()
+        return await session.accept_offer(sdp, self.policy, self._gone, self._count)
 
     def _gone(self, session: Session) -> None:
-        task = asyncio.ensure_future(self.remove(session.id, "connection ended"))
+        task = asyncio.ensure_future(self.remove(session.id, "connection_ended"))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def remove(self, session_id: str, reason: str = "closed") -> bool:
+    async def remove(self, session_id: str, reason: str) -> bool:
+        """End a session; ``reason`` is one of ``metrics.END_REASONS``. False if it was gone."""
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
-        log.info("session %s removed: %s (%d open)", session_id[:8], reason, len(self.sessions))
-        await session.close()
+        self._count()
+        self.metrics.session_ended(reason)
+        with session_context(session_id):
+            log.info("session %s removed: %s (%d open)", session_id[:8], reason, len(self.sessions))
+            await session.close()
         return True
 
     async def sweep(self, now: float | None = None) -> list[str]:
@@ -307,6 +460,7 @@ class SessionManager:
             self._janitor = asyncio.ensure_future(self._run_janitor())
 
     async def close_all(self) -> None:
+        self.closing = True
         if self._janitor is not None:
             self._janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

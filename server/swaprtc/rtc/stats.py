@@ -24,6 +24,9 @@ class StreamStats:
     faces: int = 0  # faces in the latest processed frame
     hidden: int = 0  # faces hidden in the latest sent frame
     latency_ms: float | None = None  # arrival of the input frame to the output frame being handed on
+    # Faces of the latest processed frame: {"person", "box" (0..1), "source", "state"} (docs/API.md).
+    people: list[dict[str, object]] = field(default_factory=list)
+    hidden_reason: str | None = None  # why faces are hidden in the latest sent frame, for people
     stages_ms: dict[str, float] = field(default_factory=dict)
     _last_t: float = field(default_factory=time.monotonic)
     _last_in: int = 0
@@ -58,4 +61,6 @@ class StreamStats:
             "swapped_frames": self.swapped_frames,
             "hidden_frames": self.hidden_frames,
             "engine_errors": self.engine_errors,
+            "people": self.people,
+            "hidden_reason": self.hidden_reason,
         }

@@ -32,7 +32,9 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from swaprtc.engine import Engine, FrameProcessor
+from swaprtc.casting import CastFace, SessionCasting
+from swaprtc.engine import Casting, Engine, FrameProcessor
+from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.mailbox import MailboxClosed, NewestMailbox
 from swaprtc.rtc.privacy import hide_faces, hide_frame
 from swaprtc.rtc.stats import StreamStats
@@ -72,15 +74,63 @@ class InferencePool:
 
 @dataclass
 class StreamControl:
-    """Live, per-session inputs of the track: the source identity and the swap options."""
+    """Live, per-session inputs of the track: the source identity and the swap options.
+
+    ``source`` is what unmapped faces get; ``casting`` (when the session maps sources to people)
+    decides per face and records who it saw in ``last``.
+    """
 
     source: SourceFace | None = None
     options: SwapOptions = field(default_factory=SwapOptions)
     generation: int = 0  # bumped on every source change, so the track resets tracking state
+    casting: Casting | None = None
 
     def set_source(self, source: SourceFace | None) -> None:
         self.source = source
         self.generation += 1
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe_people(
+    faces: tuple[Face, ...], unswapped: tuple[Face, ...], cast: tuple[CastFace, ...], shape: tuple[int, ...]
+) -> tuple[list[dict[str, object]], str | None]:
+    """The stats ``people`` list (boxes in 0..1 of the frame) and why faces are hidden, if any."""
+    h, w = shape[:2]
+    hidden = {id(f) for f in unswapped}
+    by_face = {id(c.face): c for c in cast}
+    people: list[dict[str, object]] = []
+    left_out = failed = 0
+    for face in faces:
+        c = by_face.get(id(face))
+        x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
+        box = [round(min(max(x1 / w, 0.0), 1.0), 4), round(min(max(y1 / h, 0.0), 1.0), 4)]
+        box += [round(min(max(x2 / w, 0.0), 1.0), 4), round(min(max(y2 / h, 0.0), 1.0), 4)]
+        state = "hidden" if id(face) in hidden else "swapped"
+        if state == "hidden":
+            if c is not None and c.source is not None:
+                failed += 1
+            else:
+                left_out += 1
+        people.append(
+            {
+                "person": c.person if c is not None else None,
+                "box": box,
+                "source": c.source if c is not None and state == "swapped" else None,
+                "state": state,
+            }
+        )
+    reasons = []
+    if left_out:
+        reasons.append(
+            f"{_plural(left_out, 'face')} hidden: only the largest is swapped"
+            " (turn on swap every face, or click a face to give it a source)"
+        )
+    if failed:
+        reasons.append(f"{_plural(failed, 'face')} hidden: too small, turned away or at the edge to swap")
+    return people, "; ".join(reasons) or None
 
 
 @dataclass(frozen=True)
@@ -94,7 +144,7 @@ def to_video_frame(bgr: np.ndarray, pts: int | None, time_base: Fraction = VIDEO
     h, w = bgr.shape[:2]
     if h % 2 or w % 2:
         bgr = bgr[: h - h % 2, : w - w % 2]
-    yuv = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420)
+    yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
     frame = VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
     frame.pts = pts
     frame.time_base = time_base
@@ -119,6 +169,7 @@ class SwapTrack(MediaStreamTrack):
         pool: InferencePool,
         stats: StreamStats | None = None,
         *,
+        metrics: Metrics | None = None,
         deadline_s: float = DEFAULT_DEADLINE_S,
         guard_timeout_s: float = DEFAULT_GUARD_TIMEOUT_S,
     ) -> None:
@@ -129,6 +180,7 @@ class SwapTrack(MediaStreamTrack):
         self._control = control
         self._pool = pool
         self.stats = stats if stats is not None else StreamStats()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.deadline_s = deadline_s
         self.guard_timeout_s = guard_timeout_s
         self._mailbox: NewestMailbox[Arrival] = NewestMailbox()
@@ -150,7 +202,10 @@ class SwapTrack(MediaStreamTrack):
         try:
             while True:
                 frame = await self._source.recv()
+                if not isinstance(frame, VideoFrame):  # a video track yields only VideoFrames
+                    continue
                 self.stats.frames_in += 1
+                self.metrics.frames_in.inc()
                 self._mailbox.put(Arrival(frame, time.monotonic()))
                 self._count_dropped()
         except MediaStreamError:
@@ -163,13 +218,32 @@ class SwapTrack(MediaStreamTrack):
             self._mailbox.close()
 
     def _count_dropped(self) -> None:
-        self.stats.dropped = self._mailbox.dropped + self._discarded
+        dropped = self._mailbox.dropped + self._discarded
+        if dropped > self.stats.dropped:
+            self.metrics.frames_dropped.inc(dropped - self.stats.dropped)
+        self.stats.dropped = dropped
+
+    def _hidden_frame(self) -> None:
+        self.stats.hidden_frames += 1
+        self.metrics.frames_hidden.inc()
 
     def stop(self) -> None:
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
         self._mailbox.close()
         super().stop()
+
+    async def close(self) -> None:
+        """Stop, then wait for the reader task and the job in flight to finish, so nothing of this
+        track (frames, the processor) outlives the session that owned it."""
+        self.stop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+        job, self._job, self._job_arrival = self._job, None, None
+        if job is not None:
+            # An executor job cannot be interrupted; it is short (one frame), so wait for it.
+            await asyncio.gather(job, return_exceptions=True)
 
     # --- producing -----------------------------------------------------------------------------
     async def recv(self) -> VideoFrame:
@@ -188,12 +262,15 @@ class SwapTrack(MediaStreamTrack):
             frame = arrival.frame
             frame.pts, frame.time_base = pts, time_base
             shown = arrival
-            self.stats.faces = self.stats.hidden = 0
+            self._no_people()
         else:
             out, shown = await self._produce(arrival.frame.to_ndarray(format="bgr24"), arrival)
             frame = to_video_frame(out, pts, time_base)
         self.stats.frames_out += 1
-        self.stats.record_latency((time.monotonic() - shown.at) * 1000.0)
+        self.metrics.frames_out.inc()
+        latency_s = time.monotonic() - shown.at
+        self.stats.record_latency(latency_s * 1000.0)
+        self.metrics.frame_latency_seconds.observe(latency_s)
         return frame
 
     def _next_pts(self, frame: VideoFrame) -> int:
@@ -214,13 +291,19 @@ class SwapTrack(MediaStreamTrack):
             # No swap requested: pass through. An abandoned job is dropped once it finishes.
             if self._job is not None and self._job.done():
                 self._job = None
-            self.stats.faces = self.stats.hidden = 0
+            self._no_people()
             return image, arrival
         if self._job is None:
             reset = control.generation != self._generation_seen
             self._generation_seen = control.generation
             self._job = self._pool.run(
-                self._process, image, source, control.options, reset, self._timestamp_s(arrival)
+                self._process,
+                image,
+                source,
+                control.options,
+                reset,
+                self._timestamp_s(arrival),
+                control.casting,
             )
             self._job.add_done_callback(_retrieve)
             self._job_arrival = arrival
@@ -228,16 +311,17 @@ class SwapTrack(MediaStreamTrack):
         if not done:
             # Warm-up or an engine slower than the deadline: the swap keeps running, this frame
             # goes out with its faces hidden.
-            return await self._hidden(image), arrival
+            return await self._hidden(image, "faces hidden while the swap catches up"), arrival
         job, job_arrival = self._job, self._job_arrival or arrival
         self._job = self._job_arrival = None
         try:
             result = job.result()
         except Exception:
             self.stats.engine_errors += 1
+            self.metrics.engine_errors.inc()
             if self.stats.engine_errors <= 3 or self.stats.engine_errors % 100 == 0:
                 log.warning("engine failed on a frame (%d so far)", self.stats.engine_errors, exc_info=True)
-            return await self._hidden(image), arrival
+            return await self._hidden(image, "faces hidden: the swap failed on this frame"), arrival
         if job_arrival is not arrival:
             # A late swap of an earlier frame finished: it goes out, this frame never will.
             self._discarded += 1
@@ -246,6 +330,7 @@ class SwapTrack(MediaStreamTrack):
         self._last_faces = result.faces
         self.stats.faces = len(result.faces)
         self.stats.record_stages(result.timings_ms)
+        self.metrics.observe_stages(result.timings_ms)
         unswapped = result.unswapped
         if result.swapped == 0 and result.faces and not unswapped:
             # Faces found, none replaced and none listed: an engine not filling ``unswapped``
@@ -253,9 +338,14 @@ class SwapTrack(MediaStreamTrack):
             unswapped = result.faces
         if result.swapped > 0:
             self.stats.swapped_frames += 1
+            self.metrics.frames_swapped.inc()
         elif unswapped:
-            self.stats.hidden_frames += 1
+            self._hidden_frame()
         self.stats.hidden = len(unswapped)
+        casting = control.casting
+        self.stats.people, self.stats.hidden_reason = describe_people(
+            result.faces, unswapped, casting.last if isinstance(casting, SessionCasting) else (), image.shape
+        )
         # A partly swapped frame (one-face mode, a face too small to swap) hides the others.
         frame = hide_faces(result.frame, unswapped) if unswapped else result.frame
         return frame, job_arrival
@@ -268,23 +358,38 @@ class SwapTrack(MediaStreamTrack):
             return arrival.at
         return float(frame.pts * (frame.time_base or VIDEO_TIME_BASE))
 
+    def _no_people(self) -> None:
+        self.stats.faces = self.stats.hidden = 0
+        self.stats.people, self.stats.hidden_reason = [], None
+
     def _process(
-        self, image: np.ndarray, source: SourceFace, options: SwapOptions, reset: bool, timestamp_s: float
+        self,
+        image: np.ndarray,
+        source: SourceFace,
+        options: SwapOptions,
+        reset: bool,
+        timestamp_s: float,
+        casting: Casting | None,
     ) -> SwapResult:
         # Runs on the inference executor; one job per track at a time, so the processor (not
         # thread-safe) is only ever used by one thread at once.
         if reset:
             self._processor.reset()
-        return self._processor.process(image, source, options, timestamp_s)
+        return self._processor.process(image, source, options, timestamp_s, casting)
 
-    async def _hidden(self, image: np.ndarray) -> np.ndarray:
+    async def _hidden(self, image: np.ndarray, reason: str) -> np.ndarray:
+        out = await self._hide_all(image)
+        self.stats.hidden_reason = reason if self.stats.hidden else None
+        return out
+
+    async def _hide_all(self, image: np.ndarray) -> np.ndarray:
         """``image`` with every face hidden: detected now, plus where the engine last saw faces.
 
         The quick detection may miss a face the engine found (a smaller or cheaper detector, a
         turned head), so the latest engine result's faces are always hidden too; detections made
         here are not remembered, so a miss cannot erase a face the engine reported.
         """
-        self.stats.hidden_frames += 1
+        self._hidden_frame()
         try:
             detected = await asyncio.wait_for(
                 self._pool.run_guard(self._engine.detect, image), self.guard_timeout_s
