@@ -39,7 +39,9 @@ DTYPES = {
 
 
 def tensors(specs: Any) -> list[Tensor]:
-    return [Tensor(name=s.name, dtype=DTYPES[s.data_type], shape=tuple(int(d) for d in s.dims)) for s in specs]
+    return [
+        Tensor(name=s.name, dtype=DTYPES[s.data_type], shape=tuple(int(d) for d in s.dims)) for s in specs
+    ]
 
 
 def runner(session: ort.InferenceSession, names: list[str]) -> Callable[..., dict[str, np.ndarray]]:

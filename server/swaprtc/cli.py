@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     repo.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="instance group kind")
     repo.add_argument("--no-tensorrt", action="store_true", help="no TensorRT accelerator")
     repo.add_argument("--fp32", action="store_true", help="TensorRT in FP32 instead of FP16")
-    repo.add_argument("--trt-cache", default=None, help="TensorRT engine cache path inside the Triton container")
+    repo.add_argument(
+        "--trt-cache", default=None, help="TensorRT engine cache path inside the Triton container"
+    )
     repo.add_argument("--json", action="store_true", help="machine-readable summary")
     add_settings_flags(repo, ["models_dir", "log_level", "log_format"])
     return parser

@@ -23,13 +23,17 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from swaprtc.errors import ModelError
 from swaprtc.inference.runner import TensorSpec
+
+if TYPE_CHECKING:
+    from swaprtc.inference.loader import NeuralRunners
+    from swaprtc.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
 _ALIGN = 64  # byte alignment of tensors inside a shared memory region
 
-_NP_TO_TRITON = {
+_NP_TO_TRITON: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
     np.dtype(np.float16): "FP16",
     np.dtype(np.float64): "FP64",
@@ -231,11 +235,14 @@ def _specs(entries: list[dict[str, Any]], batched: bool, model: str) -> list[Ten
         dtype = str(e.get("data_type", "")).removeprefix("TYPE_")
         if dtype not in _TRITON_TO_NP:
             raise InferenceServerError(
-                f"Triton model {model!r}: tensor {e.get('name')!r} has type {dtype!r}, which swaprtc does not use"
+                f"Triton model {model!r}: tensor {e.get('name')!r} has type {dtype!r}, "
+                "which swaprtc does not use"
             )
         dims = tuple(int(d) for d in e.get("dims", []))
         shape = ((-1,) if batched else ()) + dims
-        out.append(TensorSpec(str(e["name"]), tuple(d if d > 0 else None for d in shape), _TRITON_TO_NP[dtype]))
+        out.append(
+            TensorSpec(str(e["name"]), tuple(d if d > 0 else None for d in shape), _TRITON_TO_NP[dtype])
+        )
     return out
 
 
@@ -249,9 +256,10 @@ def model_info(pool: ClientPool, name: str) -> ModelInfo:
         if not ready:
             try:
                 index = c.get_model_repository_index(as_json=True).get("models", [])
-                listed = ", ".join(
-                    f"{m.get('name')} ({m.get('state', 'unknown').lower()})" for m in index
-                ) or "none"
+                listed = (
+                    ", ".join(f"{m.get('name')} ({m.get('state', 'unknown').lower()})" for m in index)
+                    or "none"
+                )
             except Exception:  # some deployments restrict the repository API
                 listed = "unknown (repository index not available)"
             raise InferenceServerError(
@@ -323,7 +331,10 @@ class TritonRunner:
             return self._plain(arrays, signature)
         in_bytes = sum(_aligned(a.nbytes) for a in arrays.values())
         out_bytes = (
-            sum(_aligned(int(np.prod(s)) * np.dtype(o.dtype).itemsize) for s, o in zip(out_shapes, self.outputs, strict=True))
+            sum(
+                _aligned(int(np.prod(s)) * np.dtype(o.dtype).itemsize)
+                for s, o in zip(out_shapes, self.outputs, strict=True)
+            )
             if out_shapes is not None
             else 0
         )
@@ -356,7 +367,9 @@ class TritonRunner:
                 for spec, (off, shape) in zip(self.outputs, places, strict=True)
             ]
 
-    def _plain(self, arrays: dict[str, np.ndarray], signature: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    def _plain(
+        self, arrays: dict[str, np.ndarray], signature: tuple[tuple[int, ...], ...]
+    ) -> list[np.ndarray]:
         grpc = self.pool.grpc
         inputs = []
         for name, a in arrays.items():
@@ -371,7 +384,9 @@ class TritonRunner:
             try:
                 return c.infer(self.info.name, inputs, outputs=outputs, client_timeout=REQUEST_TIMEOUT_S)
             except Exception as exc:
-                raise InferenceServerError(f"Triton model {self.info.name!r} at {self.pool.url} failed: {exc}") from exc
+                raise InferenceServerError(
+                    f"Triton model {self.info.name!r} at {self.pool.url} failed: {exc}"
+                ) from exc
 
     def _output(self, result: Any, spec: TensorSpec) -> np.ndarray:
         out = result.as_numpy(spec.name)
@@ -447,8 +462,10 @@ def _check_emap(info: ModelInfo) -> str | None:
 def checked(info: ModelInfo, check: Check, pool: ClientPool) -> ModelInfo:
     problem = check(info)
     if problem is not None:
-        shapes = ", ".join(f"{s.name} {list(s.shape)}" for s in info.inputs) + " -> " + ", ".join(
-            f"{s.name} {list(s.shape)}" for s in info.outputs
+        shapes = (
+            ", ".join(f"{s.name} {list(s.shape)}" for s in info.inputs)
+            + " -> "
+            + ", ".join(f"{s.name} {list(s.shape)}" for s in info.outputs)
         )
         raise InferenceServerError(
             f"Triton model {info.name!r} at {pool.url} does not fit: {problem} (it has {shapes})",
@@ -464,7 +481,9 @@ def fetch_emap(runner: TritonRunner) -> np.ndarray:
         raise InferenceServerError(f"Triton model {runner.info.name!r} leaves the embedding size open")
     emap = runner.run({runner.inputs[0].name: np.eye(dim, dtype=np.float32)})[0]
     if emap.shape != (dim, dim):
-        raise InferenceServerError(f"Triton model {runner.info.name!r} returned an emap of shape {emap.shape}")
+        raise InferenceServerError(
+            f"Triton model {runner.info.name!r} returned an emap of shape {emap.shape}"
+        )
     return np.ascontiguousarray(emap, dtype=np.float32)
 
 
@@ -514,3 +533,43 @@ def choose_shared_memory(pool: ClientPool, mode: str) -> bool:
         )
     log.info("inference server at %s does not share this host's memory: tensors travel over gRPC", pool.url)
     return False
+
+
+def triton_neural_runners(settings: Settings) -> NeuralRunners:
+    """The neural engine's runners on the Triton server at ``settings.inference_url``, each model
+    checked against what its pipeline stage needs, and InSwapper's emap fetched once."""
+    from swaprtc.inference.loader import NeuralRunners
+    from swaprtc.inference.triton_repo import EMAP_SUFFIX, SWAPPERS
+
+    pool = connect(settings.inference_url)
+    shared = choose_shared_memory(pool, settings.inference_shared_memory)
+
+    def runner(name: str, check: Check) -> TritonRunner:
+        return TritonRunner(pool, checked(model_info(pool, name), check, pool), shared)
+
+    det_name = "det_10g" if settings.detector == "scrfd" else "retinaface_mnet025"
+    swap_name = next((n for n in SWAPPERS if _ready(pool, n)), SWAPPERS[0])
+    detector = runner(det_name, _check_detector(settings.detector))
+    embedder = runner("w600k_r50", _check_embedder)
+    swapper = runner(swap_name, _check_swapper)
+    emap_runner = runner(swap_name + EMAP_SUFFIX, _check_emap)
+    emap = fetch_emap(emap_runner)
+    emap_runner.close()
+    models = {"detector": det_name, "embedder": "w600k_r50", "swapper": swap_name}
+    enhancer = None
+    if _ready(pool, "gfpgan_1.4"):
+        enhancer = runner("gfpgan_1.4", _check_enhancer)
+        models["enhancer"] = "gfpgan_1.4"
+    else:
+        log.info("the inference server has no gfpgan_1.4: the face enhancer is off")
+    log.info("neural models on the inference server at %s: %s", settings.inference_url, models)
+    return NeuralRunners(
+        detector=detector,
+        detector_kind=settings.detector,
+        embedder=embedder,
+        swapper=swapper,
+        emap=emap,
+        enhancer=enhancer,
+        models=models,
+        decisions={"inference_url": settings.inference_url, "inference_shared_memory": shared},
+    )

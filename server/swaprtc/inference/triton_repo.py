@@ -14,12 +14,16 @@ the map through it once at start and computes latents itself.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -27,6 +31,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from swaprtc.errors import ModelError
 from swaprtc.models.store import ModelStore
+
+if TYPE_CHECKING:
+    from swaprtc.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ EMAP_OUTPUT = "latent"
 MODEL_FILE = "model.onnx"
 KINDS = ("gpu", "cpu")
 
-_TRITON_TYPES = {
+_TRITON_TYPES: dict[int, str] = {
     TensorProto.FLOAT: "TYPE_FP32",
     TensorProto.FLOAT16: "TYPE_FP16",
     TensorProto.DOUBLE: "TYPE_FP64",
@@ -102,7 +109,10 @@ class RepoModel:
 
 def _dims(value: onnx.ValueInfoProto) -> list[int]:
     """-1 for symbolic or unknown dimensions."""
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in value.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+        for d in value.type.tensor_type.shape.dim
+    ]
 
 
 def graph_io(model: onnx.ModelProto) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
@@ -167,7 +177,10 @@ def config_pbtxt(model: RepoModel, options: RepoOptions) -> str:
     kind = "KIND_GPU" if options.kind == "gpu" else "KIND_CPU"
     lines += ["instance_group [", "  {", f"    count: {options.instances}", f"    kind: {kind}", "  }", "]"]
     if options.kind == "gpu" and options.tensorrt:
-        params = [("precision_mode", "FP16" if options.fp16 else "FP32"), ("max_workspace_size_bytes", "1073741824")]
+        params = [
+            ("precision_mode", "FP16" if options.fp16 else "FP32"),
+            ("max_workspace_size_bytes", "1073741824"),
+        ]
         if options.trt_cache_dir:
             params += [("trt_engine_cache_enable", "1"), ("trt_engine_cache_path", options.trt_cache_dir)]
         lines += [
@@ -211,7 +224,9 @@ def _place(source: Path, target: Path, link: bool) -> None:
         shutil.copyfile(source, target)
 
 
-def _write(out: Path, entry: RepoModel, options: RepoOptions, data: bytes | None, source: Path | None) -> None:
+def _write(
+    out: Path, entry: RepoModel, options: RepoOptions, data: bytes | None, source: Path | None
+) -> None:
     folder = out / entry.name
     model_path = folder / "1" / MODEL_FILE
     if data is not None:
@@ -239,7 +254,10 @@ def repo_entry(
         data = rewrite(path.read_bytes(), options.max_batch)
         if data is not None:
             model = onnx.load_from_string(data)
-            max_batch, why = options.max_batch, "batch fixed at 1 in the file; the batch-2 check passed, axis made dynamic"
+            max_batch, why = (
+                options.max_batch,
+                "batch fixed at 1 in the file; the batch-2 check passed, axis made dynamic",
+            )
         else:
             why = "batch fixed at 1 and the batch-2 check failed: stays unbatched"
     elif axis == "fixed":
@@ -297,6 +315,24 @@ def write_repository(
             _write(out, emap_entry, options, emap.SerializeToString(), None)
             written.append(emap_entry)
     return written
+
+
+def checked_batch_rewrite(data: bytes, max_batch: int) -> bytes | None:
+    """The local runners' rule: a dynamic batch axis only where a batch of 2 equals two batch-1 runs."""
+    from swaprtc.inference.batch_axis import batch_matches, with_dynamic_batch
+    from swaprtc.inference.local import OrtRunner
+    from swaprtc.inference.sessions import RuntimeOptions, create_session
+
+    rewritten = with_dynamic_batch(onnx.load_from_string(data)).SerializeToString()
+    try:
+        session = create_session(rewritten, RuntimeOptions(quiet=True), label="batch check")
+    except ModelError:
+        return None
+    passed, worst = batch_matches(
+        OrtRunner(session, io_binding="off", max_batch=max_batch, label="batch check")
+    )
+    log.info("batch-2 check: %s (worst relative difference %.2g)", "passed" if passed else "failed", worst)
+    return rewritten if passed else None
 
 
 def run_triton_repo(args: argparse.Namespace, settings: Settings) -> int:
