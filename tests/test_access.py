@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html.parser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from swaprtc.http.rate_limit import RateLimiter
@@ -189,3 +190,55 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     audit = ScriptAudit()
     audit.feed((WEB / "index.html").read_text())
     assert audit.problems == []
+
+
+class NoWorkers:
+    """A worker pool with no worker ready: whatever passes the checks gets 503."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.admission = asyncio.Lock()
+        self.workers: list[Any] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def loads(self) -> dict[int, int]:
+        return {}
+
+    def get(self, index: int | None) -> None:
+        return None
+
+    def any_ready(self) -> None:
+        return None
+
+    async def describe(self) -> list[Any]:
+        return []
+
+
+async def test_the_supervisor_applies_the_same_checks_in_front() -> None:
+    """With --workers > 1 the supervisor is the public port: token, Origin, rate limits and
+    headers are enforced there, before any worker is asked."""
+    import aiohttp
+    from swaprtc.workers.supervisor import create_supervisor_app
+
+    from tests.rtc_client import serve_in_process
+
+    settings = Settings(token="tok", rate_session_per_min=6, rate_burst=1, workers="2")
+    app = create_supervisor_app(settings, NoWorkers())  # type: ignore[arg-type]
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        async with http.post(base + "/api/session") as resp:
+            assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
+            assert resp.headers["Server"] == "swaprtc" and "Content-Security-Policy" in resp.headers
+        auth = {"Authorization": "Bearer tok"}
+        async with http.post(
+            base + "/api/session", headers={**auth, "Origin": "http://evil.example"}
+        ) as resp:
+            assert resp.status == 403 and (await resp.json())["error"]["code"] == "bad_origin"
+        async with http.post(base + "/api/session", headers=auth) as resp:
+            assert resp.status == 503  # passed the checks; no worker is ready
+        async with http.post(base + "/api/session", headers=auth) as resp:
+            assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
+            assert int(resp.headers["Retry-After"]) >= 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from swaprtc.http.errors import is_api_path, json_error
+from swaprtc.http.errors import is_api_path, json_error, never
 
 TOKEN_HEADER = "X-Swaprtc-Token"
 
@@ -31,12 +31,22 @@ def token_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
-def token_middleware(token: str | None, protected: Callable[[str], bool] = is_api_path) -> Any:
-    """Require ``token`` on requests whose path ``protected`` accepts; no token, no check."""
+def token_middleware(
+    token: str | None,
+    protected: Callable[[str], bool] = is_api_path,
+    exempt: Callable[[web.Request], bool] = never,
+) -> Any:
+    """Require ``token`` on requests whose path ``protected`` accepts (unless ``exempt``: checked
+    already in front); no token, no check."""
 
     @web.middleware
     async def check_token(request: web.Request, handler: Any) -> web.StreamResponse:
-        if token and protected(request.path) and not token_matches(request_token(request), token):
+        if (
+            token
+            and protected(request.path)
+            and not exempt(request)
+            and not token_matches(request_token(request), token)
+        ):
             response = json_error(
                 401,
                 "unauthorized",

@@ -59,6 +59,11 @@ def is_api_path(path: str) -> bool:
     return path.startswith("/api/")
 
 
+def never(request: web.BaseRequest) -> bool:
+    """The default ``exempt`` of the access middlewares: every request is checked."""
+    return False
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Errors as JSON: stable codes for expected ones, a bare 500 (logged here) for the rest."""

@@ -8,13 +8,13 @@ Requests without ``Origin`` come from non-browser clients (curl, tests) and are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from swaprtc.http.errors import json_error
+from swaprtc.http.errors import json_error, never
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -35,7 +35,9 @@ def origin_allowed(origin: str, host: str | None, allowed: frozenset[str]) -> bo
     return parts.netloc.lower() == host.strip().lower()
 
 
-def origin_middleware(allowed_origins: Iterable[str] = ()) -> Any:
+def origin_middleware(
+    allowed_origins: Iterable[str] = (), exempt: Callable[[web.Request], bool] = never
+) -> Any:
     allowed = frozenset(normalise_origin(o) for o in allowed_origins)
 
     @web.middleware
@@ -43,6 +45,7 @@ def origin_middleware(allowed_origins: Iterable[str] = ()) -> Any:
         origin = request.headers.get("Origin")
         if (
             request.method not in SAFE_METHODS
+            and not exempt(request)
             and origin is not None
             and not origin_allowed(origin, request.headers.get("Host"), allowed)
         ):

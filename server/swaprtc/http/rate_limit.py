@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from swaprtc.http.client_address import client_address
-from swaprtc.http.errors import json_error
+from swaprtc.http.errors import json_error, never
 
 MAX_CLIENTS = 10_000  # buckets kept per limiter; full (idle) buckets are dropped first
 
@@ -65,15 +65,20 @@ class RateLimiter:
 Route = tuple[str, str]  # (method, path)
 
 
-def rate_limit_middleware(limits: Mapping[Route, RateLimiter], trusted_proxies: Iterable[str] = ()) -> Any:
-    """Apply ``limits[(method, path)]`` per client address; other routes pass untouched."""
+def rate_limit_middleware(
+    limits: Mapping[Route, RateLimiter],
+    trusted_proxies: Iterable[str] = (),
+    exempt: Callable[[web.Request], bool] = never,
+) -> Any:
+    """Apply ``limits[(method, path)]`` per client address; other routes (and ``exempt``
+    requests) pass untouched."""
     proxies = tuple(trusted_proxies)
     active = {route: limiter for route, limiter in limits.items() if limiter.enabled}
 
     @web.middleware
     async def rate_limit(request: web.Request, handler: Any) -> web.StreamResponse:
         limiter = active.get((request.method, request.path))
-        if limiter is not None:
+        if limiter is not None and not exempt(request):
             wait_s = limiter.acquire(client_address(request, proxies))
             if wait_s > 0:
                 return json_error(
