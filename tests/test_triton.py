@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -418,3 +419,12 @@ async def test_real_server_streams_two_sessions_through_triton(
         served[model] = sum(b * n for b, n in after.items()) - sum(b * n for b, n in sizes.items())
     # Every processed frame of both sessions went through Triton's detector and swapper.
     assert min(served.values()) >= 2 * 5, served
+
+
+def test_the_serving_path_imports_tritonclient_only_with_an_inference_url() -> None:
+    code = (
+        "import sys, swaprtc.factory, swaprtc.rtc.app, swaprtc.pipeline.neural, swaprtc.inference.loader; "
+        "print('tritonclient' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

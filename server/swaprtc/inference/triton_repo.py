@@ -78,7 +78,7 @@ class RepoOptions:
     tensorrt: bool = True  # TensorRT execution accelerator in the ONNX Runtime backend
     fp16: bool = True  # TensorRT precision FP16
     trt_cache_dir: str | None = None  # engine cache inside the Triton container (restarts take seconds)
-    link: bool = False  # symlink model files instead of copying (same filesystem as Triton only)
+    link: bool = False  # symlink model files instead of copying (the repository inside the models folder)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -219,7 +219,13 @@ def _place(source: Path, target: Path, link: bool) -> None:
     if target.exists() or target.is_symlink():
         target.unlink()
     if link:
-        os.symlink(source.resolve(), target)
+        # Relative where it can be: a repository inside the models volume then resolves the same
+        # in the swaprtc container (/app/models) and in Triton's (/models).
+        src = source.resolve()
+        try:
+            os.symlink(os.path.relpath(src, target.parent.resolve()), target)
+        except ValueError:  # another drive (Windows): absolute
+            os.symlink(src, target)
     else:
         shutil.copyfile(source, target)
 
