@@ -388,7 +388,11 @@ async def test_real_server_streams_two_sessions_through_triton(
         async with SwapClient(server.base) as one, SwapClient(server.base) as two:
             for client in (one, two):
                 session = await client.create_session()
-                assert session["engine"]["engine"] == "neural"
+                engine = session["engine"]
+                assert engine["engine"] == "neural" and engine["detect_every"] == 5
+                detector = engine["runners"]["detector"]
+                assert detector["runner"] == "triton" and detector["model"] == "retinaface_mnet025"
+                assert detector["shared_memory"] is True and engine["gpu"]["inference_url"] == triton.url
                 status, body = await client.upload_source(cv2.imencode(".png", grace_bgr)[1].tobytes())
                 assert status == 200, body
             await asyncio.gather(

@@ -54,9 +54,17 @@ def build_engine(settings: Settings, store: ModelStore | None = None) -> Engine:
         from swaprtc.pipeline.neural import NeuralEngine
 
         if settings.inference_url:
+            from swaprtc.inference.loader import neural_batching, neural_tracking
             from swaprtc.inference.triton import triton_neural_runners
 
-            return NeuralEngine.from_runners(triton_neural_runners(settings))
+            # The models run on the inference server; tracking (the small face mesh) and the
+            # process's own batching stay here, so Triton gets fewer, larger calls.
+            runners = triton_neural_runners(settings)
+            return NeuralEngine.from_runners(
+                runners,
+                tracking=neural_tracking(store, settings),
+                batching=neural_batching(runners, settings),
+            )
         return NeuralEngine.from_store(store, settings)
     from swaprtc.embedded.engine import EmbeddedEngine
 
