@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +24,6 @@ from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.rtc.app import SESSIONS, create_app
 from swaprtc.settings import Settings
 
-from tests.conftest import models_cache_dir, wait_listening
 from tests.engine_doubles import PAINT_BGR, FixedFaceDetector, PaintEngine
 from tests.rtc_client import (
     STRIP_ROWS,
@@ -37,6 +33,7 @@ from tests.rtc_client import (
     draw_frame_id,
     serve_in_process,
 )
+from tests.server_process import ServerProcess, server_process
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -68,12 +65,6 @@ def diffs(frame: Received, original: np.ndarray) -> tuple[float, float]:
     return float(delta[FACE].mean()), float(delta[outside_face_mask(delta.shape)].mean())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def detector(retinaface_session: ort.InferenceSession) -> RetinaFaceDetector:
     return RetinaFaceDetector(retinaface_session)
@@ -97,39 +88,18 @@ async def stream(client: SwapClient, image: np.ndarray, seconds: float, fps: flo
 
 # --- the real server process with the real embedded engine -------------------------------------
 @pytest.fixture(scope="module")
-def server_process(
+def real_server(
     retinaface_session: ort.InferenceSession, face_landmark_path: Path
-) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """``python -m swaprtc serve`` on a free port with the embedded engine and the test models."""
-    port = free_port()
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"swaprtc-e2e-{port}.log"
-    env = {
-        **os.environ,
-        "SWAPRTC_MODELS_DIR": str(models_cache_dir()),
-        "SWAPRTC_ENGINE": "embedded",
-        "SWAPRTC_AUTO_DOWNLOAD": "false",
-        "SWAPRTC_ICE_LOOPBACK": "true",
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "swaprtc", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    wait_listening(port, proc, log_path)
-    yield base, proc, log_path
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+) -> Iterator[ServerProcess]:
+    """``python -m swaprtc serve`` with the embedded engine, shared by tests that leave it running."""
+    with server_process() as server:
+        yield server
 
 
 async def test_real_server_swaps_the_face_and_leaves_the_rest(
-    server_process: tuple[str, subprocess.Popen, Path], astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+    real_server: ServerProcess, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
 ) -> None:
-    base = server_process[0]
+    base = real_server.base
     async with SwapClient(base) as client:
         session = await client.create_session()
         assert session["engine"]["engine"] == "embedded"
@@ -157,15 +127,15 @@ async def test_real_server_swaps_the_face_and_leaves_the_rest(
 
 
 async def test_real_server_shuts_down_gracefully(
-    server_process: tuple[str, subprocess.Popen, Path], astronaut_bgr: np.ndarray
+    retinaface_session: ort.InferenceSession, face_landmark_path: Path, astronaut_bgr: np.ndarray
 ) -> None:
-    base, proc, log_path = server_process
-    async with SwapClient(base) as client:
-        await client.create_session()
-        await client.connect(SyntheticCamera(astronaut_bgr, 15))
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
-    log = log_path.read_text()
+    # Its own server: stopping the shared one would make other tests depend on the order they run in.
+    with server_process() as server:
+        async with SwapClient(server.base) as client:
+            await client.create_session()
+            await client.connect(SyntheticCamera(astronaut_bgr, 15))
+            code = await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        log = server.log()
     assert code == 0, log[-3000:]
     assert "removed: shutdown" in log, log[-3000:]
 

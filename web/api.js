@@ -19,7 +19,45 @@ const FRIENDLY = {
   camera_busy: "The camera is in use by another application.",
   camera_failed: "The camera could not be started.",
   connect_failed: "The connection to the server failed.",
+  bad_face_index: "That face is no longer in the photo. Upload the photo again.",
+  too_many_sources: "There are too many sources already. Remove one first.",
+  unknown_source: "That source is gone (the session was renewed). Add its photo again.",
+  no_face_here: "There is no face at that spot. Click on a face in the swapped video.",
+  recording_failed: "The recording could not be made in this browser.",
+  snapshot_failed: "There is no swapped picture to save yet.",
+  unauthorized: "This server needs an access token. Reload the page to enter it.",
+  bad_origin: "The server refused a request from this page's address.",
+  rate_limited: "Too many requests from your address. Wait a moment and try again.",
+  busy: "The server is busy with other uploads. Try again in a moment.",
+  request_timeout: "The upload took too long. Check your connection and try again.",
 };
+
+// The access token (swaprtc serve --token): asked once, kept for this tab only.
+const TOKEN_KEY = "swaprtc.token";
+let askToken = async () => window.prompt("This swaprtc server needs an access token:");
+let asking = null; // one question at a time, shared by concurrent calls
+
+/** Replace how the page asks for the token (a function returning a string, or null to give up). */
+export function setTokenPrompt(ask) {
+  askToken = ask;
+}
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function newToken(rejected) {
+  if (sessionStorage.getItem(TOKEN_KEY) === rejected) sessionStorage.removeItem(TOKEN_KEY);
+  if (!asking) {
+    asking = Promise.resolve(sessionStorage.getItem(TOKEN_KEY) ?? askToken()).finally(() => {
+      asking = null;
+    });
+  }
+  const token = ((await asking) ?? "").trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  return token;
+}
 
 export function friendlyText(code, fallback) {
   return FRIENDLY[code] ?? fallback ?? "Something went wrong.";
@@ -37,14 +75,22 @@ export class ApiError extends Error {
   }
 }
 
+async function send(method, path, body, h) {
+  try {
+    return await fetch(path, { method, body, headers: { ...h, ...authHeaders() }, cache: "no-store" });
+  } catch (err) {
+    throw new ApiError(0, "network", String(err?.message ?? err));
+  }
+}
+
 async function call(method, path, { sessionId, body, headers = {} } = {}) {
   const h = { ...headers };
   if (sessionId) h["X-Session-Id"] = sessionId;
-  let response;
-  try {
-    response = await fetch(path, { method, body, headers: h, cache: "no-store" });
-  } catch (err) {
-    throw new ApiError(0, "network", String(err?.message ?? err));
+  let response = await send(method, path, body, h);
+  if (response.status === 401) {
+    // The server wants a token: ask for it (once per tab) and try again with it.
+    const rejected = sessionStorage.getItem(TOKEN_KEY);
+    if (await newToken(rejected)) response = await send(method, path, body, h);
   }
   let data = null;
   const text = await response.text();
@@ -79,21 +125,39 @@ export function deleteSession(sessionId) {
 export function deleteSessionOnUnload(sessionId) {
   try {
     fetch(`/api/session?session=${encodeURIComponent(sessionId)}`, {
-      method: "DELETE", keepalive: true, headers: { "X-Session-Id": sessionId },
+      method: "DELETE", keepalive: true, headers: { "X-Session-Id": sessionId, ...authHeaders() },
     }).catch(() => {});
   } catch {
     // Nothing more can be done while unloading.
   }
 }
 
-export function uploadSource(sessionId, file) {
+/** `name` picks one of several named sources ("default" when absent); `face` a face in the photo. */
+export function uploadSource(sessionId, file, { name, face } = {}) {
   const form = new FormData();
   form.append("image", file, file.name || "source");
+  if (name) form.append("name", name);
+  if (Number.isInteger(face)) form.append("face", String(face));
   return call("POST", "/api/source", { sessionId, body: form });
 }
 
-export function deleteSource(sessionId) {
-  return call("DELETE", "/api/source", { sessionId });
+/** Re-pick a face of a source's last photo (the server keeps it in memory for the session). */
+export function selectFace(sessionId, name, face) {
+  return call("POST", "/api/source/select", {
+    sessionId,
+    body: JSON.stringify({ name, face }),
+    headers: { "Content-Type": "application/json" },
+  });
+}
+
+export function listSources(sessionId) {
+  return call("GET", "/api/sources", { sessionId });
+}
+
+/** No name removes every source of the session. */
+export function deleteSource(sessionId, name) {
+  const query = name ? `?name=${encodeURIComponent(name)}` : "";
+  return call("DELETE", `/api/source${query}`, { sessionId });
 }
 
 export function postOffer(sessionId, description) {

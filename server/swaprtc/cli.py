@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from swaprtc.errors import SwapRTCError
+from swaprtc.observability.logs import configure_logging
 from swaprtc.settings import Settings, add_settings_flags
 
-COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log_level"]
+COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log_level", "log_format"]
 GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",
@@ -33,8 +33,28 @@ SERVE = [
     "inference_threads",
     "workers",
     "detect_every",
+    "label",
+    "label_position",
+    "label_opacity",
     *GPU,
+    "token",
+    "allowed_origins",
+    "trusted_proxies",
+    "rate_session_per_min",
+    "rate_offer_per_min",
+    "rate_source_per_min",
+    "rate_burst",
+    "max_pending_sessions",
+    "max_pending_per_client",
+    "max_json_bytes",
+    "max_sdp_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "upload_threads",
+    "max_queued_uploads",
 ]
+DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_settings_flags(swap, [*COMMON, "detect_every", *GPU])
+    add_settings_flags(swap, [*COMMON, "detect_every", *DISCLOSURE, *GPU])
 
     models = sub.add_parser("models", help="list, download and verify models")
     models.add_argument("action", choices=["list", "download", "verify"])
     models.add_argument("names", nargs="*", help="model names (default: see --all)")
     models.add_argument("--all", action="store_true", help="every model in the manifest")
     models.add_argument("--json", action="store_true", help="machine-readable output")
-    add_settings_flags(models, ["models_dir", "providers", "log_level"])
+    add_settings_flags(models, ["models_dir", "providers", "log_level", "log_format"])
 
     bench = sub.add_parser("bench", help="measure pipeline speed; prints JSON")
     bench.add_argument("--frames", type=int, default=60, help="frames per measurement")
@@ -79,10 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env().with_args(args)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             from swaprtc.rtc.app import serve
 

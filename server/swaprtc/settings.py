@@ -20,8 +20,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "codec": ("vp8", "h264"),
     "detector": ("retinaface", "scrfd"),
     "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
     "io_binding": ("auto", "on", "off"),
     "fp16": ("auto", "on", "off"),
+    "label_position": ("top-left", "top-right", "bottom-left", "bottom-right"),
 }
 
 
@@ -71,7 +73,34 @@ class Settings:
     # (0 = no scheduler, every call runs on its own).
     batch_window_ms: float = 2.0
     max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
+    # Disclosure (operator only; the page cannot change these). Every swapped frame carries a
+    # visible "AI-generated" label; `swaprtc swap` outputs also carry C2PA content credentials.
+    label: bool = True
+    label_position: str = "top-right"
+    label_opacity: float = 0.85
+    c2pa: bool = True
+    c2pa_cert: Path | None = None  # PEM certificate chain (signer first); with c2pa_key
+    c2pa_key: Path | None = None  # PEM private key of the signer
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object per line, with the session id)
+    # Access and abuse (docs/API.md, "Limits and access")
+    token: str | None = None  # required by every API call when set
+    allowed_origins: tuple[str, ...] = ()  # page origins besides the server's own (reverse proxies)
+    trusted_proxies: tuple[str, ...] = ()  # peer addresses whose X-Forwarded-For is believed
+    rate_session_per_min: float = 30.0  # per client address; 0 = unlimited
+    rate_offer_per_min: float = 30.0
+    rate_source_per_min: float = 30.0
+    rate_burst: int = 10
+    max_pending_sessions: int = 32  # sessions not yet connecting (they hold no capacity)
+    max_pending_per_client: int = 4
+    # Request limits
+    max_json_bytes: int = 64 * 1024
+    max_sdp_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0  # a request head must arrive within this
+    body_timeout_s: float = 60.0  # a request body must arrive within this
+    keepalive_timeout_s: float = 30.0
+    upload_threads: int = 1  # image decodes and source preparation, apart from live video
+    max_queued_uploads: int = 8  # uploads waiting for an upload thread; more get 503 busy
 
     def __post_init__(self) -> None:
         # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
@@ -92,12 +121,31 @@ class Settings:
             "detect_every",
             "swap_deadline_ms",
             "max_batch",
+            "rate_burst",
+            "max_pending_sessions",
+            "max_pending_per_client",
+            "max_json_bytes",
+            "max_sdp_bytes",
+            "upload_threads",
+            "max_queued_uploads",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
         self.worker_count()  # validates
         if not 0 <= self.batch_window_ms <= 1000:
             raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
+        if not self.token:
+            object.__setattr__(self, "token", None)  # an empty SWAPRTC_TOKEN means no token
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be positive")
+        for name in ("rate_session_per_min", "rate_offer_per_min", "rate_source_per_min"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: 0 (unlimited) or more")
+        if self.max_sdp_bytes >= self.max_json_bytes:
+            raise SettingsError(
+                "max_sdp_bytes must be smaller than max_json_bytes (the offer JSON holds the SDP)"
+            )
         if self.session_idle_s <= 0:
             raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
         if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:
@@ -105,6 +153,10 @@ class Settings:
                 "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
                 f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
             )
+        if not 0.0 <= self.label_opacity <= 1.0:
+            raise SettingsError(f"invalid label_opacity {self.label_opacity!r}: must be 0..1")
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            raise SettingsError("C2PA signing needs both --c2pa-cert and --c2pa-key")
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -201,6 +253,9 @@ def _parse(hint: Any, raw: str, name: str) -> Any:
         raise SettingsError(f"invalid value for SWAPRTC_{name.upper()} / --{name}: {raw!r}") from exc
 
 
+ON_OFF = ("label", "c2pa")  # booleans spelled --name on|off
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     """Add ``--name`` flags (default None, so unset flags do not override env)."""
     defaults = Settings()
@@ -208,7 +263,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> Non
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
         env = f"SWAPRTC_{name.upper()}"
-        if isinstance(default, bool):
+        if name in ON_OFF:
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=None,
+                choices=("on", "off"),
+                help=f"(env {env}, default {'on' if default else 'off'})",
+            )
+        elif isinstance(default, bool):
             parser.add_argument(
                 flag,
                 dest=name,

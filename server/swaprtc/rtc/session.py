@@ -22,8 +22,14 @@ from aiortc.sdp import SessionDescription
 from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
+from swaprtc.http.errors import RetryLaterError
+from swaprtc.label import Labeler, labelled
+from swaprtc.observability.logs import session_context, set_session
+from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
+from swaprtc.rtc.encoders import Bitrates, use_realtime_encoder
 from swaprtc.rtc.ice import IceServer, rtc_configuration
+from swaprtc.rtc.offer_check import BadOfferError, check_offer_attributes
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
 from swaprtc.rtc.sources import NamedSource, SourceBook, data_url
 from swaprtc.rtc.stats import StreamStats
@@ -37,6 +43,7 @@ NEVER_CONNECTED_S = 300.0  # a page may upload a source long before the camera s
 # by itself on unknown_session), so anonymous POST /api/session calls only hold a slot briefly.
 UNUSED_S = 60.0
 JANITOR_PERIOD_S = 1.0
+CAPACITY_RETRY_AFTER_S = 10.0
 
 
 class UnknownSessionError(SwapRTCError):
@@ -44,18 +51,20 @@ class UnknownSessionError(SwapRTCError):
     http_status = 404
 
 
-class TooManySessionsError(SwapRTCError):
+class TooManySessionsError(RetryLaterError):
+    """The server is at capacity (503) or this client holds too many unconnected sessions (429)."""
+
     code = "too_many_sessions"
-    http_status = 429
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float, http_status: int = 503) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.http_status = http_status
 
 
 class AlreadyConnectedError(SwapRTCError):
     code = "already_connected"
     http_status = 409
-
-
-class BadOfferError(SwapRTCError):
-    code = "bad_offer"
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,13 @@ class RtcPolicy:
     start_bitrate: int
     max_bitrate: int
     deadline_s: float | None = None  # SwapTrack deadline override (tests)
+    labeler: Labeler | None = None  # the "AI-generated" label, None when the operator turned it off
 
 
 def validate_offer(sdp: str) -> None:
-    """Reject what aiortc would accept silently or fail on obscurely: no video, unparsable."""
+    """Reject what aiortc would accept silently or fail on obscurely: malformed ICE credentials
+    or fingerprints, no video, unparsable."""
+    check_offer_attributes(sdp)
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:
@@ -81,10 +93,20 @@ def validate_offer(sdp: str) -> None:
 
 
 class Session:
-    def __init__(self, session_id: str, engine: Engine, pool: InferencePool, now: float) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        engine: Engine,
+        pool: InferencePool,
+        now: float,
+        metrics: Metrics | None = None,
+        client: str = "",
+    ) -> None:
         self.id = session_id
+        self.client = client  # the address that created it (per-client limits)
         self.engine = engine
         self.pool = pool
+        self.metrics = metrics if metrics is not None else Metrics()
         self.created_at = now
         self.control = StreamControl()
         self.sources = SourceBook()  # named source photos, memory only
@@ -102,7 +124,11 @@ class Session:
 
     # --- signalling ----------------------------------------------------------------------------
     async def accept_offer(
-        self, sdp: str, policy: RtcPolicy, on_gone: Callable[[Session], None]
+        self,
+        sdp: str,
+        policy: RtcPolicy,
+        on_gone: Callable[[Session], None],
+        on_change: Callable[[Session], None] = lambda _session: None,
     ) -> RTCSessionDescription:
         if self.pc is not None:
             raise AlreadyConnectedError("this session is already connected; create a new session")
@@ -122,9 +148,22 @@ class Session:
                 # starts tracking afresh anyway.
                 self.processor = self.engine.open_stream()
                 self.track = SwapTrack(
-                    track, self.engine, self.processor, self.control, self.pool, self.stats, **kwargs
+                    track,
+                    self.engine,
+                    labelled(self.processor, policy.labeler),
+                    self.control,
+                    self.pool,
+                    self.stats,
+                    metrics=self.metrics,
+                    **kwargs,
                 )
-                pc.addTrack(self.track)
+                sender = pc.addTrack(self.track)
+                # Real-time encoder settings and this server's bitrate limits, for this sender only.
+                use_realtime_encoder(
+                    sender,
+                    policy.codec,
+                    Bitrates(policy.min_bitrate, policy.start_bitrate, policy.max_bitrate),
+                )
             else:
                 # Unused media still has to be drained: aiortc queues it without bound.
                 self._spawn(_drain(track))
@@ -142,6 +181,7 @@ class Session:
             log.info("session %s: connection %s", self.id[:8], pc.connectionState)
             if pc.connectionState == "connected":
                 self.connected = True
+                on_change(self)
             elif pc.connectionState in ("failed", "closed"):
                 on_gone(self)
 
@@ -165,9 +205,9 @@ class Session:
 
     async def _drop_pc(self) -> None:
         pc, self.pc = self.pc, None
-        if self.track is not None:
-            self.track.stop()
-            self.track = None
+        track, self.track = self.track, None
+        if track is not None:
+            await track.close()
         if pc is not None:
             try:
                 await pc.close()
@@ -258,19 +298,19 @@ class Session:
     def expired(
         self, now: float, idle_s: float, never_connected_s: float, unused_s: float = UNUSED_S
     ) -> str | None:
-        """Why this session should be retired now, or None."""
+        """Why this session should be retired now (a ``metrics.END_REASONS`` code), or None."""
         if not self.connected:
             age = now - self.created_at
             if self.pc is None and self.control.source is None and age > unused_s:
-                return "unused (no source, no connection)"
+                return "unused"  # no source, no connection
             if age > never_connected_s:
-                return "never connected"
+                return "never_connected"
         if (
             self.channel is not None
             and self.last_message_at is not None
             and now - self.last_message_at > idle_s
         ):
-            return "control channel silent"
+            return "idle"  # the control channel fell silent
         return None
 
     async def close(self) -> None:
@@ -281,9 +321,14 @@ class Session:
         self.casting.set_sources({})
         self.control.casting = None
         self.control.set_source(None)
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Awaited, not only cancelled: a task still running holds the track (and its frames).
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._drop_pc()
+        self.processor = None
+        self.channel = None
 
 
 async def _drain(track: MediaStreamTrack) -> None:
@@ -299,6 +344,7 @@ class SessionManager:
         pool: InferencePool,
         settings: Settings,
         policy: RtcPolicy,
+        metrics: Metrics | None = None,
         *,
         never_connected_s: float = NEVER_CONNECTED_S,
         unused_s: float = UNUSED_S,
@@ -311,44 +357,91 @@ class SessionManager:
         self.pool = pool
         self.settings = settings
         self.policy = policy
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.closing = False  # shutdown started: not ready for new sessions
         self.never_connected_s = never_connected_s
         self.unused_s = unused_s
         self.sessions: dict[str, Session] = {}
         self._janitor: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
 
-    def create(self) -> Session:
-        if len(self.sessions) >= self.settings.max_sessions:
+    # Capacity counts sessions that hold a peer connection (connecting or connected). Sessions
+    # that only exist (and maybe hold a source) cost little; they are bounded separately, in
+    # total and per client address, so a few bare POST /api/session calls cannot lock people out.
+    def active(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.pc is not None)
+
+    def has_capacity(self) -> bool:
+        return self.active() < self.settings.max_sessions
+
+    def _check_capacity(self) -> None:
+        if not self.has_capacity():
             raise TooManySessionsError(
-                f"the server is at its limit of {self.settings.max_sessions} sessions; try again later"
+                f"the server is at its limit of {self.settings.max_sessions} live sessions; try again later",
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
+            )
+
+    def create(self, client: str = "") -> Session:
+        self._check_capacity()
+        pending = [s for s in self.sessions.values() if s.pc is None]
+        if len(pending) >= self.settings.max_pending_sessions:
+            raise TooManySessionsError(
+                "too many sessions are waiting to connect; try again later",
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
+            )
+        if sum(1 for s in pending if s.client == client) >= self.settings.max_pending_per_client:
+            raise TooManySessionsError(
+                f"your address already has {self.settings.max_pending_per_client} sessions that "
+                "are not connected; connect or delete one first",
+                retry_after_s=self.unused_s,
+                http_status=429,
             )
         session = Session(
-            self.id_prefix + secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic()
+            self.id_prefix + secrets.token_urlsafe(18),
+            self.engine,
+            self.pool,
+            time.monotonic(),
+            self.metrics,
+            client,
         )
         self.sessions[session.id] = session
+        self._count()
+        set_session(session.id)  # the rest of this request logs with the session's id
         log.info("session %s created (%d open)", session.id[:8], len(self.sessions))
         return session
+
+    def _count(self, _changed: Session | None = None) -> None:
+        gauge = self.metrics.sessions
+        gauge.labels("open").set(len(self.sessions))
+        gauge.labels("connected").set(sum(1 for s in self.sessions.values() if s.connected))
 
     def get(self, session_id: str | None) -> Session:
         session = self.sessions.get(session_id or "")
         if session is None:
             raise UnknownSessionError("unknown or expired session; create a new one")
+        set_session(session.id)
         return session
 
     async def connect(self, session: Session, sdp: str) -> RTCSessionDescription:
-        return await session.accept_offer(sdp, self.policy, self._gone)
+        if session.pc is None:
+            self._check_capacity()
+        return await session.accept_offer(sdp, self.policy, self._gone, self._count)
 
     def _gone(self, session: Session) -> None:
-        task = asyncio.ensure_future(self.remove(session.id, "connection ended"))
+        task = asyncio.ensure_future(self.remove(session.id, "connection_ended"))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def remove(self, session_id: str, reason: str = "closed") -> bool:
+    async def remove(self, session_id: str, reason: str) -> bool:
+        """End a session; ``reason`` is one of ``metrics.END_REASONS``. False if it was gone."""
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
-        log.info("session %s removed: %s (%d open)", session_id[:8], reason, len(self.sessions))
-        await session.close()
+        self._count()
+        self.metrics.session_ended(reason)
+        with session_context(session_id):
+            log.info("session %s removed: %s (%d open)", session_id[:8], reason, len(self.sessions))
+            await session.close()
         return True
 
     async def sweep(self, now: float | None = None) -> list[str]:
@@ -376,6 +469,7 @@ class SessionManager:
             self._janitor = asyncio.ensure_future(self._run_janitor())
 
     async def close_all(self) -> None:
+        self.closing = True
         if self._janitor is not None:
             self._janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from swaprtc.rtc.app import MULTIPART_SLACK, errors_middleware, json_error, run_public
+from swaprtc.http.body import read_body
+from swaprtc.http.security_headers import install_security_headers
+from swaprtc.rtc.app import MULTIPART_SLACK, access_middlewares, errors_middleware, json_error, run_public
 from swaprtc.rtc.tls import tls_context
 from swaprtc.settings import Settings
 from swaprtc.workers.metrics import merge_scrapes
@@ -76,7 +77,8 @@ async def _admit(request: web.Request, body: bytes) -> web.Response:
 
 async def route(request: web.Request) -> web.StreamResponse:
     pool = request.app[POOL]
-    body = await request.read()
+    # Capped like client_max_size, and a slow sender is cut off (408) instead of holding on.
+    body = await read_body(request, request.client_max_size, request.app[SETTINGS].body_timeout_s)
     session_id = request_session_id(request, body)
     if creates_session(request, session_id):
         return await _admit(request, body)
@@ -142,13 +144,15 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=merge_scrapes(scrapes), content_type="text/plain", charset="utf-8")
 
 
-def create_supervisor_app(
-    settings: Settings, pool: WorkerPool, *, front_middlewares: tuple[Any, ...] = ()
-) -> web.Application:
+def create_supervisor_app(settings: Settings, pool: WorkerPool) -> web.Application:
+    """The same checks as one process, in front of the workers (so rate limits and admission are
+    global): JSON errors, Origin allow-list, token, per-client rate limits, body limits, security
+    headers. Workers let through what arrives from here over their private sockets."""
     app = web.Application(
-        middlewares=[*front_middlewares, errors_middleware],
+        middlewares=[errors_middleware, *access_middlewares(settings)],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
+    install_security_headers(app)
     app[POOL] = pool
     app[SETTINGS] = settings
     app.router.add_get("/api/info", info)
