@@ -226,10 +226,13 @@ def answer_video_codec(sdp: str) -> str | None:
 
 @contextlib.asynccontextmanager
 async def serve_in_process(app: Any, host: str = "127.0.0.1", ssl_context: Any = None) -> Any:
-    """Run an aiohttp app on a real socket (free port); yields its base URL."""
+    """Run an aiohttp app on a real socket (free port) the way ``swaprtc serve`` does (guarded
+    connections with the app's read limits); yields its base URL."""
     from aiohttp import web
+    from swaprtc.http.server import HardenedRunner
+    from swaprtc.rtc.app import SETTINGS, http_limits
 
-    runner = web.AppRunner(app)
+    runner = HardenedRunner(app, http_limits(app[SETTINGS]) if SETTINGS in app else None)
     await runner.setup()
     site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()

@@ -117,11 +117,11 @@ def _running_server(model_store: ModelStore, log_dir: Path, **env_extra: str) ->
             if proc.poll() is not None:
                 pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             with contextlib.suppress(OSError, ValueError):
-                if _get_json(f"{url}/api/health").get("ok"):
+                if _get_json(f"{url}/healthz").get("ok"):  # open even with --token
                     break
             if time.monotonic() > deadline:
                 tail = log_path.read_text()[-3000:]
-                pytest.fail(f"server did not answer /api/health in {SERVER_START_S} s:\n{tail}")
+                pytest.fail(f"server did not answer /healthz in {SERVER_START_S} s:\n{tail}")
             time.sleep(0.2)
         yield url
     finally:
@@ -174,9 +174,11 @@ def browser(fake_camera: Path) -> Iterator[Browser]:
             b.close()
 
 
+# Contexts bypass the page's CSP: Playwright polls wait_for_function predicates through eval,
+# which the CSP forbids. tests/test_browser_token.py runs the page under its CSP.
 @pytest.fixture
 def page(browser: Browser, server_url: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     pg = context.new_page()
     console: list[str] = []
     pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
@@ -406,7 +408,7 @@ def test_browser_negotiates_h264_when_the_server_asks(
         pytest.skip("needs its own server started with --codec h264")
     with _running_server(model_store, tmp_path_factory.mktemp("h264"), SWAPRTC_CODEC="h264") as url:
         assert _get_json(f"{url}/api/info")["codec"] == "h264"
-        context = browser.new_context()
+        context = browser.new_context(bypass_csp=True)
         try:
             page = context.new_page()
             page.goto(url + "/")
@@ -441,7 +443,7 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
 
 
 def test_browser_tabs_are_separate_sessions(browser: Browser, server_url: str) -> None:
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)
     try:
         tabs = [context.new_page(), context.new_page()]
         for tab in tabs:
@@ -463,7 +465,7 @@ def test_browser_tabs_are_separate_sessions(browser: Browser, server_url: str) -
 
 
 def test_browser_frees_its_session_when_closed(browser: Browser, server_url: str) -> None:
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)
     try:
         page = context.new_page()
         page.goto(server_url + "/")
@@ -482,7 +484,7 @@ def test_browser_frees_its_session_when_closed(browser: Browser, server_url: str
 
 def test_browser_explains_missing_camera_api(browser: Browser, server_url: str) -> None:
     """Plain http on a LAN address has no navigator.mediaDevices: the page must say why."""
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)
     try:
         page = context.new_page()
         page.add_init_script(

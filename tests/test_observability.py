@@ -149,7 +149,9 @@ async def test_two_apps_keep_separate_registries(embedded: EmbeddedEngine) -> No
         assert value(parse(two.render().decode()), "swaprtc_sessions", state="open") == 0
 
 
-async def test_healthz_and_readyz_follow_capacity(served: tuple[str, Any, aiohttp.ClientSession]) -> None:
+async def test_healthz_and_readyz_follow_capacity(
+    served: tuple[str, Any, aiohttp.ClientSession], astronaut_bgr: np.ndarray
+) -> None:
     base, _, http = served
 
     async def get(path: str) -> tuple[int, dict[str, Any], Any]:
@@ -159,18 +161,23 @@ async def test_healthz_and_readyz_follow_capacity(served: tuple[str, Any, aiohtt
     assert (await get("/healthz"))[:2] == (200, {"ok": True})
     status, body, _ = await get("/readyz")
     assert (status, body["ready"], body["sessions"], body["max_sessions"]) == (200, True, 0, 2)
-    ids = []
-    for _ in range(2):
-        async with http.post(f"{base}/api/session") as resp:
-            ids.append((await resp.json())["session_id"])
-    status, body, headers = await get("/readyz")
-    assert (status, body["ready"], body["error"]["code"]) == (503, False, "full")
-    assert int(headers["Retry-After"]) > 0
-    assert (await get("/healthz"))[0] == 200  # full is not dead
-    assert (await get("/api/health"))[1] == {"ok": True, "sessions": 2}  # unchanged
-    async with http.delete(f"{base}/api/session", headers={"X-Session-Id": ids[0]}) as resp:
-        assert await resp.json() == {"ok": True}
+    # Sessions without a connection hold no capacity (docs/API.md, "Limits and access").
+    async with http.post(f"{base}/api/session") as resp:
+        bare = (await resp.json())["session_id"]
     assert (await get("/readyz"))[0] == 200
+    async with SwapClient(base) as first, SwapClient(base) as second:
+        await first.connect(SyntheticCamera(astronaut_bgr, 15))
+        await second.connect(SyntheticCamera(astronaut_bgr, 15))
+        status, body, headers = await get("/readyz")
+        assert (status, body["ready"], body["error"]["code"]) == (503, False, "full")
+        assert int(headers["Retry-After"]) > 0
+        assert (await get("/healthz"))[0] == 200  # full is not dead
+        assert (await get("/api/health"))[1] == {"ok": True, "sessions": 3}  # unchanged
+        async with http.delete(f"{base}/api/session", headers={"X-Session-Id": first.session_id}) as resp:
+            assert await resp.json() == {"ok": True}
+        assert (await get("/readyz"))[0] == 200
+    async with http.delete(f"{base}/api/session", headers={"X-Session-Id": bare}) as resp:
+        assert resp.status == 200
 
 
 # --- the real server process ---------------------------------------------------------------------

@@ -65,9 +65,22 @@ class Api:
         )
 
 
+# These tests make many calls from one address; rate limits have their own tests.
+UNLIMITED: dict[str, Any] = {"rate_session_per_min": 0, "rate_offer_per_min": 0, "rate_source_per_min": 0}
+
+
 @pytest.fixture
 async def api(engine: PaintEngine) -> AsyncIterator[Api]:
-    app = create_app(Settings(max_upload_bytes=300_000, max_upload_pixels=4_000_000, max_sessions=3), engine)
+    app = create_app(
+        Settings(
+            max_upload_bytes=300_000,
+            max_upload_pixels=4_000_000,
+            max_sessions=3,
+            max_pending_per_client=3,
+            **UNLIMITED,
+        ),
+        engine,
+    )
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         yield Api(base, http, app)
 
@@ -197,7 +210,7 @@ async def test_sessions_are_independent_and_limited(
     await api.call("DELETE", "/api/source", headers={"X-Session-Id": a})
     assert manager.get(a).control.source is None and manager.get(b).control.source is not None
     await api.session()
-    status, body = await api.call("POST", "/api/session")
+    status, body = await api.call("POST", "/api/session")  # a 4th unconnected session of one client
     assert_error(status, body, 429, "too_many_sessions")
     assert (await api.call("DELETE", "/api/session", headers={"X-Session-Id": a})) == (200, {"ok": True})
     status, body = await api.upload(a, png(astronaut_bgr))
@@ -223,10 +236,9 @@ async def test_never_connected_sessions_expire(api: Api, astronaut_bgr: np.ndarr
 
 
 async def test_unused_sessions_free_their_slot_soon(engine: PaintEngine, astronaut_bgr: np.ndarray) -> None:
-    """Anonymous POST /api/session calls cannot hold every slot: with a short injected lifetime
-    the janitor retires sessions without a source or a connection, and the page's next upload
-    gets unknown_session (it then creates a new session)."""
-    app = create_app(Settings(max_sessions=2), engine, unused_s=1.0)
+    """Sessions without a source or a connection are retired soon (a short injected lifetime
+    here), and the page's next upload gets unknown_session (it then creates a new session)."""
+    app = create_app(Settings(max_sessions=2, max_pending_per_client=2, **UNLIMITED), engine, unused_s=1.0)
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         api = Api(base, http, app)
         bare, kept = await api.session(), await api.session()
@@ -469,7 +481,7 @@ async def test_damaged_offers_never_get_a_500(engine: PaintEngine) -> None:
         cut = int(rng.integers(len(damaged[j]) + 1))
         damaged[j] = damaged[j][:cut] + str(rng.choice(["", "x", ":", " 999", "=", "\x00"]))
         variants.append("\r\n".join(damaged))
-    app = create_app(Settings(max_sessions=len(variants) + 1), engine)
+    app = create_app(Settings(max_sessions=len(variants) + 1, **UNLIMITED), engine)
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         api = Api(base, http, app)
         for sdp in variants:

@@ -19,7 +19,39 @@ const FRIENDLY = {
   camera_busy: "The camera is in use by another application.",
   camera_failed: "The camera could not be started.",
   connect_failed: "The connection to the server failed.",
+  unauthorized: "This server needs an access token. Reload the page to enter it.",
+  bad_origin: "The server refused a request from this page's address.",
+  rate_limited: "Too many requests from your address. Wait a moment and try again.",
+  busy: "The server is busy with other uploads. Try again in a moment.",
+  request_timeout: "The upload took too long. Check your connection and try again.",
 };
+
+// The access token (swaprtc serve --token): asked once, kept for this tab only.
+const TOKEN_KEY = "swaprtc.token";
+let askToken = async () => window.prompt("This swaprtc server needs an access token:");
+let asking = null; // one question at a time, shared by concurrent calls
+
+/** Replace how the page asks for the token (a function returning a string, or null to give up). */
+export function setTokenPrompt(ask) {
+  askToken = ask;
+}
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function newToken(rejected) {
+  if (sessionStorage.getItem(TOKEN_KEY) === rejected) sessionStorage.removeItem(TOKEN_KEY);
+  if (!asking) {
+    asking = Promise.resolve(sessionStorage.getItem(TOKEN_KEY) ?? askToken()).finally(() => {
+      asking = null;
+    });
+  }
+  const token = ((await asking) ?? "").trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  return token;
+}
 
 export function friendlyText(code, fallback) {
   return FRIENDLY[code] ?? fallback ?? "Something went wrong.";
@@ -37,14 +69,22 @@ export class ApiError extends Error {
   }
 }
 
+async function send(method, path, body, h) {
+  try {
+    return await fetch(path, { method, body, headers: { ...h, ...authHeaders() }, cache: "no-store" });
+  } catch (err) {
+    throw new ApiError(0, "network", String(err?.message ?? err));
+  }
+}
+
 async function call(method, path, { sessionId, body, headers = {} } = {}) {
   const h = { ...headers };
   if (sessionId) h["X-Session-Id"] = sessionId;
-  let response;
-  try {
-    response = await fetch(path, { method, body, headers: h, cache: "no-store" });
-  } catch (err) {
-    throw new ApiError(0, "network", String(err?.message ?? err));
+  let response = await send(method, path, body, h);
+  if (response.status === 401) {
+    // The server wants a token: ask for it (once per tab) and try again with it.
+    const rejected = sessionStorage.getItem(TOKEN_KEY);
+    if (await newToken(rejected)) response = await send(method, path, body, h);
   }
   let data = null;
   const text = await response.text();
@@ -79,7 +119,7 @@ export function deleteSession(sessionId) {
 export function deleteSessionOnUnload(sessionId) {
   try {
     fetch(`/api/session?session=${encodeURIComponent(sessionId)}`, {
-      method: "DELETE", keepalive: true, headers: { "X-Session-Id": sessionId },
+      method: "DELETE", keepalive: true, headers: { "X-Session-Id": sessionId, ...authHeaders() },
     }).catch(() => {});
   } catch {
     // Nothing more can be done while unloading.

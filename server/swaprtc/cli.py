@@ -34,6 +34,22 @@ SERVE = [
     "workers",
     "detect_every",
     *GPU,
+    "token",
+    "allowed_origins",
+    "trusted_proxies",
+    "rate_session_per_min",
+    "rate_offer_per_min",
+    "rate_source_per_min",
+    "rate_burst",
+    "max_pending_sessions",
+    "max_pending_per_client",
+    "max_json_bytes",
+    "max_sdp_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "upload_threads",
+    "max_queued_uploads",
 ]
 
 

@@ -12,7 +12,7 @@ Not thread-safe: ``identify`` runs on the stream's inference job, one frame at a
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,34 +59,26 @@ class PersonRegistry:
         self._frame += 1
         ids: list[int | None] = [None] * len(faces)
         recent = [p for p in self.people.values() if self._frame - p.seen <= ABSENT_FRAMES]
-        pairs = sorted(
-            ((iou(face.bbox, p.box), i, p.id) for i, face in enumerate(faces) for p in recent),
-            reverse=True,
-        )
         taken: set[int] = set()
-        for overlap, i, pid in pairs:
-            if overlap < SAME_FACE_IOU:
-                break
-            if ids[i] is None and pid not in taken:
-                ids[i] = pid
-                taken.add(pid)
+        _match(
+            ((iou(f.bbox, p.box), i, p.id) for i, f in enumerate(faces) for p in recent),
+            SAME_FACE_IOU,
+            ids,
+            taken,
+        )
         if embed is not None:
             away = {
                 p.id: p.embedding
                 for p in self.people.values()
                 if p.id in mapped and p.id not in taken and p.embedding is not None
             }
-            for i, face in enumerate(faces):
-                if ids[i] is not None or not away:
-                    continue
-                emb = _normalised(embed(face))
-                best = max(away, key=lambda pid: float(emb @ away[pid]))
-                if float(emb @ away[best]) >= SAME_PERSON_COSINE:
-                    ids[i] = best
-                    taken.add(best)
-                    del away[best]
-                else:
-                    ids[i] = self._new(face, emb).id
+            newcomers = [i for i in range(len(faces)) if ids[i] is None] if away else []
+            embs = {i: _normalised(embed(faces[i])) for i in newcomers}
+            scores = ((float(embs[i] @ e), i, pid) for i in newcomers for pid, e in away.items())
+            _match(scores, SAME_PERSON_COSINE, ids, taken)
+            for i in newcomers:
+                if ids[i] is None:
+                    ids[i] = self._new(faces[i], embs[i]).id
         out: list[int] = []
         for face, known in zip(faces, ids, strict=True):
             person = self.people[known] if known is not None else self._new(face, None)
@@ -111,6 +103,19 @@ class PersonRegistry:
         order = sorted(self.people.values(), key=lambda p: (p.id in mapped, p.seen))
         for person in order[: len(self.people) - MAX_REMEMBERED]:
             del self.people[person.id]
+
+
+def _match(
+    scored: Iterable[tuple[float, int, int]], threshold: float, ids: list[int | None], taken: set[int]
+) -> None:
+    """Link faces to people, best (score, face index, person) first, each at most once: a returning
+    person is not taken by a look-alike that happened to be compared earlier."""
+    for score, i, pid in sorted(scored, reverse=True):
+        if score < threshold:
+            break
+        if ids[i] is None and pid not in taken:
+            ids[i] = pid
+            taken.add(pid)
 
 
 def _normalised(v: np.ndarray) -> np.ndarray:

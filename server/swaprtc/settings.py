@@ -74,6 +74,24 @@ class Settings:
     max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
     log_level: str = "info"
     log_format: str = "text"  # text | json (one object per line, with the session id)
+    # Access and abuse (docs/API.md, "Limits and access")
+    token: str | None = None  # required by every API call when set
+    allowed_origins: tuple[str, ...] = ()  # page origins besides the server's own (reverse proxies)
+    trusted_proxies: tuple[str, ...] = ()  # peer addresses whose X-Forwarded-For is believed
+    rate_session_per_min: float = 30.0  # per client address; 0 = unlimited
+    rate_offer_per_min: float = 30.0
+    rate_source_per_min: float = 30.0
+    rate_burst: int = 10
+    max_pending_sessions: int = 32  # sessions not yet connecting (they hold no capacity)
+    max_pending_per_client: int = 4
+    # Request limits
+    max_json_bytes: int = 64 * 1024
+    max_sdp_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0  # a request head must arrive within this
+    body_timeout_s: float = 60.0  # a request body must arrive within this
+    keepalive_timeout_s: float = 30.0
+    upload_threads: int = 1  # image decodes and source preparation, apart from live video
+    max_queued_uploads: int = 8  # uploads waiting for an upload thread; more get 503 busy
 
     def __post_init__(self) -> None:
         # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
@@ -94,12 +112,31 @@ class Settings:
             "detect_every",
             "swap_deadline_ms",
             "max_batch",
+            "rate_burst",
+            "max_pending_sessions",
+            "max_pending_per_client",
+            "max_json_bytes",
+            "max_sdp_bytes",
+            "upload_threads",
+            "max_queued_uploads",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
         self.worker_count()  # validates
         if not 0 <= self.batch_window_ms <= 1000:
             raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
+        if not self.token:
+            object.__setattr__(self, "token", None)  # an empty SWAPRTC_TOKEN means no token
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be positive")
+        for name in ("rate_session_per_min", "rate_offer_per_min", "rate_source_per_min"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"invalid {name} {getattr(self, name)!r}: 0 (unlimited) or more")
+        if self.max_sdp_bytes >= self.max_json_bytes:
+            raise SettingsError(
+                "max_sdp_bytes must be smaller than max_json_bytes (the offer JSON holds the SDP)"
+            )
         if self.session_idle_s <= 0:
             raise SettingsError(f"invalid session_idle_s {self.session_idle_s!r}: must be positive")
         if not 0 < self.min_bitrate <= self.start_bitrate <= self.max_bitrate:

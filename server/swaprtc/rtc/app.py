@@ -10,18 +10,27 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.multipart import BodyPartReader
-from aiohttp.web_protocol import RequestPayloadError
 
 from swaprtc import __version__
 from swaprtc.casting import DEFAULT_SOURCE
 from swaprtc.engine import Engine
 from swaprtc.errors import SwapRTCError
+from swaprtc.http.auth import token_middleware
+from swaprtc.http.body import MULTIPART_SLACK as MULTIPART_SLACK
+from swaprtc.http.body import BadJsonError, read_body, read_json, read_multipart_form
+from swaprtc.http.client_address import client_address, via_unix_socket
+from swaprtc.http.errors import BAD_BODY_ERRORS
+from swaprtc.http.errors import errors_middleware as errors_middleware
+from swaprtc.http.errors import json_error as json_error
+from swaprtc.http.origin import origin_middleware
+from swaprtc.http.rate_limit import RateLimiter, rate_limit_middleware
+from swaprtc.http.security_headers import install_security_headers
+from swaprtc.http.server import HttpLimits, run_app
 from swaprtc.observability.logs import session_context
 from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
+from swaprtc.rtc.offer_check import check_size
 from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
 from swaprtc.rtc.sources import (
@@ -34,37 +43,22 @@ from swaprtc.rtc.sources import (
 )
 from swaprtc.rtc.tls import tls_context
 from swaprtc.rtc.track import InferencePool
-from swaprtc.rtc.upload import MissingImageError, TooLargeError
+from swaprtc.rtc.upload_pool import UploadPool
 from swaprtc.settings import Settings
 from swaprtc.workers.memory import rss_bytes
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = resource_path("web")
-MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the image
-CHUNK = 64 * 1024
+MAX_STATIC_PATH = 255  # longer names exist nowhere under web/; the OS would refuse them anyway
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 POOL = web.AppKey("pool", InferencePool)
+UPLOADS = web.AppKey("uploads", UploadPool)
 SESSIONS = web.AppKey("sessions", SessionManager)
 ICE_FOR_BROWSER = web.AppKey("ice_for_browser", list)
 METRICS = web.AppKey("metrics", Metrics)
-
-
-class BadJsonError(SwapRTCError):
-    code = "bad_json"
-
-
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-# Raised by aiohttp while a handler reads a malformed body: a bad multipart part header
-# (InvalidHeader), a Content-Encoding the body does not match (ContentEncodingError, and
-# RequestPayloadError around it). The client's fault, not a server error.
-BAD_BODY_ERRORS = (HttpProcessingError, RequestPayloadError)
 
 
 def route_label(request: web.Request) -> str:
@@ -96,32 +90,6 @@ async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamRe
         request.app[METRICS].http_request(route_label(request), request.method, status)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Errors as JSON: stable codes for expected ones, a bare 500 (logged here) for the rest."""
-    try:
-        return await handler(request)
-    except SwapRTCError as exc:
-        return json_error(exc.http_status, exc.code, exc.message)
-    except web.HTTPException as exc:
-        if exc.status >= 400 and request.path.startswith("/api/"):
-            return json_error(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
-        raise
-    except BAD_BODY_ERRORS as exc:
-        log.info("bad request body in %s %s: %r", request.method, request.path, exc)
-        response = json_error(
-            400, "bad_request", "the request body could not be read (malformed or wrongly encoded)"
-        )
-        # The rest of the body cannot be read either: close the connection instead of draining it.
-        response.force_close()
-        return response
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_error(500, "internal", "internal server error")
-
-
 def session_id_of(request: web.Request) -> str | None:
     return request.headers.get("X-Session-Id") or request.query.get("session")
 
@@ -131,8 +99,12 @@ def engine_info(app: web.Application) -> dict[str, Any]:
 
 
 # --- handlers ------------------------------------------------------------------------------------
+def client_of(request: web.Request) -> str:
+    return client_address(request, request.app[SETTINGS].trusted_proxies)
+
+
 async def create_session(request: web.Request) -> web.Response:
-    session = request.app[SESSIONS].create()
+    session = request.app[SESSIONS].create(client_of(request))
     return web.json_response(
         {
             "session_id": session.id,
@@ -160,11 +132,12 @@ async def offer(request: web.Request) -> web.Response:
         raise BadOfferError("missing sdp")
     if kind != "offer":
         raise BadOfferError('type must be "offer"')
+    check_size(sdp, request.app[SETTINGS].max_sdp_bytes)
     if session_id is not None and not isinstance(session_id, str):
         raise BadOfferError("session_id must be a string")
     manager = request.app[SESSIONS]
     created = session_id is None
-    session = manager.create() if created else manager.get(session_id)
+    session = manager.create(client_of(request)) if created else manager.get(session_id)
     try:
         answer = await manager.connect(session, sdp)
     except SwapRTCError:
@@ -174,48 +147,21 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session_id": session.id})
 
 
-async def read_limited(read_chunk: Any, limit: int) -> bytes:
-    data = bytearray()
-    while True:
-        chunk = await read_chunk(CHUNK)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            raise TooLargeError(f"the image is larger than the limit of {limit} bytes")
-
-
 FORM_FIELDS = ("face", "name")  # small text fields allowed beside the image in a multipart upload
 FORM_FIELD_LIMIT = 64
 
 
-async def read_upload(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
-    """The image bytes and the form fields ``face``/``name`` (multipart), else the query's."""
+async def read_upload(request: web.Request, settings: Settings) -> tuple[bytes, dict[str, str]]:
+    """The image bytes and the form fields ``face``/``name`` (multipart), else the query's; the
+    whole body is capped, every multipart part counted."""
     fields = {k: request.query[k] for k in FORM_FIELDS if k in request.query}
-    multipart = request.content_type.startswith("multipart/")
-    length = request.content_length
-    if length is not None and length > limit + (MULTIPART_SLACK if multipart else 0):
-        raise TooLargeError(f"the upload ({length} bytes) is larger than the limit of {limit} bytes")
-    if not multipart:
-        return await read_limited(request.content.read, limit), fields
-    image: bytes | None = None
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if isinstance(part, BodyPartReader) and part.name == "image" and image is None:
-                image = await read_limited(part.read_chunk, limit)
-            elif isinstance(part, BodyPartReader) and part.name in FORM_FIELDS:
-                raw = await read_limited(part.read_chunk, FORM_FIELD_LIMIT)
-                fields[part.name] = raw.decode("utf-8", "replace").strip()
-            else:
-                await part.release()
-    except TooLargeError as exc:
-        raise exc
-    except (ValueError, AssertionError, RuntimeError) as exc:
-        raise MissingImageError(f"the multipart body could not be read: {exc}") from None
-    if image is None:
-        raise MissingImageError('no multipart field named "image"')
-    return image, fields
+    limit, timeout_s = settings.max_upload_bytes, settings.body_timeout_s
+    if not request.content_type.startswith("multipart/"):
+        return await read_body(request, limit, timeout_s), fields
+    image, texts = await read_multipart_form(
+        request, "image", limit, timeout_s, FORM_FIELDS, FORM_FIELD_LIMIT
+    )
+    return image, {**fields, **texts}
 
 
 def live_session(request: web.Request) -> Session:
@@ -240,11 +186,14 @@ async def _put_source(request: web.Request) -> web.Response:
     app = request.app
     session = live_session(request)
     settings = app[SETTINGS]
-    data, fields = await read_upload(request, settings.max_upload_bytes)
-    name = check_name(fields.get("name") or DEFAULT_SOURCE)
-    face = parse_face_index(fields.get("face"))
-    session.sources.check_room(name)
-    entry = await app[POOL].run(analyse_photo, app[ENGINE], name, data, settings.max_upload_pixels, face)
+    uploads = app[UPLOADS]
+    with uploads.reserve():
+        data, fields = await read_upload(request, settings)
+        name = check_name(fields.get("name") or DEFAULT_SOURCE)
+        face = parse_face_index(fields.get("face"))
+        session.sources.check_room(name)
+        # The upload threads, not the inference executor: uploads never delay live frames.
+        entry = await uploads.run(analyse_photo, app[ENGINE], name, data, settings.max_upload_pixels, face)
     if session.closed:
         raise UnknownSessionError("the session was closed during the upload")
     session.put_source(entry)
@@ -263,7 +212,8 @@ async def select_source(request: web.Request) -> web.Response:
     if face is None:
         raise BadFaceIndexError("face is required: the index of a face in the source's photo")
     entry = session.sources.get(check_name(name))
-    picked = await app[POOL].run(repick, app[ENGINE], entry, face, app[SETTINGS].max_upload_pixels)
+    with app[UPLOADS].reserve():  # decodes the kept photo again
+        picked = await app[UPLOADS].run(repick, app[ENGINE], entry, face, app[SETTINGS].max_upload_pixels)
     if session.closed:
         raise UnknownSessionError("the session was closed while the face was prepared")
     session.put_source(picked)
@@ -282,12 +232,10 @@ async def delete_source(request: web.Request) -> web.Response:
 
 
 async def json_object(request: web.Request, example: str) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadJsonError(f"the body must be JSON: {example}") from None
+    settings = request.app[SETTINGS]
+    body = await read_json(request, settings.max_json_bytes, settings.body_timeout_s)
     if not isinstance(body, dict):
-        raise BadJsonError("the body must be a JSON object")
+        raise BadJsonError(f"the body must be a JSON object: {example}")
     return body
 
 
@@ -345,8 +293,14 @@ def static_handler(web_dir: Path) -> Any:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         rel = request.match_info.get("path", "") or "index.html"
-        target = (root / rel).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        if "\x00" in rel or len(rel) > MAX_STATIC_PATH:
+            raise web.HTTPNotFound()
+        try:
+            target = (root / rel).resolve()
+            found = target.is_relative_to(root) and target.is_file()
+        except (OSError, ValueError):  # a name the file system rejects (too long, bad bytes)
+            found = False
+        if not found:
             raise web.HTTPNotFound()
         return web.FileResponse(target, headers={"Cache-Control": "no-cache"})
 
@@ -354,6 +308,30 @@ def static_handler(web_dir: Path) -> Any:
 
 
 # --- app -----------------------------------------------------------------------------------------
+def access_middlewares(settings: Settings) -> list[Any]:
+    """Origin check, access token and per-client rate limits, in that order (after the JSON
+    errors middleware). With several workers the supervisor applies them on the public port (rate
+    limits are then global); requests it forwards over a worker's private unix socket were checked
+    there and pass."""
+    burst = settings.rate_burst
+    limits = {
+        ("POST", "/api/session"): RateLimiter(settings.rate_session_per_min, burst),
+        ("POST", "/api/offer"): RateLimiter(settings.rate_offer_per_min, burst),
+        ("POST", "/api/source"): RateLimiter(settings.rate_source_per_min, burst),
+    }
+    return [
+        origin_middleware(settings.allowed_origins, exempt=via_unix_socket),
+        token_middleware(settings.token, exempt=via_unix_socket),
+        rate_limit_middleware(limits, settings.trusted_proxies, exempt=via_unix_socket),
+    ]
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        head_timeout_s=settings.header_timeout_s, keepalive_timeout_s=settings.keepalive_timeout_s
+    )
+
+
 def create_app(
     settings: Settings,
     engine: Engine,
@@ -393,12 +371,19 @@ def create_app(
     metrics.session_capacity.set(settings.max_sessions)
     metrics.inference_threads.set(pool.threads)
     app = web.Application(
-        middlewares=[*front_middlewares, metrics_middleware, errors_middleware],
+        middlewares=[
+            *front_middlewares,
+            metrics_middleware,
+            errors_middleware,
+            *access_middlewares(settings),
+        ],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
+    install_security_headers(app)
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[POOL] = pool
+    app[UPLOADS] = UploadPool(settings.upload_threads, settings.max_queued_uploads)
     app[METRICS] = metrics
     app[SESSIONS] = SessionManager(engine, pool, settings, policy, metrics, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
@@ -435,6 +420,7 @@ async def _on_startup(app: web.Application) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     await app[SESSIONS].close_all()
     app[POOL].shutdown()
+    app[UPLOADS].shutdown()
 
 
 def serve(settings: Settings) -> int:
@@ -461,15 +447,7 @@ def serve(settings: Settings) -> int:
 def run_public(app: web.Application, settings: Settings, ssl_context: Any) -> int:
     """Serve ``app`` on the public host and port until SIGINT/SIGTERM."""
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            ssl_context=ssl_context,
-            print=None,
-            shutdown_timeout=5.0,
-            handle_signals=True,
-        )
+        run_app(app, http_limits(settings), host=settings.host, port=settings.port, ssl_context=ssl_context)
     except OSError as exc:
         raise SwapRTCError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", code="listen_failed"

@@ -22,10 +22,12 @@ from aiortc.sdp import SessionDescription
 from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
+from swaprtc.http.errors import RetryLaterError
 from swaprtc.observability.logs import session_context, set_session
 from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
 from swaprtc.rtc.ice import IceServer, rtc_configuration
+from swaprtc.rtc.offer_check import BadOfferError, check_offer_attributes
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
 from swaprtc.rtc.sources import NamedSource, SourceBook, data_url
 from swaprtc.rtc.stats import StreamStats
@@ -39,6 +41,7 @@ NEVER_CONNECTED_S = 300.0  # a page may upload a source long before the camera s
 # by itself on unknown_session), so anonymous POST /api/session calls only hold a slot briefly.
 UNUSED_S = 60.0
 JANITOR_PERIOD_S = 1.0
+CAPACITY_RETRY_AFTER_S = 10.0
 
 
 class UnknownSessionError(SwapRTCError):
@@ -46,18 +49,20 @@ class UnknownSessionError(SwapRTCError):
     http_status = 404
 
 
-class TooManySessionsError(SwapRTCError):
+class TooManySessionsError(RetryLaterError):
+    """The server is at capacity (503) or this client holds too many unconnected sessions (429)."""
+
     code = "too_many_sessions"
-    http_status = 429
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float, http_status: int = 503) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.http_status = http_status
 
 
 class AlreadyConnectedError(SwapRTCError):
     code = "already_connected"
     http_status = 409
-
-
-class BadOfferError(SwapRTCError):
-    code = "bad_offer"
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,9 @@ class RtcPolicy:
 
 
 def validate_offer(sdp: str) -> None:
-    """Reject what aiortc would accept silently or fail on obscurely: no video, unparsable."""
+    """Reject what aiortc would accept silently or fail on obscurely: malformed ICE credentials
+    or fingerprints, no video, unparsable."""
+    check_offer_attributes(sdp)
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:
@@ -84,9 +91,16 @@ def validate_offer(sdp: str) -> None:
 
 class Session:
     def __init__(
-        self, session_id: str, engine: Engine, pool: InferencePool, now: float, metrics: Metrics | None = None
+        self,
+        session_id: str,
+        engine: Engine,
+        pool: InferencePool,
+        now: float,
+        metrics: Metrics | None = None,
+        client: str = "",
     ) -> None:
         self.id = session_id
+        self.client = client  # the address that created it (per-client limits)
         self.engine = engine
         self.pool = pool
         self.metrics = metrics if metrics is not None else Metrics()
@@ -342,16 +356,44 @@ class SessionManager:
         self._janitor: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
 
-    def has_capacity(self) -> bool:
-        return len(self.sessions) < self.settings.max_sessions
+    # Capacity counts sessions that hold a peer connection (connecting or connected). Sessions
+    # that only exist (and maybe hold a source) cost little; they are bounded separately, in
+    # total and per client address, so a few bare POST /api/session calls cannot lock people out.
+    def active(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.pc is not None)
 
-    def create(self) -> Session:
+    def has_capacity(self) -> bool:
+        return self.active() < self.settings.max_sessions
+
+    def _check_capacity(self) -> None:
         if not self.has_capacity():
             raise TooManySessionsError(
-                f"the server is at its limit of {self.settings.max_sessions} sessions; try again later"
+                f"the server is at its limit of {self.settings.max_sessions} live sessions; try again later",
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
+            )
+
+    def create(self, client: str = "") -> Session:
+        self._check_capacity()
+        pending = [s for s in self.sessions.values() if s.pc is None]
+        if len(pending) >= self.settings.max_pending_sessions:
+            raise TooManySessionsError(
+                "too many sessions are waiting to connect; try again later",
+                retry_after_s=CAPACITY_RETRY_AFTER_S,
+            )
+        if sum(1 for s in pending if s.client == client) >= self.settings.max_pending_per_client:
+            raise TooManySessionsError(
+                f"your address already has {self.settings.max_pending_per_client} sessions that "
+                "are not connected; connect or delete one first",
+                retry_after_s=self.unused_s,
+                http_status=429,
             )
         session = Session(
-            self.id_prefix + secrets.token_urlsafe(18), self.engine, self.pool, time.monotonic(), self.metrics
+            self.id_prefix + secrets.token_urlsafe(18),
+            self.engine,
+            self.pool,
+            time.monotonic(),
+            self.metrics,
+            client,
         )
         self.sessions[session.id] = session
         self._count()
@@ -372,6 +414,8 @@ class SessionManager:
         return session
 
     async def connect(self, session: Session, sdp: str) -> RTCSessionDescription:
+        if session.pc is None:
+            self._check_capacity()
         return await session.accept_offer(sdp, self.policy, self._gone, self._count)
 
     def _gone(self, session: Session) -> None:

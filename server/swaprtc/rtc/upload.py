@@ -1,16 +1,17 @@
-"""Source image upload: sniff the format, check size limits from the header, decode.
+"""Source image upload: sniff the format, check the pixel limit from the header, decode.
 
-Formats are recognised by their magic bytes, not by the declared content type. Pixel limits are
-checked from the header before any decode where the header gives the size (a small file can
-declare a huge image), and again after decoding.
+Formats are recognised by their magic bytes, not by the declared content type. The pixel limit is
+checked on the size the decoder itself reads from the header, before any pixel is decoded (a
+small file can declare a huge image).
 """
 
 from __future__ import annotations
 
+import io
 import struct
 
-import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 from swaprtc.errors import BadImageError, SwapRTCError, UnsupportedFormatError
 
@@ -66,59 +67,21 @@ def _known_unsupported(data: bytes) -> str | None:
     return None
 
 
-def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """(width, height) read from the header, or None where it cannot be read cheaply."""
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The canvas size from the first RIFF chunk. Checked before Pillow sees a WebP: its WebP
+    reader allocates the whole canvas when it opens the file."""
     try:
-        if fmt == "png" and data[12:16] == b"IHDR":
-            w, h = struct.unpack(">II", data[16:24])
-            return int(w), int(h)
-        if fmt == "bmp":
-            w, h = struct.unpack("<ii", data[18:26])
-            return abs(int(w)), abs(int(h))
-        if fmt == "webp":
-            return _webp_size(data)
-        if fmt == "jpeg":
-            return _jpeg_size(data)
+        chunk = data[12:16]
+        if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L" and data[20:21] == b"\x2f":
+            (bits,) = struct.unpack("<I", data[21:25])
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X" and len(data) >= 30:
+            return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
     except struct.error:
         return None
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
-        w, h = struct.unpack("<HH", data[26:30])
-        return w & 0x3FFF, h & 0x3FFF
-    if chunk == b"VP8L" and data[20:21] == b"\x2f":
-        (bits,) = struct.unpack("<I", data[21:25])
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X":
-        w = int.from_bytes(data[24:27], "little") + 1
-        h = int.from_bytes(data[27:30], "little") + 1
-        return w, h
-    return None
-
-
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xDA)):  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if marker in _SOF:
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return int(w), int(h)
-        i += 2 + length
     return None
 
 
@@ -130,19 +93,36 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}
+# What Pillow raises for damaged or truncated files of a format it recognised.
+PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Validate and decode an uploaded image to a BGR uint8 array."""
+    """Validate and decode an uploaded image to a BGR uint8 array.
+
+    Pillow reads the true size from the header (it walks JPEG markers past stray bytes, which a
+    naive marker walk gives up on) and the image is decoded only when that size is within
+    ``max_pixels``: a small file declaring a huge image never gets its pixels allocated.
+    """
     if not data:
         raise MissingImageError("no image in the request")
     fmt = sniff_format(data)
-    size = header_size(data, fmt)
-    if size is not None:
+    if fmt == "webp":
+        size = _webp_size(data)
+        if size is None:
+            raise BadImageError("the WebP image has no readable size (damaged or truncated?)")
         check_pixels(*size, max_pixels)
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
-        raise BadImageError(f"the {fmt.upper()} image could not be decoded (damaged or truncated?)")
-    check_pixels(image.shape[1], image.shape[0], max_pixels)
+        with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[fmt]]) as opened:
+            check_pixels(*opened.size, max_pixels)
+            upright = ImageOps.exif_transpose(opened)  # as a phone meant the photo to be seen
+            rgb = upright.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise TooLargeError(f"the image is far too large: {exc}", code="too_many_pixels") from None
+    except PIL_DECODE_ERRORS:
+        raise BadImageError(f"the {fmt.upper()} image could not be decoded (damaged or truncated?)") from None
+    image = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+    if image.size == 0:
+        raise BadImageError(f"the {fmt.upper()} image is empty")
     return image

@@ -17,7 +17,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from swaprtc.rtc.app import MULTIPART_SLACK, errors_middleware, json_error, run_public
+from swaprtc.http.body import read_body
+from swaprtc.http.security_headers import install_security_headers
+from swaprtc.rtc.app import MULTIPART_SLACK, access_middlewares, errors_middleware, json_error, run_public
 from swaprtc.rtc.tls import tls_context
 from swaprtc.settings import Settings
 from swaprtc.workers.metrics import merge_scrapes
@@ -76,7 +78,8 @@ async def _admit(request: web.Request, body: bytes) -> web.Response:
 
 async def route(request: web.Request) -> web.StreamResponse:
     pool = request.app[POOL]
-    body = await request.read()
+    # Capped like client_max_size, and a slow sender is cut off (408) instead of holding on.
+    body = await read_body(request, request.client_max_size, request.app[SETTINGS].body_timeout_s)
     session_id = request_session_id(request, body)
     if creates_session(request, session_id):
         return await _admit(request, body)
@@ -145,10 +148,13 @@ async def metrics(request: web.Request) -> web.Response:
 def create_supervisor_app(
     settings: Settings, pool: WorkerPool, *, front_middlewares: tuple[Any, ...] = ()
 ) -> web.Application:
+    # The same origin, token and rate-limit checks as one process, here on the public port (rate
+    # limits global); workers let through what arrives from here over their private sockets.
     app = web.Application(
-        middlewares=[*front_middlewares, errors_middleware],
+        middlewares=[*front_middlewares, errors_middleware, *access_middlewares(settings)],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
+    install_security_headers(app)
     app[POOL] = pool
     app[SETTINGS] = settings
     app.router.add_get("/api/info", info)

@@ -1,0 +1,393 @@
+"""Hostile input and abuse through real sockets: every limit answers a 4xx JSON error with a
+stable code (or closes the connection where HTTP cannot answer), never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from swaprtc.http.body import json_depth, parse_json
+from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.rtc.upload import decode_image
+from swaprtc.settings import Settings
+from swaprtc.types import Face, SourceFace
+
+from tests.engine_doubles import FixedFaceDetector, PaintEngine
+from tests.raw_http import host_port, request_bytes, send_raw
+from tests.rtc_client import serve_in_process
+
+UNLIMITED: dict[str, Any] = {"rate_session_per_min": 0, "rate_offer_per_min": 0, "rate_source_per_min": 0}
+
+
+def jpg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return data.tobytes()
+
+
+def stray_byte_jpeg(width: int, height: int) -> bytes:
+    """A tiny JPEG whose SOF declares ``width``×``height``, with one stray byte before the SOF
+    marker: a naive marker walk gives up there, libjpeg and Pillow skip it."""
+    data = bytearray(jpg(np.full((8, 8, 3), 128, np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data[:sof]) + b"\x00" + bytes(data[sof:])
+
+
+class Api:
+    def __init__(self, base: str, http: aiohttp.ClientSession, app: Any) -> None:
+        self.base, self.http, self.app = base, http, app
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Any]:
+        async with self.http.request(method, self.base + path, **kwargs) as resp:
+            return resp.status, await resp.json(), resp.headers
+
+    async def session(self, **kwargs: Any) -> str:
+        status, body, _ = await self.call("POST", "/api/session", **kwargs)
+        assert status == 201, body
+        return str(body["session_id"])
+
+
+def served(settings: Settings, engine: Any = None, **app_kwargs: Any) -> Any:
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def run() -> AsyncIterator[Api]:
+        app = create_app(settings, engine or PaintEngine(FixedFaceDetector()), **app_kwargs)
+        async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+            yield Api(base, http, app)
+
+    return run()
+
+
+def assert_error(status: int, body: Any, want_status: int, code: str) -> None:
+    assert status == want_status, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+
+
+# --- bad input -----------------------------------------------------------------------------------
+async def test_deeply_nested_json_is_a_400() -> None:
+    """``[`` × 100,000 used to escape as a RecursionError 500. Over the JSON byte cap it is 413;
+    under a raised cap, nesting deeper than any offer needs is 400 bad_json."""
+    async with served(Settings(**UNLIMITED)) as api:
+        status, answer, _ = await api.call("POST", "/api/offer", data=b"[" * 100_000)
+        assert_error(status, answer, 413, "too_large")
+        status, answer, _ = await api.call("POST", "/api/offer", data=b'{"a":' * 5_000)
+        assert_error(status, answer, 400, "bad_json")
+    settings = Settings(max_json_bytes=1_000_000, max_sdp_bytes=500_000, **UNLIMITED)
+    async with served(settings) as api:
+        status, answer, _ = await api.call("POST", "/api/offer", data=b"[" * 100_000)
+        assert_error(status, answer, 400, "bad_json")
+
+
+def test_json_depth_scan_ignores_brackets_in_strings() -> None:
+    assert json_depth(b'{"a": "[[[[\\"[[", "b": [1, {"c": []}]}') == 4
+    assert json_depth(b'"unterminated [[[') == 0
+    with pytest.raises(Exception, match="nested deeper"):
+        parse_json(b"[" * 33 + b"]" * 33)
+    assert parse_json(b"[" * 32 + b"]" * 32) is not None
+
+
+async def test_static_handler_never_fails_on_odd_names() -> None:
+    async with served(Settings()) as api:
+        for path in (
+            "/index.html%00.txt",
+            "/" + "a" * 8000,
+            "/%00",
+            "/" + "a/" * 2000 + "x",
+            "/..%2f..%2fetc/passwd",
+        ):
+            answer = await send_raw(api.base, request_bytes("GET", path))
+            assert answer is not None and answer.status == 404, (path[:40], answer)
+            assert answer.json()["error"]["code"] == "not_found"
+        ok = await send_raw(api.base, request_bytes("GET", "/index.html"))
+        assert ok is not None and ok.status == 200
+
+
+async def junk_then_image(image: bytes, junk_bytes: int) -> AsyncIterator[bytes]:
+    boundary = "b0undary"
+    yield f'--{boundary}\r\nContent-Disposition: form-data; name="junk"\r\n\r\n'.encode()
+    chunk = b"j" * 65536
+    for _ in range(junk_bytes // len(chunk)):
+        yield chunk
+    yield (
+        f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    yield image
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+async def test_the_whole_multipart_body_is_capped(astronaut_bgr: np.ndarray) -> None:
+    """A chunked body (no Content-Length) whose first part is junk under another name: the junk
+    counts against the upload limit."""
+    async with served(Settings(max_upload_bytes=300_000, **UNLIMITED)) as api:
+        sid = await api.session()
+        headers = {"X-Session-Id": sid, "Content-Type": "multipart/form-data; boundary=b0undary"}
+        image = jpg(astronaut_bgr)
+        status, body, _ = await api.call(
+            "POST", "/api/source", data=junk_then_image(image, 4 * 1024 * 1024), headers=headers
+        )
+        assert_error(status, body, 413, "too_large")
+        # The same shape with a little junk is fine.
+        status, body, _ = await api.call(
+            "POST", "/api/source", data=junk_then_image(image, 0), headers=headers
+        )
+        assert status == 200, body
+
+
+def test_a_stray_byte_before_sof_does_not_hide_the_true_size() -> None:
+    """The header declares 16000×16000: refused from the header, nothing decoded (no pixel
+    buffer is ever allocated: a decode would take 768 MB)."""
+    data = stray_byte_jpeg(16000, 16000)
+    assert len(data) < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(Exception) as caught:
+            decode_image(data, 40_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert getattr(caught.value, "code", None) == "too_many_pixels"
+    assert peak < 5_000_000, peak
+    # Just over a small limit, and just under it (decoded: the size read is the real one).
+    with pytest.raises(Exception, match="pixels"):
+        decode_image(stray_byte_jpeg(3000, 3000), 8_000_000)
+    assert decode_image(stray_byte_jpeg(64, 48), 8_000_000).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "WEBP", "JPEG"])
+def test_every_format_is_refused_by_its_header_size(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 900), (10, 200, 30)).save(buf, fmt)
+    data = buf.getvalue()
+    with pytest.raises(Exception) as caught:
+        decode_image(data, 899_999)
+    assert getattr(caught.value, "code", None) == "too_many_pixels"
+    image = decode_image(data, 900_000)
+    assert image.shape == (900, 1000, 3)
+    assert abs(int(image[450, 500, 1]) - 200) < 8 and abs(int(image[450, 500, 2]) - 10) < 8  # BGR
+
+
+class RecordingEngine(PaintEngine):
+    """Records which threads prepare sources and how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(FixedFaceDetector())
+        self.threads: set[str] = set()
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)
+            return super().prepare_source(image, face)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+async def test_parallel_uploads_run_on_their_own_bounded_executor(astronaut_bgr: np.ndarray) -> None:
+    engine = RecordingEngine()
+    settings = Settings(upload_threads=1, max_queued_uploads=4, **UNLIMITED)
+    async with served(settings, engine) as api:
+        sid = await api.session()
+        image = jpg(astronaut_bgr)
+        results = await asyncio.gather(
+            *(
+                api.call(
+                    "POST",
+                    "/api/source",
+                    data=image,
+                    headers={"X-Session-Id": sid, "Content-Type": "image/jpeg"},
+                )
+                for _ in range(30)
+            )
+        )
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 5
+    busy = [(body, headers) for status, body, headers in results if status == 503]
+    assert busy, "30 uploads at once must not all be queued"
+    assert all(body["error"]["code"] == "busy" and int(headers["Retry-After"]) >= 1 for body, headers in busy)
+    assert engine.most == 1
+    assert engine.threads and all(name.startswith("swaprtc-upload") for name in engine.threads), (
+        engine.threads
+    )
+
+
+async def offer_sdp() -> str:
+    from tests.test_server_http import real_offer_lines
+
+    return "\r\n".join(await real_offer_lines())
+
+
+def replace_attr(sdp: str, name: str, value: str) -> str:
+    return "\r\n".join(
+        f"a={name}:{value}" if line.startswith(f"a={name}:") else line for line in sdp.split("\r\n")
+    )
+
+
+async def test_sdp_size_fingerprint_and_ice_credentials_are_checked() -> None:
+    sdp = await offer_sdp()
+    async with served(Settings(max_json_bytes=64 * 1024, max_sdp_bytes=16 * 1024, **UNLIMITED)) as api:
+        bad = {
+            "fingerprint ZZ": replace_attr(sdp, "fingerprint", "sha-256 ZZ"),
+            "fingerprint short": replace_attr(sdp, "fingerprint", "sha-256 AB:CD"),
+            "fingerprint unknown hash": replace_attr(sdp, "fingerprint", "rot13 " + ":".join(["AB"] * 32)),
+            "ufrag 5000": replace_attr(sdp, "ice-ufrag", "u" * 5000),
+            "ufrag 3": replace_attr(sdp, "ice-ufrag", "abc"),
+            "ufrag chars": replace_attr(sdp, "ice-ufrag", "ab c;d"),
+            "pwd 21": replace_attr(sdp, "ice-pwd", "p" * 21),
+            "pwd 257": replace_attr(sdp, "ice-pwd", "p" * 257),
+            "sdp over its cap": sdp + "\r\n" + "a=x-pad:" + "y" * 20_000,
+        }
+        for name, variant in bad.items():
+            status, body, _ = await api.call("POST", "/api/offer", json={"sdp": variant, "type": "offer"})
+            assert_error(status, body, 400, "bad_offer")
+            assert name and body
+        status, body, _ = await api.call(
+            "POST", "/api/offer", json={"sdp": "v=0" + " " * 70_000, "type": "offer"}
+        )
+        assert_error(status, body, 413, "too_large")
+        assert (await api.call("GET", "/api/health"))[1]["sessions"] == 0
+        # The untouched offer (and boundary lengths) are accepted.
+        edge = replace_attr(replace_attr(sdp, "ice-ufrag", "a+/4"), "ice-pwd", "P" * 22)
+        status, body, _ = await api.call("POST", "/api/offer", json={"sdp": edge, "type": "offer"})
+        assert status == 200, body
+        await api.app[SESSIONS].close_all()
+
+
+# --- timeouts and broken clients -----------------------------------------------------------------
+async def trickle(
+    base: str, first: bytes, drip: bytes, every_s: float, give_up_s: float
+) -> tuple[float, bytes]:
+    """Send ``first``, then ``drip`` one byte per ``every_s``; returns (seconds until the server
+    closed the connection, what it sent)."""
+    reader, writer = await asyncio.open_connection(*host_port(base))
+    start = time.monotonic()
+    received = b""
+    writer.write(first)
+    try:
+        for byte in drip:
+            if time.monotonic() - start > give_up_s:
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), every_s)
+            except TimeoutError:
+                continue
+            received += chunk
+            if not chunk:
+                return time.monotonic() - start, received
+        while time.monotonic() - start < give_up_s:
+            chunk = await asyncio.wait_for(reader.read(65536), give_up_s)
+            received += chunk
+            if not chunk:
+                return time.monotonic() - start, received
+    except (ConnectionError, TimeoutError):
+        return time.monotonic() - start, received
+    finally:
+        writer.close()
+    return float("inf"), received
+
+
+async def test_slowloris_heads_and_slow_bodies_are_cut_off() -> None:
+    settings = Settings(header_timeout_s=1.0, body_timeout_s=1.0, keepalive_timeout_s=30, **UNLIMITED)
+    async with served(settings) as api:
+        # Headers at 5 bytes a second never finish: closed after the head timeout, no answer.
+        closed_after, answer = await trickle(
+            api.base, b"GET / HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200, every_s=0.2, give_up_s=8
+        )
+        assert closed_after < 6, closed_after
+        assert answer == b""
+        # A body at 5 bytes a second: 408 JSON, then closed.
+        head = request_bytes("POST", "/api/offer", headers={"Content-Length": "500"})
+        closed_after, answer = await trickle(api.base, head, b"{" * 500, every_s=0.2, give_up_s=8)
+        assert closed_after < 6, closed_after
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert b'"request_timeout"' in answer
+        # A normal request still works, and an idle keep-alive connection is not cut by the
+        # head timeout while idle.
+        status, _, _ = await api.call("GET", "/api/health")
+        assert status == 200
+
+
+async def test_a_client_hanging_up_mid_upload_is_one_quiet_log_line(
+    caplog: pytest.LogCaptureFixture, astronaut_bgr: np.ndarray
+) -> None:
+    async with served(Settings(**UNLIMITED)) as api:
+        sid = await api.session()
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            for ctype in ("image/jpeg", "multipart/form-data; boundary=zz"):
+                head = request_bytes(
+                    "POST",
+                    "/api/source",
+                    headers={"X-Session-Id": sid, "Content-Type": ctype, "Content-Length": "1000000"},
+                )
+                _reader, writer = await asyncio.open_connection(*host_port(api.base))
+                prefix = (
+                    b'--zz\r\nContent-Disposition: form-data; name="image"\r\n\r\n'
+                    if "multipart" in ctype
+                    else b""
+                )
+                writer.write(head + prefix + b"\xff" * 100_000)
+                await writer.drain()
+                await asyncio.sleep(0.3)
+                writer.transport.abort()
+                await asyncio.sleep(0.5)
+            status, _, _ = await api.call("GET", "/api/health")
+            assert status == 200
+    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    assert not noisy, [(r.name, r.getMessage()) for r in noisy]
+    gone = [r for r in caplog.records if "went away" in r.getMessage() or "hung up" in r.getMessage()]
+    assert 1 <= len(gone) <= 2, [r.getMessage() for r in caplog.records]
+
+
+async def test_http_parser_errors_are_json(caplog: pytest.LogCaptureFixture) -> None:
+    async with served(Settings()) as api:
+        cases = {
+            "header too long": request_bytes("GET", "/api/info", headers={"X-Big": "a" * 9000}),
+            "bad method": b"G@T /api/info HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CL and TE": request_bytes(
+                "POST",
+                "/api/session",
+                headers={"Content-Length": "5", "Transfer-Encoding": "chunked"},
+                body=b"0\r\n\r\n",
+            ),
+            "not HTTP": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+            "bad version": b"GET /api/info HTTP/9.9\r\nHost: x\r\n\r\n",
+            "request line too long": b"GET /api/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        }
+        with caplog.at_level(logging.DEBUG):
+            for name, raw in cases.items():
+                answer = await send_raw(api.base, raw)
+                assert answer is not None, name
+                assert 400 <= answer.status < 500, (name, answer)
+                assert answer.headers["content-type"].startswith("application/json"), (name, answer)
+                assert answer.json()["error"]["code"] in ("bad_request", "bad_method", "headers_too_large"), (
+                    name
+                )
+                assert answer.headers["server"] == "swaprtc"
+    assert not [r for r in caplog.records if r.exc_info], [
+        r.getMessage() for r in caplog.records if r.exc_info
+    ]
