@@ -30,8 +30,9 @@ from tests.y4m import fit_frame, write_y4m
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, Playwright, Route
     from swaprtc.models.store import ModelStore
+    from swaprtc.pipeline.detector import RetinaFaceDetector
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -44,6 +45,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 SERVER_START_S = 30.0
+# The swap controls the page knows (docs/API.md): the neural engine's, and the embedded one's shape.
+NEURAL_CONTROLS = [
+    "mouth_mask",
+    "mouth_mask_blur",
+    "mouth_mask_padding",
+    "color_correction",
+    "enhance",
+    "enhance_blend",
+    "enhance_every",
+]
+SWAP_CONTROL_KEYS = {*NEURAL_CONTROLS, "shape"}
 PLAY_TIMEOUT_MS = 15_000
 
 
@@ -146,32 +158,43 @@ def server_url(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def browser(fake_camera: Path) -> Iterator[Browser]:
+def driver() -> Iterator[Playwright]:
+    """One Playwright driver per module: the shared browser and any with another camera."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is required under CI=true (install the Debian chromium package)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={fake_camera}",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--allow-loopback-in-peer-connection",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+def _launch(playwright: Playwright, camera: Path) -> Browser:
+    """Chromium whose camera plays ``camera`` (a .y4m file) over and over."""
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(driver: Playwright, fake_camera: Path) -> Iterator[Browser]:
+    b = _launch(driver, fake_camera)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 # Contexts bypass the page's CSP: Playwright polls wait_for_function predicates through eval,
@@ -203,6 +226,15 @@ GRAB_JS = """
     return c.toDataURL('image/png');
   };
   return { local: grab('local-video'), remote: grab('remote-video') };
+}
+"""
+
+GRAB_ONE_JS = """
+([id, w, h]) => {
+  const c = document.createElement('canvas');
+  c.width = w; c.height = h;
+  c.getContext('2d').drawImage(document.getElementById(id), 0, 0, w, h);
+  return c.toDataURL('image/png');
 }
 """
 
@@ -256,6 +288,14 @@ def _detail(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
     x1, y1, x2, y2 = box
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2].astype(np.float32)
     return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+
+
+def _flat_share(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Share of horizontally neighbouring pixels that are (nearly) equal in a region: about 0.95
+    for a pixelated face (big flat blocks), under 0.5 for a real or swapped one."""
+    x1, y1, x2, y2 = box
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[y1:y2, x1:x2].astype(np.int16)
+    return float((np.abs(np.diff(gray, axis=1)) <= 2).mean())
 
 
 def _drop_file(page: Page, test_id: str, path: Path, mime: str) -> None:
@@ -429,7 +469,15 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
     page.wait_for_function("!document.getElementById('engine-badge').textContent.includes('…')")
     assert str(engine.get("engine") or engine.get("name")) in badge.inner_text()
     enhance = page.get_by_test_id("opt-enhance")
-    if engine.get("engine") == "embedded":
+    controls = info.get("controls")
+    if isinstance(controls, list):
+        # Exactly the engine's own controls are shown.
+        shown = page.evaluate(
+            "[...document.querySelectorAll('[data-control]')]"
+            ".filter((f) => !f.hidden).map((f) => f.dataset.control)"
+        )
+        assert sorted(shown) == sorted(k for k in controls if k in SWAP_CONTROL_KEYS)
+    elif engine.get("engine") == "embedded":
         assert enhance.is_disabled()
         assert "not available" in page.get_by_test_id("enhance-note").inner_text().lower()
 
@@ -513,3 +561,349 @@ def test_browser_upload_error_is_readable(page: Page, tmp_path: Path) -> None:
     assert error.get_attribute("role") == "alert"
     assert error.get_attribute("data-code") in {"not_an_image", "unsupported_format"}
     assert page.get_by_test_id("source-thumbnail").is_hidden()
+
+
+def _connected(page: Page) -> None:
+    page.get_by_test_id("start-button").click()
+    _wait_playing(page, "remote-video")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=connection-state]').dataset.state === 'connected'",
+        timeout=PLAY_TIMEOUT_MS,
+    )
+
+
+def _stats_ticks(page: Page, n: int = 2) -> None:
+    """Waits for ``n`` more of the server's once-per-second stats messages."""
+    page.evaluate(
+        """(n) => new Promise((resolve) => {
+            const box = document.querySelector('[data-testid=stats-overlay]');
+            let seen = 0;
+            const obs = new MutationObserver(() => { if (++seen >= n) { obs.disconnect(); resolve(); } });
+            obs.observe(box, { attributes: true, attributeFilter: ['data-swapped-frames', 'title'] });
+        })""",
+        n,
+    )
+
+
+def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, tmp_path: Path) -> None:
+    """Snapshot (PNG), clip (WebM), fullscreen, picture-in-picture and the clean output window."""
+    import av
+
+    context = browser.new_context(
+        viewport={"width": 1366, "height": 768}, accept_downloads=True, bypass_csp=True
+    )
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/")
+        # The fake camera only has 640 x 480: the page must say the request was not honoured.
+        page.get_by_test_id("quality-select").select_option("720")
+        page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+        page.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
+        _connected(page)
+        info = page.get_by_test_id("camera-info")
+        assert "640 × 480" in info.inner_text() and "ignored the requested 1280 × 720" in info.inner_text()
+        assert info.get_attribute("data-ignored") == "true"
+        # Self-view mirrored by default; the swapped video is not (it is what others see).
+        transform = "(id) => getComputedStyle(document.getElementById(id)).transform"
+        assert page.evaluate(transform, "local-video").startswith("matrix(-1")
+        assert page.evaluate(transform, "remote-video") == "none"
+
+        with page.expect_download() as shot:
+            page.get_by_test_id("snapshot-button").click()
+        assert shot.value.suggested_filename.endswith(".png")
+        png = cv2.imread(str(shot.value.path()), cv2.IMREAD_COLOR)
+        assert png is not None and png.shape == (480, 640, 3)
+        remote = _decode(page.evaluate(GRAB_JS, [640, 480])["remote"])
+        _save("browser_snapshot.png", png)
+        assert float(png.std()) > 20, "the snapshot is a blank picture"
+        assert float(cv2.absdiff(png, remote).mean()) < 12, "the snapshot is not the swapped video"
+
+        record = page.get_by_test_id("record-button")
+        record.click()
+        assert record.get_attribute("aria-pressed") == "true"
+        page.wait_for_timeout(2500)
+        with page.expect_download() as clip:
+            record.click()
+        assert clip.value.suggested_filename.endswith(".webm")
+        webm = tmp_path / "clip.webm"
+        clip.value.save_as(webm)
+        with av.open(str(webm)) as container:
+            frames = [f for f in container.decode(video=0)]
+        assert len(frames) >= 10, f"only {len(frames)} frames in the clip"
+        assert (frames[-1].width, frames[-1].height) == (640, 480)
+        assert float(frames[-1].to_ndarray(format="gray").std()) > 20
+
+        page.get_by_test_id("fullscreen-button").click()
+        page.wait_for_function("document.fullscreenElement?.id === 'remote-tile'", timeout=5_000)
+        page.evaluate("document.exitFullscreen()")
+        pip = page.get_by_test_id("pip-button")
+        if page.evaluate("document.pictureInPictureEnabled"):
+            pip.click()
+            page.wait_for_function("document.pictureInPictureElement?.id === 'remote-video'", timeout=5_000)
+            page.evaluate("document.exitPictureInPicture()")
+        else:  # Headless builds may have no picture-in-picture: the button must not pretend.
+            assert pip.is_disabled()
+
+        # The clean output window shows the same swapped stream, and nothing else.
+        with context.expect_page() as popup_info:
+            page.get_by_test_id("output-button").click()
+        popup = popup_info.value
+        popup.wait_for_load_state()
+        _wait_playing(popup, "output-video")
+        assert popup.locator("button, input, select").count() == 0
+        out = _decode(popup.evaluate(GRAB_ONE_JS, ["output-video", 640, 480]))
+        assert float(cv2.absdiff(out, remote).mean()) < 12
+        assert popup.get_by_test_id("output-note").is_hidden()
+        # Stop in the main page: the output window says so instead of freezing on the last frame.
+        page.get_by_test_id("stop-button").click()
+        popup.get_by_test_id("output-note").wait_for(state="visible", timeout=5_000)
+    finally:
+        context.close()
+
+
+def _luminance(css_rgb: str) -> float:
+    r, g, b = (int(v) / 255 for v in css_rgb[css_rgb.index("(") + 1 : css_rgb.index(")")].split(",")[:3])
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _inside_viewport(page: Page, test_id: str) -> bool:
+    box = page.get_by_test_id(test_id).bounding_box()
+    view = page.viewport_size
+    assert box is not None and view is not None
+    return box["y"] >= 0 and box["x"] >= 0 and box["y"] + box["height"] <= view["height"] + 0.5
+
+
+def test_browser_phone_layout(browser: Browser, server_url: str, tmp_path: Path) -> None:
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, bypass_csp=True
+    )
+    try:
+        page = context.new_page()
+        page.goto(server_url + "/")
+        # The Start button's text is readable (WCAG AA: contrast >= 4.5:1), from computed styles.
+        colours = page.evaluate(
+            "() => { const s = getComputedStyle(document.getElementById('start-btn'));"
+            " return [s.color, s.backgroundColor]; }"
+        )
+        lighter, darker = sorted((_luminance(c) for c in colours), reverse=True)
+        contrast = (lighter + 0.05) / (darker + 0.05)
+        assert contrast >= 4.5, f"Start button contrast {contrast:.2f}:1 ({colours})"
+
+        # Connected without a source face: the badge must not claim a swap.
+        _connected(page)
+        _stats_ticks(page, 2)
+        badge = page.get_by_test_id("swap-badge")
+        assert badge.get_attribute("data-swapping") == "false"
+        assert "Not swapped" in badge.inner_text()
+
+        # A failed upload far down the page is reported where the user is looking.
+        page.get_by_test_id("source-choose").scroll_into_view_if_needed()
+        not_an_image = tmp_path / "notes.txt"
+        not_an_image.write_text("this is not a photo\n")
+        page.get_by_test_id("source-input").set_input_files(str(not_an_image))
+        page.get_by_test_id("error").wait_for(state="visible", timeout=10_000)
+        assert _inside_viewport(page, "error"), "the upload error is outside the viewport"
+        assert "image" in page.get_by_test_id("source-status").inner_text().lower()
+        page.locator("#error-dismiss").click()
+
+        page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+        page.wait_for_function(
+            "document.querySelector('[data-testid=swap-badge]').dataset.swapping === 'true'", timeout=10_000
+        )
+        assert badge.inner_text() == "Swapped"
+
+        # The video stays in view while a setting far down is adjusted.
+        page.get_by_test_id("opt-strength").scroll_into_view_if_needed()
+        assert _inside_viewport(page, "opt-strength")
+        assert _inside_viewport(page, "remote-video"), "the video scrolled away while adjusting settings"
+
+        # The server drops the session: the tile says it is reconnecting instead of going black.
+        old_session = page.evaluate("window.swaprtc.sessionId")
+        request = urllib.request.Request(
+            f"{server_url}/api/session", method="DELETE", headers={"X-Session-Id": old_session}
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+        page.wait_for_function(
+            "() => { const p = document.querySelector('[data-testid=remote-placeholder]');"
+            " return !p.hidden && /Reconnecting/.test(p.textContent); }",
+            timeout=10_000,
+        )
+        assert _inside_viewport(page, "remote-placeholder")
+        page.wait_for_function(
+            "document.querySelector('[data-testid=connection-state]').dataset.state === 'connected'"
+            " && document.querySelector('[data-testid=remote-placeholder]').hidden",
+            timeout=15_000,
+        )
+        _save("browser_phone.png", page.screenshot())
+    finally:
+        context.close()
+
+
+# Records what the page sends on its DataChannel (the settings messages the server acts on).
+SPY_DATACHANNEL_JS = """
+window.__sent = [];
+const send = RTCDataChannel.prototype.send;
+RTCDataChannel.prototype.send = function (data) {
+  try { window.__sent.push(JSON.parse(data)); } catch {}
+  return send.call(this, data);
+};
+"""
+
+
+def test_browser_swap_controls_follow_the_engine(browser: Browser, server_url: str) -> None:
+    """Controls appear only where /api/info lists them, live over the DataChannel, kept on reload.
+    The engine's list is set here (a neural engine's) so that the page logic is tested on any server."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, bypass_csp=True)
+    try:
+
+        def neural_info(route: Route) -> None:
+            info = route.fetch().json()
+            info["controls"] = NEURAL_CONTROLS
+            route.fulfill(json=info)
+
+        context.route("**/api/info", neural_info)
+        context.add_init_script(SPY_DATACHANNEL_JS)
+        page = context.new_page()
+        page.goto(server_url + "/")
+        page.get_by_test_id("opt-mouth-mask").wait_for(state="visible", timeout=5_000)
+        for key in NEURAL_CONTROLS:
+            assert page.locator(f"[data-control={key}]").is_visible(), key
+        assert page.locator("[data-control=shape]").is_hidden()  # the embedded engine's
+        blur = page.get_by_test_id("opt-mouth-mask-blur")
+        assert blur.is_disabled()  # nothing to blur while the mouth mask is off
+        page.get_by_test_id("opt-mouth-mask").check()
+        assert blur.is_enabled()
+        blur.fill("0.5")
+        page.get_by_test_id("opt-color-correction").check()
+        page.get_by_test_id("opt-enhance").check()
+        page.get_by_test_id("opt-enhance-every").fill("3")
+        assert page.locator("#opt-enhance-every-out").inner_text() == "3rd frame"
+
+        page.reload()
+        page.get_by_test_id("opt-mouth-mask").wait_for(state="visible", timeout=5_000)
+        assert page.get_by_test_id("opt-mouth-mask").is_checked()
+        assert blur.input_value() == "0.5"
+        assert page.get_by_test_id("opt-enhance-every").input_value() == "3"
+
+        _connected(page)
+        page.wait_for_function("window.__sent.some((m) => m.type === 'settings')", timeout=5_000)
+        sent = page.evaluate("window.__sent.filter((m) => m.type === 'settings').at(-1)")
+        assert sent["mouth_mask"] is True and sent["mouth_mask_blur"] == 0.5
+        assert sent["color_correction"] is True and sent["enhance"] is True and sent["enhance_every"] == 3
+        assert "shape" not in sent  # never sent to an engine that does not list it
+        # A live change goes out at once, and the server takes it without complaint.
+        page.get_by_test_id("opt-mouth-mask-padding").fill("0.25")
+        page.wait_for_function(
+            "window.__sent.some((m) => m.mouth_mask_padding === 0.25)",
+            timeout=2_000,
+        )
+        _stats_ticks(page, 2)
+        assert page.get_by_test_id("error").is_hidden(), page.get_by_test_id("error").inner_text()
+    finally:
+        context.close()
+
+
+def _around_face(image: np.ndarray, detector: RetinaFaceDetector, width: int, height: int) -> np.ndarray:
+    """A width x height picture of the photo's face with some shoulders, like a video call."""
+    x1, y1, x2, y2 = detector.detect(image)[0].bbox[:4]
+    crop_h = 2.4 * (y2 - y1)
+    crop_w = crop_h * width / height
+    left, top = int(max(0, (x1 + x2 - crop_w) / 2)), int(max(0, (y1 + y2) / 2 - 0.45 * crop_h))
+    return fit_frame(image[top : int(top + crop_h), left : int(left + crop_w)], width, height)
+
+
+@pytest.fixture(scope="module")
+def two_people(
+    astronaut_bgr: np.ndarray, grace_bgr: np.ndarray, retinaface_session: ort.InferenceSession
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A 640x480 camera picture of two people side by side, and their face boxes."""
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(retinaface_session)
+    frame = np.hstack([_around_face(img, detector, 320, 480) for img in (astronaut_bgr, grace_bgr)])
+    boxes = [tuple(round(float(v)) for v in f.bbox[:4]) for f in detector.detect(frame)]
+    assert len(boxes) == 2, "the two-people camera picture must show two faces"
+    return frame, boxes  # type: ignore[return-value]
+
+
+def test_browser_chooses_faces_and_maps_people(
+    driver: Playwright,
+    server_url: str,
+    two_people: tuple[np.ndarray, list[tuple[int, int, int, int]]],
+    obama_bgr: np.ndarray,
+    grace_bgr: np.ndarray,
+    tmp_path: Path,
+) -> None:
+    """A photo with two faces: pick one, see warnings; two people in the camera: the one left
+    out is hidden and the page says why, until a second source is clicked onto that person."""
+    camera_frame, boxes = two_people
+    # Source photo: a large face and, beside it, a face too small to be a good source.
+    small = np.full((600, 200, 3), 128, np.uint8)
+    small[230:370, 40:160] = fit_frame(grace_bgr, 120, 140)
+    photo = tmp_path / "two_faces.jpg"
+    cv2.imwrite(str(photo), np.hstack([fit_frame(obama_bgr, 480, 600), small]))
+
+    b = _launch(driver, write_y4m(tmp_path / "two_people.y4m", [camera_frame] * 5))
+    try:
+        page = b.new_page(viewport={"width": 1366, "height": 768}, bypass_csp=True)
+        page.goto(server_url + "/")
+        page.get_by_test_id("source-input").set_input_files(str(photo))
+        faces = page.locator("[data-testid=source-face]")
+        faces.nth(1).wait_for(state="visible", timeout=10_000)
+        assert faces.count() == 2
+        assert faces.nth(0).get_attribute("aria-pressed") == "true"
+        assert page.get_by_test_id("source-warnings").is_hidden()
+        first_thumb = page.get_by_test_id("source-thumbnail").get_attribute("src")
+
+        faces.nth(1).click()
+        page.wait_for_function(
+            "document.querySelectorAll('[data-testid=source-face]')[1]?.ariaPressed === 'true'",
+            timeout=10_000,
+        )
+        assert page.get_by_test_id("source-thumbnail").get_attribute("src") != first_thumb
+        warnings = page.get_by_test_id("source-warnings")
+        assert warnings.is_visible() and "small" in warnings.inner_text().lower()
+        assert "80 px" in warnings.inner_text()  # the reason, not just a flag
+        page.locator("[data-testid=source-face]").nth(0).click()
+        warnings.wait_for(state="hidden", timeout=10_000)
+
+        # Only the largest face is swapped: the other is hidden, and the page says why.
+        _connected(page)
+        reason = page.get_by_test_id("hidden-reason")
+        reason.wait_for(state="visible", timeout=10_000)
+        assert reason.inner_text().startswith("1 face hidden")
+        remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+        _save("browser_two_people_hidden.png", remote)
+        flat = sorted(_flat_share(remote, box) for box in boxes)
+        assert flat[1] > 0.85 > flat[0], f"one face should be pixelated, one swapped: flat shares {flat}"
+
+        # A second, named source, clicked onto the hidden person.
+        page.get_by_test_id("source-name").fill("Ada")
+        page.get_by_test_id("extra-input").set_input_files(str(DATA / "grace_hopper.jpg"))
+        page.locator("[data-testid=extra-source][data-name=Ada]").wait_for(timeout=10_000)
+        page.get_by_test_id("assign-hint").wait_for(state="visible")
+        hidden_person = page.locator("[data-testid=person].hidden")
+        hidden_person.wait_for(timeout=5_000)
+        hidden_person.click()
+        page.wait_for_function(
+            "/now gets Ada/.test(document.querySelector('[data-testid=people-status]').textContent)",
+            timeout=5_000,
+        )
+        reason.wait_for(state="hidden", timeout=10_000)
+        deadline = time.monotonic() + 8
+        while True:
+            remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+            flat = sorted(_flat_share(remote, box) for box in boxes)
+            if flat[1] < 0.75 or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(300)
+        _save("browser_two_people.png", remote)
+        assert flat[1] < 0.75, f"both faces should be swapped now (none pixelated): flat shares {flat}"
+        local = _decode(page.evaluate(GRAB_ONE_JS, ["local-video", 640, 480]))
+        for box in boxes:  # and both are other faces than the camera's
+            face_diff, _ = _region_diffs(local, remote, box)
+            assert face_diff > 8.0, f"face at {box} unchanged: {face_diff:.1f}"
+        assert "Ada" in page.locator("[data-testid=extra-source][data-name=Ada]").inner_text()
+    finally:
+        b.close()

@@ -14,6 +14,7 @@ from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     _wait_playing,
     browser,
     camera_frame,
+    driver,
     fake_camera,
     pytestmark,
 )

@@ -225,3 +225,32 @@ def test_smoothing_uses_the_real_time_between_frames(engine: EmbeddedEngine, oba
     assert dropped < 0.5 * nominal, (dropped, nominal)
     # Without timestamps, each frame counts as one at the nominal 30 fps.
     assert _lag_after_a_jump(engine, obama_bgr, None) == pytest.approx(nominal, rel=1e-3)
+
+
+def test_a_person_given_a_source_is_swapped_with_swap_every_face_off(
+    engine: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray, astronaut_bgr: np.ndarray
+) -> None:
+    """Only the largest face is followed while "swap every face" is off, unless a person was
+    given a source of their own (a click in the page): then that person must be swapped too."""
+    from swaprtc.casting import SessionCasting
+
+    def half(image: np.ndarray) -> np.ndarray:
+        scale = 440 / image.shape[0]
+        small = cv2.resize(image, (round(image.shape[1] * scale), 440), interpolation=cv2.INTER_AREA)
+        canvas = np.full((480, 320, 3), 60, np.uint8)
+        x0 = max(0, (small.shape[1] - 320) // 2)
+        part = small[:, x0 : x0 + 320]
+        canvas[20:460, (320 - part.shape[1]) // 2 : (320 - part.shape[1]) // 2 + part.shape[1]] = part
+        return canvas
+
+    frame = np.ascontiguousarray(np.hstack([half(obama_bgr), half(astronaut_bgr)]))
+    casting = SessionCasting()
+    casting.set_sources({"default": source, "b": engine.prepare_source(astronaut_bgr)})
+    stream = engine.open_stream()
+    first = stream.process(frame, None, SwapOptions(), casting=casting)
+    assert len(first.faces) == 2 and first.swapped == 1  # only the largest
+    other = next(c.person for c in casting.last if c.face is not first.faces[0])
+    casting.assign(other, "b")
+    for _ in range(3):
+        result = stream.process(frame, None, SwapOptions(), casting=casting)
+    assert result.swapped == 2 and not result.unswapped

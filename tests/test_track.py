@@ -399,3 +399,41 @@ async def test_every_frame_is_sent_or_counted_as_dropped(
     assert track.stats.frames_in == 24
     assert len(ids) > len(set(ids))  # the first frame went out hidden, then again swapped
     assert len(set(ids)) + track.stats.dropped == 24
+
+
+PIXEL_CALLS = {"to_ndarray", "cvtColor", "from_numpy_buffer", "resize", "reformat"}
+
+
+async def recv_watching_loop(track: SwapTrack, n: int) -> tuple[list[np.ndarray], set[str]]:
+    """``n`` frames from ``track``, and the pixel-work C calls made on the event loop's thread
+    meanwhile (sys.setprofile sees only this thread: executor threads are not watched)."""
+    import sys
+    from typing import Any
+
+    seen: set[str] = set()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and getattr(arg, "__name__", "") in PIXEL_CALLS:
+            seen.add(arg.__name__)
+
+    frames = []
+    for _ in range(n):
+        sys.setprofile(profile)
+        try:
+            frame = await track.recv()
+        finally:
+            sys.setprofile(None)
+        frames.append(frame.to_ndarray(format="bgr24"))
+    return frames, seen
+
+
+async def test_pixel_work_stays_off_the_event_loop(astronaut_bgr: np.ndarray, pool: InferencePool) -> None:
+    """Conversions (decoded frame -> BGR -> I420) and pixelation run in the executor jobs, for
+    swapped frames, partly swapped frames (a second face pixelated) and deadline misses alike."""
+    engine = PaintEngine(FixedFaceDetector((ASTRONAUT_FACE, OTHER_FACE)), max_swaps=1, first_delay_s=0.5)
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.1, guard_timeout_s=5.0)
+    frames, seen = await recv_watching_loop(track, 12)
+    track.stop()
+    assert track.stats.hidden_frames >= 2 and track.stats.swapped_frames >= 2  # both paths ran
+    assert is_painted(frames[-1]) and diff(frames[-1][OTHER], astronaut_bgr[OTHER]) > 8
+    assert seen == set(), f"pixel work on the event loop: {seen}"

@@ -19,6 +19,12 @@ const FRIENDLY = {
   camera_busy: "The camera is in use by another application.",
   camera_failed: "The camera could not be started.",
   connect_failed: "The connection to the server failed.",
+  bad_face_index: "That face is no longer in the photo. Upload the photo again.",
+  too_many_sources: "There are too many sources already. Remove one first.",
+  unknown_source: "That source is gone (the session was renewed). Add its photo again.",
+  no_face_here: "There is no face at that spot. Click on a face in the swapped video.",
+  recording_failed: "The recording could not be made in this browser.",
+  snapshot_failed: "There is no swapped picture to save yet.",
   unauthorized: "This server needs an access token. Reload the page to enter it.",
   bad_origin: "The server refused a request from this page's address.",
   rate_limited: "Too many requests from your address. Wait a moment and try again.",
@@ -126,14 +132,32 @@ export function deleteSessionOnUnload(sessionId) {
   }
 }
 
-export function uploadSource(sessionId, file) {
+/** `name` picks one of several named sources ("default" when absent); `face` a face in the photo. */
+export function uploadSource(sessionId, file, { name, face } = {}) {
   const form = new FormData();
   form.append("image", file, file.name || "source");
+  if (name) form.append("name", name);
+  if (Number.isInteger(face)) form.append("face", String(face));
   return call("POST", "/api/source", { sessionId, body: form });
 }
 
-export function deleteSource(sessionId) {
-  return call("DELETE", "/api/source", { sessionId });
+/** Re-pick a face of a source's last photo (the server keeps it in memory for the session). */
+export function selectFace(sessionId, name, face) {
+  return call("POST", "/api/source/select", {
+    sessionId,
+    body: JSON.stringify({ name, face }),
+    headers: { "Content-Type": "application/json" },
+  });
+}
+
+export function listSources(sessionId) {
+  return call("GET", "/api/sources", { sessionId });
+}
+
+/** No name removes every source of the session. */
+export function deleteSource(sessionId, name) {
+  const query = name ? `?name=${encodeURIComponent(name)}` : "";
+  return call("DELETE", `/api/source${query}`, { sessionId });
 }
 
 export function postOffer(sessionId, description) {

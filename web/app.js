@@ -1,8 +1,15 @@
 // The page: camera, source upload, settings, stats, connection state and reconnects.
 
 import * as api from "./api.js";
+import * as capture from "./capture.js";
 import { Connection } from "./connection.js";
+import { SwapControls } from "./controls.js";
+import { renderFaces, renderWarnings, sourceSummary } from "./faces.js";
+import { pointInPicture, renderPeople } from "./people.js";
 import { QUALITY, controlMessage, loadSettings, saveSettings } from "./settings.js";
+
+const OUTPUT_CHANNEL = "swaprtc-output"; // output.js listens on it
+const MAX_EXTRA_SOURCES = 7; // the server keeps at most 8 named sources, "default" included
 
 const RECONNECT_BASE_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
@@ -82,12 +89,25 @@ class App {
     this.attempt = 0;
     this.reconnectTimer = null;
     this.countdownTimer = null;
+    this.supported = new Set(); // swap controls this engine takes (`/api/info` `controls`)
+    this.extras = new Map(); // name -> { file, face, sessionId, result }: more people, more sources
+    this.assigning = null; // name of the source the next click on the video gives to a person
+    this.people = [];
+    this.lastSwapped = null;
+    this.remoteStream = null;
+    this.recorder = null;
+    this.recordTimer = null;
+    this.outputChannel = typeof BroadcastChannel === "function" ? new BroadcastChannel(OUTPUT_CHANNEL) : null;
+    this.controls = null;
   }
 
   // ---- set-up -------------------------------------------------------------------------------
 
   init() {
+    this.controls = new SwapControls($("settings"), (key, value) => this.updateSetting(key, value));
     this.bindControls();
+    this.bindTools();
+    this.bindExtras();
     this.applySettingsToControls();
     if (!navigator.mediaDevices?.getUserMedia) {
       $("insecure-banner").hidden = false;
@@ -111,6 +131,7 @@ class App {
     try {
       this.info = await api.getInfo();
       this.applyEngine(this.info.engine);
+      this.applyInfo(this.info);
       this.clearError("Connection");
       return this.info;
     } catch (err) {
@@ -123,12 +144,31 @@ class App {
     const name = engineName(engine);
     $("engine-badge").textContent = `engine: ${name}`;
     $("stat-engine").textContent = name;
+    if (Array.isArray(this.info?.controls)) return; // The engine listed its controls: applyInfo.
     this.enhance = enhancerSupport(typeof engine === "object" ? engine : { name });
+    this.supported = new Set(this.enhance.supported ? ["enhance"] : []);
     const box = $("opt-enhance");
     box.disabled = !this.enhance.supported;
     box.checked = this.enhance.supported && this.settings.enhance;
     $("enhance-note").hidden = this.enhance.supported;
     $("enhance-note").textContent = this.enhance.note;
+    this.controls.show(null);
+    this.controls.updateDependants();
+  }
+
+  /** Swap controls and the operator's label, from `/api/info`. */
+  applyInfo(info) {
+    if (Array.isArray(info.controls)) {
+      this.supported = new Set(info.controls);
+      this.enhance = { supported: this.supported.has("enhance"), note: "" };
+      const box = $("opt-enhance");
+      box.disabled = false;
+      box.checked = this.settings.enhance;
+      $("enhance-note").hidden = true;
+      this.controls.show(this.supported);
+      this.controls.updateDependants();
+    }
+    $("label-note").hidden = !info.label?.enabled;
   }
 
   bindControls() {
@@ -180,7 +220,14 @@ class App {
     });
 
     $("opt-many-faces").addEventListener("change", (e) => this.updateSetting("many_faces", e.target.checked));
-    $("opt-enhance").addEventListener("change", (e) => this.updateSetting("enhance", e.target.checked));
+    $("opt-enhance").addEventListener("change", (e) => {
+      this.updateSetting("enhance", e.target.checked);
+      this.controls.updateDependants();
+    });
+    $("opt-mirror").addEventListener("change", (e) => {
+      this.updateSetting("mirror", e.target.checked);
+      this.applyMirror();
+    });
     $("opt-show-stats").addEventListener("change", (e) => this.updateSetting("show_stats", e.target.checked));
     $("opt-strength").addEventListener("input", (e) => {
       this.showStrength(Number(e.target.value));
@@ -198,6 +245,11 @@ class App {
     const remote = $("remote-video");
     remote.addEventListener("resize", () => this.markRemoteLive());
     remote.addEventListener("playing", () => this.markRemoteLive());
+    remote.addEventListener("click", (e) => this.assignAt(pointInPicture(remote, e.clientX, e.clientY)));
+    window.addEventListener("resize", () => this.showPeople());
+    window.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && this.assigning) this.setAssigning(null);
+    });
   }
 
   applySettingsToControls() {
@@ -207,8 +259,16 @@ class App {
     this.showStrength(s.strength);
     $("opt-enhance").checked = s.enhance;
     $("opt-show-stats").checked = s.show_stats;
+    $("opt-mirror").checked = s.mirror;
     $("quality-select").value = s.quality;
+    this.controls.apply(s);
+    this.applyMirror();
     this.updateStatsVisibility();
+  }
+
+  applyMirror() {
+    // Only the self-view: the swapped video, snapshots and clips show the picture as others see it.
+    $("local-video").classList.toggle("mirrored", this.settings.mirror);
   }
 
   showStrength(value) {
@@ -221,7 +281,7 @@ class App {
     this.settings[key] = value;
     saveSettings(this.settings);
     if (key === "show_stats") this.updateStatsVisibility();
-    this.conn?.send(controlMessage(this.settings, this.enhance.supported));
+    this.conn?.send(controlMessage(this.settings, this.supported));
   }
 
   updateStatsVisibility() {
@@ -239,6 +299,22 @@ class App {
     el.dataset.state = state;
     el.textContent = text ?? STATE_TEXT[state] ?? state;
     document.body.dataset.state = state;
+    this.showTileState(state, text);
+  }
+
+  /** The swapped tile says what is going on instead of going black (reconnecting, connecting). */
+  showTileState(state, text) {
+    const placeholder = $("remote-placeholder");
+    const waiting = ["camera", "connecting", "reconnecting", "failed"].includes(state);
+    $("remote-tile").dataset.state = state;
+    if (waiting) {
+      placeholder.textContent = text ?? STATE_TEXT[state];
+      placeholder.hidden = false;
+      document.body.classList.remove("remote-live");
+      this.updateTools();
+    } else if (state === "idle") {
+      placeholder.textContent = "Start the camera to see the swapped video";
+    }
   }
 
   showError(err, context) {
@@ -288,13 +364,17 @@ class App {
     this.clearError();
     const status = $("source-status");
     status.textContent = `Uploading ${file.name || "photo"}…`;
+    status.classList.remove("bad");
     $("dropzone").classList.add("busy");
     try {
       const result = await this.uploadWithRetry(file);
-      this.source = { file, sessionId: this.sessionId };
+      this.source = { file, sessionId: this.sessionId, face: result.selected };
       this.showSource(result);
     } catch (err) {
-      status.textContent = this.source ? "The previous source is still in use." : "No source yet.";
+      // Said next to the photo too: on a phone the error toast may be gone when the user looks.
+      const friendly = err instanceof api.ApiError ? err.friendly : api.friendlyText(err?.code, err?.message);
+      status.textContent = `${friendly} ${this.source ? "The previous source is still in use." : ""}`.trim();
+      status.classList.add("bad");
       this.showError(err, "Source photo");
     } finally {
       $("dropzone").classList.remove("busy");
@@ -323,12 +403,31 @@ class App {
     $("dropzone").classList.add("has-source");
     $("dropzone-text").textContent = "Drop another photo or";
     $("source-clear").hidden = false;
-    const n = result.faces_found ?? 1;
-    let text = "Source face set.";
-    if (result.warning === "several_faces" || n > 1) {
-      text = `Source face set. ${n} faces were found; the largest one is used.`;
+    $("source-status").textContent = sourceSummary(result);
+    $("source-status").classList.remove("bad");
+    renderFaces($("source-faces"), result, (index) => this.pickFace("default", index));
+    renderWarnings($("source-warnings"), result);
+  }
+
+  /** Use another face of the photo already uploaded under `name`. */
+  async pickFace(name, index) {
+    const status = name === "default" ? $("source-status") : $("people-status");
+    status.textContent = `Switching to face ${index + 1}…`;
+    try {
+      const result = await api.selectFace(this.sessionId, name, index);
+      if (name === "default") {
+        if (this.source) this.source.face = result.selected ?? index;
+        this.showSource(result);
+      } else {
+        const extra = this.extras.get(name);
+        if (extra) Object.assign(extra, { face: result.selected ?? index, result });
+        this.renderExtras();
+        status.textContent = `${name}: face ${index + 1} is used.`;
+      }
+    } catch (err) {
+      status.textContent = "The face was not changed.";
+      this.showError(err, "Source photo");
     }
-    $("source-status").textContent = text;
   }
 
   async clearSource() {
@@ -339,11 +438,13 @@ class App {
     $("dropzone").classList.remove("has-source");
     $("dropzone-text").textContent = "Drop a photo here or";
     $("source-clear").hidden = true;
+    $("source-faces").hidden = true;
+    $("source-warnings").hidden = true;
     $("source-status").textContent = "No source: the video passes through unchanged.";
     $("source-choose").focus();
     if (had && this.sessionId) {
       try {
-        await api.deleteSource(this.sessionId);
+        await api.deleteSource(this.sessionId, "default");
       } catch (err) {
         if (err.code !== "unknown_session") this.showError(err, "Remove source");
       }
@@ -407,6 +508,7 @@ class App {
       this.stream = next;
       this.showLocal(next);
       this.watchCamera(next);
+      this.showCameraInfo();
       await this.conn?.replaceTrack(next.getVideoTracks()[0]);
       old?.getTracks().forEach((t) => t.stop());
       await this.refreshDevices();
@@ -429,6 +531,7 @@ class App {
     }
     this.showLocal(this.stream);
     this.watchCamera(this.stream);
+    this.showCameraInfo();
     this.refreshDevices().catch(() => {});
     $("stop-btn").disabled = false;
     this.wanted = true;
@@ -443,11 +546,16 @@ class App {
     this.conn = null;
     this.stream?.getTracks().forEach((t) => t.stop());
     this.stream = null;
+    this.stopRecording();
     $("local-video").srcObject = null;
     $("remote-video").srcObject = null;
+    this.setRemoteStream(null);
     $("local-placeholder").hidden = false;
     $("remote-placeholder").hidden = false;
+    $("camera-info").hidden = true;
     document.body.classList.remove("remote-live", "camera-on");
+    this.setAssigning(null);
+    this.showBadge(null);
     // The server frees everything of this session; the photo is re-sent on the next start.
     this.forgetSession();
     $("start-btn").disabled = !navigator.mediaDevices?.getUserMedia;
@@ -470,6 +578,7 @@ class App {
         const remote = $("remote-video");
         remote.srcObject = stream;
         remote.play().catch(() => {});
+        this.setRemoteStream(stream);
       },
       onState: (state) => {
         if (this.conn !== conn) return;
@@ -481,7 +590,7 @@ class App {
           this.setState("reconnecting", "Connection unstable…");
         }
       },
-      onOpen: () => conn.send(controlMessage(this.settings, this.enhance.supported)),
+      onOpen: () => conn.send(controlMessage(this.settings, this.supported)),
       onMessage: (msg) => this.handleMessage(msg),
       onFailed: (reason) => {
         if (this.conn === conn) this.handleFailure({ code: "connect_failed", message: reason });
@@ -494,9 +603,10 @@ class App {
       conn.o.info = this.info ?? {};
       const sid = await this.ensureSession();
       if (this.source && this.source.sessionId !== sid) {
-        this.showSource(await api.uploadSource(sid, this.source.file));
+        this.showSource(await api.uploadSource(sid, this.source.file, { face: this.source.face }));
         this.source.sessionId = sid;
       }
+      await this.resendExtras(sid);
       const answer = await conn.open(sid);
       if (answer.session_id && answer.session_id !== this.sessionId) this.sessionId = answer.session_id;
     } catch (err) {
@@ -556,8 +666,15 @@ class App {
     if (msg.type === "stats") {
       this.showStats(msg);
       this.showMediaStats(); // Piggyback on the server's once-per-second beat.
+    } else if (msg.type === "assigned") {
+      this.assigned(msg);
+    } else if (msg.type === "unassigned") {
+      this.peopleSay(`Person ${msg.person} follows the main source again.`);
+    } else if (msg.type === "error" && ["no_face_here", "unknown_source", "not_assigned"].includes(msg.code)) {
+      this.assignFailed(msg);
+    } else if (msg.type === "error") {
+      this.showError({ code: msg.code, message: msg.message }, "Server");
     }
-    else if (msg.type === "error") this.showError({ code: msg.code, message: msg.message }, "Server");
   }
 
   async showMediaStats() {
@@ -567,6 +684,7 @@ class App {
     if (typeof m.sendKbps === "number") {
       $("stat-bitrate").textContent = m.sendKbps >= 1000 ? `${(m.sendKbps / 1000).toFixed(1)} Mb/s` : `${Math.round(m.sendKbps)} kb/s`;
     }
+    if (typeof m.fps === "number") this.showCameraInfo(m);
   }
 
   resetStats() {
@@ -595,13 +713,328 @@ class App {
       ? Object.entries(s.stages_ms).map(([k, v]) => `${k} ${fmt(v, 1, " ms")}`).join(", ")
       : "";
     $("stats").title = stages ? `Per stage: ${stages}` : "";
+    this.showBadge(s);
+    const reason = typeof s.hidden_reason === "string" ? s.hidden_reason : "";
+    $("hidden-reason").textContent = reason;
+    $("hidden-reason").hidden = !reason;
+    this.people = Array.isArray(s.people) ? s.people : [];
+    this.showPeople();
+  }
+
+  /** "Swapped" only while the server really swaps (its swapped-frame count grows). */
+  showBadge(s) {
+    const badge = $("swap-badge");
+    let text = "Output";
+    let swapping = false;
+    if (s) {
+      const count = typeof s.swapped_frames === "number" ? s.swapped_frames : null;
+      const grew = count !== null && count > (this.lastSwapped ?? 0);
+      this.lastSwapped = count;
+      if (!this.source && !this.extras.size) text = "Not swapped: no source face yet";
+      else if (grew) [text, swapping] = ["Swapped", true];
+      else if (s.faces === 0) text = "Not swapped: no face in view";
+      else if (s.hidden) text = "Not swapped: face hidden";
+      else text = "Not swapped";
+    } else {
+      this.lastSwapped = null;
+    }
+    badge.textContent = text;
+    badge.dataset.swapping = String(swapping);
   }
 
   markRemoteLive() {
-    if ($("remote-video").videoWidth > 0) {
+    if ($("remote-video").videoWidth > 0 && this.conn) {
       $("remote-placeholder").hidden = true;
       document.body.classList.add("remote-live");
+      this.updateTools();
     }
+  }
+
+  // ---- getting the video out --------------------------------------------------------------
+
+  bindTools() {
+    const remote = $("remote-video");
+    $("snapshot-btn").addEventListener("click", () => this.takeSnapshot());
+    $("record-btn").addEventListener("click", () => (this.recorder ? this.stopRecording() : this.startRecording()));
+    $("pip-btn").addEventListener("click", () => capture.togglePictureInPicture(remote)
+      .catch((err) => this.toolsSay(`Picture in picture failed: ${err?.message ?? err}`)));
+    $("fullscreen-btn").addEventListener("click", () => capture.toggleFullscreen($("remote-tile"))
+      .catch((err) => this.toolsSay(`Fullscreen failed: ${err?.message ?? err}`)));
+    $("output-btn").addEventListener("click", () => this.openOutputWindow());
+    document.addEventListener("fullscreenchange", () => {
+      $("fullscreen-btn").textContent = document.fullscreenElement ? "Exit fullscreen" : "Fullscreen";
+    });
+    remote.addEventListener("enterpictureinpicture", () => $("pip-btn").setAttribute("aria-pressed", "true"));
+    remote.addEventListener("leavepictureinpicture", () => $("pip-btn").setAttribute("aria-pressed", "false"));
+    this.updateTools();
+  }
+
+  /** Buttons work only while there is a swapped picture; unsupported ones say why. */
+  updateTools() {
+    const live = document.body.classList.contains("remote-live");
+    const remote = $("remote-video");
+    const tools = [
+      ["snapshot-btn", true, ""],
+      ["record-btn", capture.canRecord(), "This browser cannot record video."],
+      ["pip-btn", capture.canPictureInPicture(remote), "This browser has no picture in picture."],
+      ["fullscreen-btn", capture.canFullscreen($("remote-tile")), "This browser has no fullscreen."],
+    ];
+    for (const [id, supported, why] of tools) {
+      const button = $(id);
+      button.disabled = !supported || (!live && !(id === "record-btn" && this.recorder));
+      if (!supported) button.title = why;
+    }
+  }
+
+  toolsSay(text) {
+    $("tools-status").textContent = text;
+    $("tools-status").hidden = !text;
+  }
+
+  async takeSnapshot() {
+    try {
+      const name = capture.fileName("png");
+      capture.download(await capture.snapshot($("remote-video")), name);
+      this.toolsSay(`Saved ${name}.`);
+    } catch (err) {
+      this.showError({ code: err?.code ?? "snapshot_failed", message: err?.message }, "Snapshot");
+    }
+  }
+
+  startRecording() {
+    if (!this.remoteStream) return;
+    try {
+      this.recorder = new capture.Recorder(this.remoteStream);
+    } catch (err) {
+      this.showError({ code: "recording_failed", message: err?.message }, "Record");
+      return;
+    }
+    const recorder = this.recorder;
+    recorder.done.catch((err) => this.showError({ code: "recording_failed", message: err?.message }, "Record"));
+    $("record-btn").setAttribute("aria-pressed", "true");
+    document.body.classList.add("recording");
+    const tick = () => {
+      const s = Math.floor(recorder.seconds);
+      $("record-btn").textContent = `Stop recording ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    };
+    tick();
+    this.recordTimer = setInterval(tick, 500);
+    this.toolsSay("Recording the swapped video…");
+  }
+
+  /** Ends the clip and downloads it (also when the stream stops or the page reconnects). */
+  async stopRecording() {
+    const recorder = this.recorder;
+    if (!recorder) return;
+    this.recorder = null;
+    clearInterval(this.recordTimer);
+    $("record-btn").setAttribute("aria-pressed", "false");
+    $("record-btn").textContent = "Record";
+    document.body.classList.remove("recording");
+    this.updateTools();
+    try {
+      const clip = await recorder.stop();
+      const name = capture.fileName("webm");
+      capture.download(clip, name);
+      this.toolsSay(`Saved ${name} (${recorder.seconds.toFixed(0)} s).`);
+    } catch {
+      // Reported by the `done` handler of startRecording.
+    }
+  }
+
+  /** The remote stream changed (connected, reconnected, stopped): tell the output window. */
+  setRemoteStream(stream) {
+    if (this.recorder && stream !== this.remoteStream) this.stopRecording();
+    this.remoteStream = stream;
+    this.outputChannel?.postMessage({ type: "stream" });
+    if (!stream) this.updateTools();
+  }
+
+  /** For output.html (same origin, opened by this page): what it should show. */
+  outputStream() {
+    return this.remoteStream;
+  }
+
+  openOutputWindow() {
+    const win = window.open("output.html", "swaprtc-output", "popup,width=660,height=500");
+    if (!win) {
+      this.toolsSay("The browser blocked the output window: allow pop-ups for this page.");
+      return;
+    }
+    win.focus();
+    this.toolsSay("Output window opened: capture it in OBS with Window Capture (see the README).");
+  }
+
+  /** What the camera really delivers (and what is really sent), not what was asked for. */
+  showCameraInfo(sent) {
+    const track = this.stream?.getVideoTracks()[0];
+    const info = $("camera-info");
+    if (!track) return;
+    const got = track.getSettings?.() ?? {};
+    const want = QUALITY[this.settings.quality];
+    const [ww, wh] = [want.width.ideal, want.height.ideal];
+    let text = got.width ? `Camera: ${got.width} × ${got.height}` : "Camera on";
+    if (got.frameRate) text += ` at ${Math.round(got.frameRate)} fps`;
+    if (sent?.fps) text += `; sending ${sent.width ?? got.width} × ${sent.height ?? got.height} at ${Math.round(sent.fps)} fps`;
+    const ignored = Boolean(got.width && (got.width !== ww || got.height !== wh));
+    if (ignored) text += `. The camera ignored the requested ${ww} × ${wh}.`;
+    info.textContent = text;
+    info.dataset.ignored = String(ignored);
+    info.classList.toggle("warn", ignored);
+    info.hidden = false;
+  }
+
+  // ---- more people: named sources and assigning them --------------------------------------
+
+  bindExtras() {
+    const input = $("extra-input");
+    $("source-add").addEventListener("click", () => {
+      if (this.extras.size >= MAX_EXTRA_SOURCES) {
+        this.peopleSay(`At most ${MAX_EXTRA_SOURCES} more sources: remove one first.`, true);
+        return;
+      }
+      input.click();
+    });
+    input.addEventListener("change", () => {
+      if (input.files?.[0]) this.addExtra(input.files[0]);
+      input.value = "";
+    });
+  }
+
+  peopleSay(text, bad = false) {
+    $("people-status").textContent = text;
+    $("people-status").classList.toggle("bad", bad);
+  }
+
+  nextExtraName() {
+    const typed = $("source-name").value.trim();
+    if (typed) return typed;
+    let n = this.extras.size + 2;
+    while (this.extras.has(`Person ${n}`)) n += 1;
+    return `Person ${n}`;
+  }
+
+  async addExtra(file) {
+    const name = this.nextExtraName();
+    if (name === "default") {
+      this.peopleSay("That name is taken by the main source face.", true);
+      return;
+    }
+    this.peopleSay(`Uploading ${file.name || "photo"} for ${name}…`);
+    try {
+      const sid = await this.ensureSession();
+      const result = await api.uploadSource(sid, file, { name });
+      this.extras.set(name, { file, face: result.selected, sessionId: sid, result });
+      $("source-name").value = "";
+      this.renderExtras();
+      this.setAssigning(name);
+    } catch (err) {
+      this.peopleSay(err instanceof api.ApiError ? err.friendly : api.friendlyText(err?.code, err?.message), true);
+      this.showError(err, `Source for ${name}`);
+    }
+  }
+
+  async removeExtra(name) {
+    this.extras.delete(name);
+    if (this.assigning === name) this.setAssigning(null);
+    this.renderExtras();
+    this.peopleSay(`${name} removed.`);
+    if (!this.sessionId) return;
+    try {
+      await api.deleteSource(this.sessionId, name);
+    } catch (err) {
+      if (err.code !== "unknown_session") this.showError(err, "Remove source");
+    }
+  }
+
+  /** A new session (reconnect) knows none of them: upload them again. */
+  async resendExtras(sid) {
+    for (const [name, extra] of this.extras) {
+      if (extra.sessionId === sid) continue;
+      extra.result = await api.uploadSource(sid, extra.file, { name, face: extra.face });
+      extra.sessionId = sid;
+      extra.person = undefined; // The server's people are new too.
+    }
+    this.renderExtras();
+  }
+
+  renderExtras() {
+    const list = $("sources");
+    list.replaceChildren();
+    for (const [name, extra] of this.extras) {
+      const li = document.createElement("li");
+      li.className = "source";
+      li.dataset.name = name;
+      li.dataset.testid = "extra-source";
+      const img = document.createElement("img");
+      img.alt = "";
+      if (extra.result?.thumbnail) img.src = extra.result.thumbnail;
+      const label = document.createElement("span");
+      label.className = "source-name";
+      label.textContent = extra.person === undefined ? name : `${name} → person ${extra.person}`;
+      const assign = document.createElement("button");
+      assign.type = "button";
+      assign.textContent = this.assigning === name ? "Cancel" : "Assign…";
+      assign.dataset.testid = "assign-button";
+      assign.setAttribute("aria-pressed", String(this.assigning === name));
+      assign.title = `Then click the face in the swapped video that should get ${name}`;
+      assign.addEventListener("click", () => this.setAssigning(this.assigning === name ? null : name));
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "link";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove ${name}`);
+      remove.addEventListener("click", () => this.removeExtra(name));
+      li.append(img, label, assign, remove);
+      const faces = document.createElement("div");
+      faces.className = "faces";
+      renderFaces(faces, extra.result, (index) => this.pickFace(name, index));
+      if (!faces.hidden) li.append(faces);
+      list.append(li);
+    }
+  }
+
+  /** Arms (or disarms) "click a face to give it this source". */
+  setAssigning(name) {
+    this.assigning = name;
+    document.body.classList.toggle("assigning", Boolean(name));
+    const hint = $("assign-hint");
+    hint.hidden = !name;
+    hint.textContent = name ? `Click the face that should get ${name} (Esc to cancel)` : "";
+    if (name) this.peopleSay(`Now click a face in the swapped video to give it ${name}.`);
+    this.renderExtras();
+    this.showPeople();
+  }
+
+  assignAt(point) {
+    if (!this.assigning || !point) return;
+    if (!this.conn?.send({ type: "assign", source: this.assigning, x: point.x, y: point.y })) {
+      this.peopleSay("Start the camera first: faces are assigned in the live video.", true);
+    }
+  }
+
+  assigned(msg) {
+    const extra = this.extras.get(msg.source);
+    if (extra) extra.person = msg.person;
+    for (const [name, other] of this.extras) {
+      if (name !== msg.source && other.person === msg.person) other.person = undefined;
+    }
+    this.peopleSay(`Person ${msg.person} now gets ${msg.source}.`);
+    this.setAssigning(null);
+  }
+
+  assignFailed(msg) {
+    const text = api.friendlyText(msg.code, msg.message);
+    this.peopleSay(text, true);
+    $("assign-hint").textContent = text;
+  }
+
+  /** Outlines of the people while assigning, so it is clear what can be clicked. */
+  showPeople() {
+    const layer = $("people");
+    layer.hidden = !this.assigning || !this.people.length;
+    if (layer.hidden) return;
+    renderPeople(layer, $("remote-video"), this.people, (point) => this.assignAt(point));
   }
 
   teardownForUnload() {

@@ -166,7 +166,7 @@ export class Connection {
       kbps = (8 * (out.bytesSent - this.lastOut.bytesSent)) / (out.timestamp - this.lastOut.timestamp);
     }
     this.lastOut = { bytesSent: out.bytesSent, timestamp: out.timestamp };
-    return { codec, sendKbps: kbps, width: out.frameWidth, height: out.frameHeight };
+    return { codec, sendKbps: kbps, width: out.frameWidth, height: out.frameHeight, fps: out.framesPerSecond };
   }
 
   async replaceTrack(track) {

@@ -70,6 +70,10 @@ class SessionCasting:
         name = self.state.default_name
         return self.state.sources[name] if name is not None else None
 
+    @property
+    def assigned(self) -> bool:
+        return bool(self.state.assignments)
+
     # --- inference side ------------------------------------------------------------------------
     def choose(
         self, faces: Sequence[Face], many_faces: bool, embed: EmbedFn | None

@@ -33,6 +33,9 @@ SERVE = [
     "inference_threads",
     "workers",
     "detect_every",
+    "label",
+    "label_position",
+    "label_opacity",
     *GPU,
     "token",
     "allowed_origins",
@@ -51,6 +54,7 @@ SERVE = [
     "upload_threads",
     "max_queued_uploads",
 ]
+DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_settings_flags(swap, [*COMMON, "detect_every", *GPU])
+    add_settings_flags(swap, [*COMMON, "detect_every", *DISCLOSURE, *GPU])
 
     models = sub.add_parser("models", help="list, download and verify models")
     models.add_argument("action", choices=["list", "download", "verify"])

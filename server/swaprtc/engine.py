@@ -34,6 +34,13 @@ class Casting(Protocol):
         """
         ...
 
+    @property
+    def assigned(self) -> bool:
+        """Whether some person has a source of their own. An engine that follows only the largest
+        face while "swap every face" is off must then follow every face, or a person clicked in
+        the video would never get their source."""
+        ...
+
 
 def single_source(
     faces: Sequence[Face], source: SourceFace | None, many_faces: bool

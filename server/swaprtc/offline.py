@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import BadImageError, NoFaceError, SwapRTCError, UnsupportedFormatError
+from swaprtc.label import Labeler, labeler_for, labelled
 from swaprtc.settings import Settings
 from swaprtc.types import SourceFace, SwapOptions
 
@@ -106,8 +107,12 @@ def swap_file(
     engine: Engine,
     options: SwapOptions,
     progress: bool = True,
+    labeler: Labeler | None = None,
 ) -> SwapStats:
-    """Swap the face of ``source_path`` into ``target_path`` (image or video) and write ``output_path``."""
+    """Swap the face of ``source_path`` into ``target_path`` (image or video) and write ``output_path``.
+
+    With a ``labeler``, every output frame with a swapped face carries the "AI-generated" label.
+    """
     source_path, target_path, output_path = Path(source_path), Path(target_path), Path(output_path)
     kind = check_paths(source_path, target_path, output_path)
     try:
@@ -116,17 +121,18 @@ def swap_file(
         raise NoFaceError(f"source {source_path}: {exc.message}") from exc
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_path(output_path)
+    stream = labelled(engine.open_stream(), labeler)
     started = time.perf_counter()
     try:
         if kind == "image":
-            stats = _swap_image(source, target_path, partial, engine.open_stream(), options)
+            stats = _swap_image(source, target_path, partial, stream, options)
         else:
             stats = _swap_video(
                 source,
                 target_path,
                 partial,
                 output_path.suffix.lower(),
-                engine.open_stream(),
+                stream,
                 options,
                 progress,
             )
@@ -285,7 +291,8 @@ def run_swap(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = build_engine(settings)
     options = SwapOptions(many_faces=args.many_faces, strength=args.strength, enhance=args.enhance)
-    stats = swap_file(source, target, output, engine, options, progress=not args.no_progress)
+    labeler = labeler_for(settings.label, settings.label_position, settings.label_opacity)
+    stats = swap_file(source, target, output, engine, options, progress=not args.no_progress, labeler=labeler)
     fps = f", {stats.fps:g} fps" if stats.fps else ""
     print(
         f"wrote {output} ({stats.kind}, {stats.width}x{stats.height}{fps}, {stats.frames} frame(s), "

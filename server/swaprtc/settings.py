@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "io_binding": ("auto", "on", "off"),
     "fp16": ("auto", "on", "off"),
+    "label_position": ("top-left", "top-right", "bottom-left", "bottom-right"),
 }
 
 
@@ -72,6 +73,14 @@ class Settings:
     # (0 = no scheduler, every call runs on its own).
     batch_window_ms: float = 2.0
     max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
+    # Disclosure (operator only; the page cannot change these). Every swapped frame carries a
+    # visible "AI-generated" label; `swaprtc swap` outputs also carry C2PA content credentials.
+    label: bool = True
+    label_position: str = "top-right"
+    label_opacity: float = 0.85
+    c2pa: bool = True
+    c2pa_cert: Path | None = None  # PEM certificate chain (signer first); with c2pa_key
+    c2pa_key: Path | None = None  # PEM private key of the signer
     log_level: str = "info"
     log_format: str = "text"  # text | json (one object per line, with the session id)
     # Access and abuse (docs/API.md, "Limits and access")
@@ -144,6 +153,10 @@ class Settings:
                 "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
                 f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
             )
+        if not 0.0 <= self.label_opacity <= 1.0:
+            raise SettingsError(f"invalid label_opacity {self.label_opacity!r}: must be 0..1")
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            raise SettingsError("C2PA signing needs both --c2pa-cert and --c2pa-key")
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("choose either --tls-self-signed or --tls-cert/--tls-key, not both")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -240,6 +253,9 @@ def _parse(hint: Any, raw: str, name: str) -> Any:
         raise SettingsError(f"invalid value for SWAPRTC_{name.upper()} / --{name}: {raw!r}") from exc
 
 
+ON_OFF = ("label", "c2pa")  # booleans spelled --name on|off
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     """Add ``--name`` flags (default None, so unset flags do not override env)."""
     defaults = Settings()
@@ -247,7 +263,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> Non
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
         env = f"SWAPRTC_{name.upper()}"
-        if isinstance(default, bool):
+        if name in ON_OFF:
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=None,
+                choices=("on", "off"),
+                help=f"(env {env}, default {'on' if default else 'off'})",
+            )
+        elif isinstance(default, bool):
             parser.add_argument(
                 flag,
                 dest=name,

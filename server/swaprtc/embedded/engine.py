@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "embedded"
+CONTROLS = ("many_faces", "strength")  # live settings (SwapOptions keys) this engine acts on
 DETECTOR_MODEL = "retinaface_mnet025"
 LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
@@ -164,6 +165,7 @@ class EmbeddedEngine:
             "detect_every": self.detect_every,
             "method": "mesh texture warp (piecewise affine), colour and lighting matched, feathered blend",
             "enhancer": False,  # the embedded engine has no enhancer: SwapOptions.enhance is ignored
+            "controls": list(CONTROLS),
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:
@@ -310,7 +312,8 @@ class EmbeddedProcessor:
             # WebRTC adapts resolution mid-stream; tracked ROIs are in the old frame's pixels.
             self.tracker.reset()
             self._shape = frame.shape
-        update = self.tracker.update(frame, options.many_faces, timestamp_s)
+        track_all = options.many_faces or (casting is not None and casting.assigned)
+        update = self.tracker.update(frame, track_all, timestamp_s)
         timings = {**update.timings_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
         tracked = tuple(
             Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)

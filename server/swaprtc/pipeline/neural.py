@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENGINE_NAME = "neural"
+# Live settings (SwapOptions keys) this engine acts on; the enhancer's only when it is loaded.
+CONTROLS = ("many_faces", "strength")
+ENHANCER_CONTROLS = ("enhance", "enhance_blend", "enhance_every")
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +100,7 @@ class NeuralEngine:
             "providers": {k: runner_providers(r) for k, r in runners.items() if r is not None},
             "runners": {k: describe_runner(r) for k, r in runners.items() if r is not None},
             "enhancer": self.enhancer is not None,
+            "controls": list(CONTROLS + (ENHANCER_CONTROLS if self.enhancer is not None else ())),
         }
 
     def detect(self, frame: np.ndarray) -> list[Face]:

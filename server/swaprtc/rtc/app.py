@@ -26,12 +26,13 @@ from swaprtc.http.origin import origin_middleware
 from swaprtc.http.rate_limit import RateLimiter, rate_limit_middleware
 from swaprtc.http.security_headers import install_security_headers
 from swaprtc.http.server import HttpLimits, run_app
+from swaprtc.label import LabelStyle, labeler_for
 from swaprtc.observability.logs import session_context
 from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
 from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
 from swaprtc.rtc.offer_check import check_size
-from swaprtc.rtc.sdp import apply_encoder_bitrates, codec_mime
+from swaprtc.rtc.sdp import codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
 from swaprtc.rtc.sources import (
     BadFaceIndexError,
@@ -244,6 +245,9 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "engine": engine_info(request.app),
+            # The live settings keys this engine acts on: the page shows only these.
+            "controls": list(request.app[ENGINE].describe().get("controls") or []),  # type: ignore[call-overload]
+            "label": LabelStyle(settings.label_position, settings.label_opacity).to_json(settings.label),
             "ice_servers": request.app[ICE_FOR_BROWSER],
             "codec": settings.codec.lower(),
             # What the page asks its encoder for (RTCRtpSender.setParameters maxBitrate, bps).
@@ -342,13 +346,11 @@ def create_app(
     unused_s: float | None = None,
     metrics: Metrics | None = None,
     session_prefix: str = "",
-    front_middlewares: tuple[Any, ...] = (),
 ) -> web.Application:
     """The whole service around an injected engine (any ``swaprtc.engine.Engine``) and this
     process's ``Metrics`` (a fresh one when not given).
 
-    A worker process behind the supervisor passes its ``session_prefix`` and the middleware that
-    takes the client address from the supervisor (``front_middlewares``, run first).
+    A worker process behind the supervisor passes its ``session_prefix`` (swaprtc.workers).
     """
     codec_mime(settings.codec)  # fail early on an unknown codec
     ice_servers = parse_ice_servers(settings.ice_servers)
@@ -359,6 +361,7 @@ def create_app(
         start_bitrate=settings.start_bitrate,
         max_bitrate=settings.max_bitrate,
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
+        labeler=labeler_for(settings.label, settings.label_position, settings.label_opacity),
     )
     pool = InferencePool(settings.inference_threads)
     extra: dict[str, float] = {}
@@ -372,7 +375,6 @@ def create_app(
     metrics.inference_threads.set(pool.threads)
     app = web.Application(
         middlewares=[
-            *front_middlewares,
             metrics_middleware,
             errors_middleware,
             *access_middlewares(settings),
@@ -411,7 +413,6 @@ def create_app(
 
 async def _on_startup(app: web.Application) -> None:
     settings = app[SETTINGS]
-    apply_encoder_bitrates(settings)
     if settings.ice_loopback:
         enable_loopback_candidates()
     app[SESSIONS].start()

@@ -41,9 +41,12 @@ def pixelate(region: np.ndarray, blocks: int) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def hide_faces(frame: np.ndarray, faces: Iterable[Face], margin: float = MARGIN) -> np.ndarray:
-    """A copy of ``frame`` with every face region pixelated."""
-    out = frame.copy()
+def hide_faces(
+    frame: np.ndarray, faces: Iterable[Face], margin: float = MARGIN, *, copy: bool = True
+) -> np.ndarray:
+    """``frame`` with every face region pixelated: a copy, or ``frame`` itself with ``copy=False``
+    (for a frame the caller owns, which saves a full-frame copy per frame)."""
+    out = frame.copy() if copy else frame
     for face in faces:
         x1, y1, x2, y2 = expand_box(face.bbox, frame.shape, margin)
         if x2 > x1 and y2 > y1:

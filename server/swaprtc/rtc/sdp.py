@@ -1,29 +1,12 @@
-"""Codec choice and bitrate: the one place the server's video bitrate policy lives."""
+"""Codec choice and the bitrate hints in the answer (encoder limits: rtc/encoders.py)."""
 
 from __future__ import annotations
 
 import re
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver
-from aiortc.codecs import h264, vpx
-
-from swaprtc.settings import Settings
 
 CODEC_MIME = {"vp8": "video/VP8", "h264": "video/H264"}
-
-
-def apply_encoder_bitrates(settings: Settings) -> None:
-    """Set aiortc's encoder bitrate limits (module constants, read by every new encoder).
-
-    REMB from the browser moves the target between the min and the max; the default is where a
-    fresh encoder starts.
-    """
-    lo, start, hi = sorted((settings.min_bitrate, settings.start_bitrate, settings.max_bitrate))
-    for module in (vpx, h264):
-        # Module constants that aiortc reads when it creates an encoder; its type stubs omit them.
-        setattr(module, "MIN_BITRATE", lo)  # noqa: B010
-        setattr(module, "DEFAULT_BITRATE", start)  # noqa: B010
-        setattr(module, "MAX_BITRATE", hi)  # noqa: B010
 
 
 def codec_mime(codec: str) -> str:

@@ -23,9 +23,11 @@ from swaprtc.casting import SessionCasting
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import SwapRTCError
 from swaprtc.http.errors import RetryLaterError
+from swaprtc.label import Labeler, labelled
 from swaprtc.observability.logs import session_context, set_session
 from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.control import Assign, Unassign, error, handle_message
+from swaprtc.rtc.encoders import Bitrates, use_realtime_encoder
 from swaprtc.rtc.ice import IceServer, rtc_configuration
 from swaprtc.rtc.offer_check import BadOfferError, check_offer_attributes
 from swaprtc.rtc.sdp import add_bitrate_hints, prefer_codec
@@ -75,6 +77,7 @@ class RtcPolicy:
     start_bitrate: int
     max_bitrate: int
     deadline_s: float | None = None  # SwapTrack deadline override (tests)
+    labeler: Labeler | None = None  # the "AI-generated" label, None when the operator turned it off
 
 
 def validate_offer(sdp: str) -> None:
@@ -147,14 +150,20 @@ class Session:
                 self.track = SwapTrack(
                     track,
                     self.engine,
-                    self.processor,
+                    labelled(self.processor, policy.labeler),
                     self.control,
                     self.pool,
                     self.stats,
                     metrics=self.metrics,
                     **kwargs,
                 )
-                pc.addTrack(self.track)
+                sender = pc.addTrack(self.track)
+                # Real-time encoder settings and this server's bitrate limits, for this sender only.
+                use_realtime_encoder(
+                    sender,
+                    policy.codec,
+                    Bitrates(policy.min_bitrate, policy.start_bitrate, policy.max_bitrate),
+                )
             else:
                 # Unused media still has to be drained: aiortc queues it without bound.
                 self._spawn(_drain(track))

@@ -151,6 +151,24 @@ def to_video_frame(bgr: np.ndarray, pts: int | None, time_base: Fraction = VIDEO
     return frame
 
 
+@dataclass(frozen=True)
+class Produced:
+    """What one swap job hands back to the event loop: the frame to send (yuv420p, no pts yet)."""
+
+    frame: VideoFrame
+    result: SwapResult
+    unswapped: tuple[Face, ...]  # faces pixelated in ``frame``
+    shape: tuple[int, ...]
+
+
+def faces_to_hide(result: SwapResult) -> tuple[Face, ...]:
+    """Faces the engine found and did not replace. Faces found, none replaced and none listed: an
+    engine not filling ``unswapped`` still must not show them, so all of them are hidden."""
+    if result.swapped == 0 and result.faces and not result.unswapped:
+        return tuple(result.faces)
+    return tuple(result.unswapped)
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     """Mark an abandoned job's exception as seen (its frame is no longer wanted)."""
     if not fut.cancelled():
@@ -185,7 +203,7 @@ class SwapTrack(MediaStreamTrack):
         self.guard_timeout_s = guard_timeout_s
         self._mailbox: NewestMailbox[Arrival] = NewestMailbox()
         self._reader: asyncio.Task[None] | None = None
-        self._job: asyncio.Future[SwapResult] | None = None
+        self._job: asyncio.Future[Produced] | None = None
         self._job_arrival: Arrival | None = None
         self._generation_seen = control.generation
         self._last_faces: tuple[Face, ...] = ()  # every face of the latest engine result
@@ -264,8 +282,8 @@ class SwapTrack(MediaStreamTrack):
             shown = arrival
             self._no_people()
         else:
-            out, shown = await self._produce(arrival.frame.to_ndarray(format="bgr24"), arrival)
-            frame = to_video_frame(out, pts, time_base)
+            frame, shown = await self._produce(arrival)
+            frame.pts, frame.time_base = pts, time_base
         self.stats.frames_out += 1
         self.metrics.frames_out.inc()
         latency_s = time.monotonic() - shown.at
@@ -284,7 +302,9 @@ class SwapTrack(MediaStreamTrack):
         self._last_pts = pts
         return pts
 
-    async def _produce(self, image: np.ndarray, arrival: Arrival) -> tuple[np.ndarray, Arrival]:
+    async def _produce(self, arrival: Arrival) -> tuple[VideoFrame, Arrival]:
+        """The frame to send for ``arrival`` and the arrival it shows (a late swap shows an
+        earlier one). Pixel work (conversions, pixelation) runs in the executor jobs, not here."""
         control = self._control
         source = control.source
         if source is None:
@@ -292,13 +312,13 @@ class SwapTrack(MediaStreamTrack):
             if self._job is not None and self._job.done():
                 self._job = None
             self._no_people()
-            return image, arrival
+            return arrival.frame, arrival
         if self._job is None:
             reset = control.generation != self._generation_seen
             self._generation_seen = control.generation
             self._job = self._pool.run(
                 self._process,
-                image,
+                arrival.frame,
                 source,
                 control.options,
                 reset,
@@ -311,31 +331,27 @@ class SwapTrack(MediaStreamTrack):
         if not done:
             # Warm-up or an engine slower than the deadline: the swap keeps running, this frame
             # goes out with its faces hidden.
-            return await self._hidden(image, "faces hidden while the swap catches up"), arrival
+            return await self._hidden(arrival.frame, "faces hidden while the swap catches up"), arrival
         job, job_arrival = self._job, self._job_arrival or arrival
         self._job = self._job_arrival = None
         try:
-            result = job.result()
+            produced = job.result()
         except Exception:
             self.stats.engine_errors += 1
             self.metrics.engine_errors.inc()
             if self.stats.engine_errors <= 3 or self.stats.engine_errors % 100 == 0:
                 log.warning("engine failed on a frame (%d so far)", self.stats.engine_errors, exc_info=True)
-            return await self._hidden(image, "faces hidden: the swap failed on this frame"), arrival
+            return await self._hidden(arrival.frame, "faces hidden: the swap failed on this frame"), arrival
         if job_arrival is not arrival:
             # A late swap of an earlier frame finished: it goes out, this frame never will.
             self._discarded += 1
             self._count_dropped()
+        result, unswapped = produced.result, produced.unswapped
         # Engines report every face they found, so a result without faces is trusted: no face to hide.
         self._last_faces = result.faces
         self.stats.faces = len(result.faces)
         self.stats.record_stages(result.timings_ms)
         self.metrics.observe_stages(result.timings_ms)
-        unswapped = result.unswapped
-        if result.swapped == 0 and result.faces and not unswapped:
-            # Faces found, none replaced and none listed: an engine not filling ``unswapped``
-            # still must not show them, so all of them are hidden.
-            unswapped = result.faces
         if result.swapped > 0:
             self.stats.swapped_frames += 1
             self.metrics.frames_swapped.inc()
@@ -343,12 +359,11 @@ class SwapTrack(MediaStreamTrack):
             self._hidden_frame()
         self.stats.hidden = len(unswapped)
         casting = control.casting
+        cast = casting.last if isinstance(casting, SessionCasting) else ()
         self.stats.people, self.stats.hidden_reason = describe_people(
-            result.faces, unswapped, casting.last if isinstance(casting, SessionCasting) else (), image.shape
+            result.faces, unswapped, cast, produced.shape
         )
-        # A partly swapped frame (one-face mode, a face too small to swap) hides the others.
-        frame = hide_faces(result.frame, unswapped) if unswapped else result.frame
-        return frame, job_arrival
+        return produced.frame, job_arrival
 
     @staticmethod
     def _timestamp_s(arrival: Arrival) -> float:
@@ -364,41 +379,58 @@ class SwapTrack(MediaStreamTrack):
 
     def _process(
         self,
-        image: np.ndarray,
+        frame: VideoFrame,
         source: SourceFace,
         options: SwapOptions,
         reset: bool,
         timestamp_s: float,
         casting: Casting | None,
-    ) -> SwapResult:
+    ) -> Produced:
         # Runs on the inference executor; one job per track at a time, so the processor (not
-        # thread-safe) is only ever used by one thread at once.
+        # thread-safe) is only ever used by one thread at once. The decoded frame is converted,
+        # swapped, pixelated where needed and converted back here: none of it on the event loop.
+        image = frame.to_ndarray(format="bgr24")
         if reset:
             self._processor.reset()
-        return self._processor.process(image, source, options, timestamp_s, casting)
+        result = self._processor.process(image, source, options, timestamp_s, casting)
+        unswapped = faces_to_hide(result)
+        # ``result.frame`` is this job's own array (our conversion, or the engine's copy of it):
+        # a partly swapped frame (one-face mode, a face too small to swap) hides the others in place.
+        out = hide_faces(result.frame, unswapped, copy=False) if unswapped else result.frame
+        return Produced(to_video_frame(out, None), result, unswapped, image.shape)
 
-    async def _hidden(self, image: np.ndarray, reason: str) -> np.ndarray:
-        out = await self._hide_all(image)
+    async def _hidden(self, frame: VideoFrame, reason: str) -> VideoFrame:
+        out = await self._hide_all(frame)
         self.stats.hidden_reason = reason if self.stats.hidden else None
         return out
 
-    async def _hide_all(self, image: np.ndarray) -> np.ndarray:
-        """``image`` with every face hidden: detected now, plus where the engine last saw faces.
+    async def _hide_all(self, frame: VideoFrame) -> VideoFrame:
+        """``frame`` with every face hidden: detected now, plus where the engine last saw faces.
 
         The quick detection may miss a face the engine found (a smaller or cheaper detector, a
         turned head), so the latest engine result's faces are always hidden too; detections made
-        here are not remembered, so a miss cannot erase a face the engine reported.
+        here are not remembered, so a miss cannot erase a face the engine reported. Conversion,
+        detection and pixelation run together on the guard executor.
         """
         self._hidden_frame()
+        last_faces = self._last_faces
         try:
-            detected = await asyncio.wait_for(
-                self._pool.run_guard(self._engine.detect, image), self.guard_timeout_s
+            out, detected = await asyncio.wait_for(
+                self._pool.run_guard(self._detect_and_hide, frame, last_faces), self.guard_timeout_s
             )
         except Exception:
-            # Detection failed or is too slow: no face position can be trusted.
+            # Detection failed or is too slow: no face position can be trusted. Rare, so the
+            # whole-frame pixelation runs right here.
             log.debug("detection for hiding failed; hiding the whole frame", exc_info=True)
-            self.stats.hidden = max(1, len(self._last_faces))
-            return hide_frame(image)
-        faces = [*detected, *self._last_faces]
-        self.stats.hidden = max(len(detected), len(self._last_faces))
-        return hide_faces(image, faces) if faces else image
+            self.stats.hidden = max(1, len(last_faces))
+            return to_video_frame(hide_frame(frame.to_ndarray(format="bgr24")), None)
+        self.stats.hidden = max(detected, len(last_faces))
+        return out
+
+    def _detect_and_hide(self, frame: VideoFrame, last_faces: tuple[Face, ...]) -> tuple[VideoFrame, int]:
+        image = frame.to_ndarray(format="bgr24")
+        detected = self._engine.detect(image)
+        faces = [*detected, *last_faces]
+        if faces:
+            hide_faces(image, faces, copy=False)
+        return to_video_frame(image, None), len(detected)

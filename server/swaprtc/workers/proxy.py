@@ -7,8 +7,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from swaprtc.workers.forwarded import FORWARDED_FOR
-
+FORWARDED_FOR = "X-Forwarded-For"
 # Hop-by-hop headers and those aiohttp sets itself; the client's X-Forwarded-For is never passed on.
 DROP_REQUEST = {
     "connection",
@@ -26,7 +25,10 @@ DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-lengt
 
 
 async def forward(client: aiohttp.ClientSession, request: web.Request, body: bytes) -> web.Response:
-    """Raises ``aiohttp.ClientError`` when the worker cannot be reached or hangs up."""
+    """Raises ``aiohttp.ClientError`` when the worker cannot be reached or hangs up.
+
+    ``X-Forwarded-For`` becomes the address the supervisor saw (whatever the client sent is
+    dropped); workers trust it only on their unix socket (swaprtc.http.client_address)."""
     headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in DROP_REQUEST)
     headers[FORWARDED_FOR] = request.remote or ""
     async with client.request(

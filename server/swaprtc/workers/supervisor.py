@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -145,13 +144,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=merge_scrapes(scrapes), content_type="text/plain", charset="utf-8")
 
 
-def create_supervisor_app(
-    settings: Settings, pool: WorkerPool, *, front_middlewares: tuple[Any, ...] = ()
-) -> web.Application:
-    # The same origin, token and rate-limit checks as one process, here on the public port (rate
-    # limits global); workers let through what arrives from here over their private sockets.
+def create_supervisor_app(settings: Settings, pool: WorkerPool) -> web.Application:
+    """The same checks as one process, in front of the workers (so rate limits and admission are
+    global): JSON errors, Origin allow-list, token, per-client rate limits, body limits, security
+    headers. Workers let through what arrives from here over their private sockets."""
     app = web.Application(
-        middlewares=[*front_middlewares, errors_middleware, *access_middlewares(settings)],
+        middlewares=[errors_middleware, *access_middlewares(settings)],
         client_max_size=settings.max_upload_bytes + MULTIPART_SLACK,
     )
     install_security_headers(app)

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from swaprtc.errors import SwapRTCError
 from swaprtc.settings import Settings
-from swaprtc.workers.forwarded import forwarded_for_middleware
 from swaprtc.workers.routing import session_prefix
 
 log = logging.getLogger(__name__)
@@ -48,12 +47,7 @@ def run_worker(settings: Settings, index: int, socket_path: str, parent_pid: int
         print(f"swaprtc worker {index}: error [{exc.code}]: {exc.message}", file=sys.stderr)
         sys.exit(EXIT_START_FAILED)
     log.info("engine: %s", json.dumps(engine.describe(), default=str))
-    app = create_app(
-        settings,
-        engine,
-        session_prefix=session_prefix(index),
-        front_middlewares=(forwarded_for_middleware,),
-    )
+    app = create_app(settings, engine, session_prefix=session_prefix(index))
     watcher: list[asyncio.Task[None]] = []
 
     async def start_watch(app: web.Application) -> None:

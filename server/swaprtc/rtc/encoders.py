@@ -1,0 +1,118 @@
+"""Real-time video encoders for one peer connection, with its own bitrate limits.
+
+aiortc builds each sender's encoder with fixed options (VP8 ``cpu-used -6``; H264 without a
+preset, i.e. libx264's ``medium``) and reads bitrate limits from module constants. Measured here
+(`swaprtc bench --suite session_cost`, docs/BENCHMARKS.md): VP8 ``cpu-used -10`` encodes 480p/720p
+about 15-20% cheaper for 0.3 dB PSNR (-12 loses 1.1 dB, -16 loses 7 dB: visibly worse);
+H264 ``preset ultrafast`` + ``tune zerolatency`` is ~10x cheaper than the default at equal PSNR.
+
+Scope: the encoder object is handed to one ``RTCRtpSender`` (``use_realtime_encoder``), so nothing
+process-wide changes: other senders, other apps in the process and aiortc's own defaults are left
+alone. aiortc has no public hook for this; the sender keeps its encoder in a private attribute that
+it fills only when empty, and that is where ours goes. If a future aiortc renames it, the sender
+falls back to aiortc's own encoder and a warning is logged (tests/test_encoders.py catches it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from aiortc import RTCRtpSender
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+
+log = logging.getLogger(__name__)
+
+VP8_OPTIONS = {"cpu-used": "-10"}  # on top of aiortc's realtime deadline, no lag, CBR
+H264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency"}
+SENDER_ENCODER_ATTR = "_RTCRtpSender__encoder"
+
+
+@dataclass(frozen=True)
+class Bitrates:
+    """Encoder limits in bits/s; REMB from the browser moves the target between min and max."""
+
+    min: int
+    start: int
+    max: int
+
+    def clamp(self, bitrate: int) -> int:
+        return max(self.min, min(int(bitrate), self.max))
+
+
+class _WithOptions:
+    """aiortc's codec context, with our options laid over the ones aiortc sets on it."""
+
+    def __init__(self, context: Any, overrides: Mapping[str, str]) -> None:
+        object.__setattr__(self, "_context", context)
+        object.__setattr__(self, "_overrides", overrides)
+        # What the codec was opened with (libav consumes the options dict when it opens).
+        object.__setattr__(self, "applied_options", {})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "options":
+            value = {**value, **self._overrides}
+            object.__setattr__(self, "applied_options", dict(value))
+        setattr(self._context, name, value)
+
+
+class _Realtime:
+    """Our options on the codec context aiortc creates, and this connection's bitrate limits."""
+
+    options: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, bitrates: Bitrates) -> None:
+        self._bitrates = bitrates
+        self._bitrate = bitrates.start
+        self._context: Any = None
+        super().__init__()
+        self.target_bitrate = bitrates.start
+
+    @property
+    def codec(self) -> Any:
+        return self._context
+
+    @codec.setter
+    def codec(self, context: Any) -> None:
+        self._context = None if context is None else _WithOptions(context, self.options)
+
+    @property
+    def target_bitrate(self) -> int:
+        return self._bitrate
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        self._bitrate = self._bitrates.clamp(bitrate)
+        if hasattr(self, "_Vp8Encoder__target_bitrate"):
+            # aiortc sizes the VP8 rate-control buffer from its private copy of the bitrate.
+            setattr(self, "_Vp8Encoder__target_bitrate", self._bitrate)  # noqa: B010
+
+
+class RealtimeVp8Encoder(_Realtime, Vp8Encoder):
+    options = VP8_OPTIONS
+
+
+class RealtimeH264Encoder(_Realtime, H264Encoder):
+    options = H264_OPTIONS
+
+
+ENCODERS: dict[str, type[RealtimeVp8Encoder] | type[RealtimeH264Encoder]] = {
+    "vp8": RealtimeVp8Encoder,
+    "h264": RealtimeH264Encoder,
+}
+
+
+def use_realtime_encoder(sender: RTCRtpSender, codec: str, bitrates: Bitrates) -> bool:
+    """Give ``sender`` our encoder for ``codec`` (the only video codec the server negotiates).
+    Returns False, leaving aiortc's encoder in place, where that is not possible."""
+    if getattr(sender, SENDER_ENCODER_ATTR, "missing") is not None:
+        log.warning("this aiortc version does not take a per-sender encoder: using its defaults")
+        return False
+    setattr(sender, SENDER_ENCODER_ATTR, ENCODERS[codec.lower()](bitrates))
+    return True

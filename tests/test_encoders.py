@@ -1,0 +1,68 @@
+"""Real-time encoders per sender: our options reach libvpx/libx264, bitrate limits are the
+connection's own, and nothing process-wide changes."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import cv2
+import numpy as np
+from aiortc.codecs import get_encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from av import VideoFrame
+from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.rtc.encoders import SENDER_ENCODER_ATTR, Bitrates, RealtimeH264Encoder, RealtimeVp8Encoder
+from swaprtc.settings import Settings
+
+from tests.engine_doubles import FixedFaceDetector, PaintEngine
+from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
+
+LIMITS = Bitrates(600_000, 1_200_000, 2_500_000)
+
+
+def frame(image: np.ndarray, i: int) -> VideoFrame:
+    out = VideoFrame.from_numpy_buffer(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+    out.pts, out.time_base = i * 3000, Fraction(1, 90000)
+    return out
+
+
+def test_vp8_options_and_limits_are_per_encoder(astronaut_bgr: np.ndarray) -> None:
+    ours, theirs = RealtimeVp8Encoder(LIMITS), Vp8Encoder()
+    assert ours.target_bitrate == 1_200_000
+    for i in range(3):
+        payloads, _ = ours.encode(frame(astronaut_bgr, i))
+        assert payloads
+        theirs.encode(frame(astronaut_bgr, i))
+    assert ours.codec.applied_options["cpu-used"] == "-10"
+    assert ours.codec.applied_options["deadline"] == "realtime"  # aiortc's own options stay
+    assert ours.codec.bit_rate == 1_200_000
+    assert not hasattr(theirs.codec, "applied_options")  # aiortc's own encoder is left alone
+    ours.target_bitrate = 10_000_000  # REMB asks for more than this server allows
+    assert ours.target_bitrate == 2_500_000
+    ours.target_bitrate = 1
+    assert ours.target_bitrate == 600_000
+
+
+def test_h264_runs_ultrafast_zerolatency(astronaut_bgr: np.ndarray) -> None:
+    ours, theirs = RealtimeH264Encoder(LIMITS), H264Encoder()
+    ours_out = b"".join(p for i in range(3) for p in ours.encode(frame(astronaut_bgr, i))[0])
+    theirs_out = b"".join(p for i in range(3) for p in theirs.encode(frame(astronaut_bgr, i))[0])
+    # libx264 writes its settings into the stream: ultrafast means no subpel refinement at all.
+    assert b"subme=0" in ours_out and b"subme=0" not in theirs_out and b"subme=" in theirs_out
+    plain = get_encoder(RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=96))
+    assert type(plain) is H264Encoder  # aiortc's factory is untouched
+
+
+async def test_a_connection_sends_with_the_realtime_encoder(astronaut_bgr: np.ndarray) -> None:
+    app = create_app(Settings(), PaintEngine(FixedFaceDetector()))
+    async with serve_in_process(app) as base, SwapClient(base) as client:
+        await client.connect(SyntheticCamera(astronaut_bgr, 30))
+        session = next(iter(app[SESSIONS].sessions.values()))
+        assert session.pc is not None
+        encoders = [getattr(s, SENDER_ENCODER_ATTR) for s in session.pc.getSenders()]
+        assert [type(e) for e in encoders] == [RealtimeVp8Encoder]
+        assert encoders[0].codec.applied_options["cpu-used"] == "-10"  # it is the one that encodes
+        assert encoders[0].target_bitrate >= 500_000  # the server's limits, not aiortc's 250k floor
+    assert len(client.received) >= 1

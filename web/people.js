@@ -1,0 +1,75 @@
+// People in the swapped video (stats `people`) and clicks on them: a click is turned into a point
+// of the OUTPUT picture, normalised to 0..1, which the server maps to the person there.
+
+/** Where the picture really is inside a `<video>` shown with `object-fit: contain`. */
+export function pictureRect(video) {
+  const r = video.getBoundingClientRect();
+  const vw = video.videoWidth;
+  const vh = video.videoHeight;
+  if (!vw || !vh || !r.width || !r.height) return null;
+  const scale = Math.min(r.width / vw, r.height / vh);
+  const width = vw * scale;
+  const height = vh * scale;
+  return { left: r.left + (r.width - width) / 2, top: r.top + (r.height - height) / 2, width, height };
+}
+
+/** A click in page coordinates as a point of the picture (0..1), or null outside the picture. */
+export function pointInPicture(video, clientX, clientY) {
+  const rect = pictureRect(video);
+  if (!rect) return null;
+  const x = (clientX - rect.left) / rect.width;
+  const y = (clientY - rect.top) / rect.height;
+  if (x < 0 || x > 1 || y < 0 || y > 1) return null;
+  return { x, y };
+}
+
+const STATE_TEXT = { swapped: "swapped", hidden: "hidden", raw: "not swapped" };
+
+/**
+ * Outlines of the people the server sees, laid over the picture. Each is a button: clicking it
+ * (or pressing Enter on it) picks the middle of that face.
+ */
+export function renderPeople(layer, video, people, onPick) {
+  const rect = pictureRect(video);
+  const tile = layer.parentElement.getBoundingClientRect();
+  if (!rect || !Array.isArray(people)) {
+    layer.replaceChildren();
+    return;
+  }
+  // element.style (CSSOM), not style attributes: allowed under a strict Content-Security-Policy.
+  layer.style.left = `${rect.left - tile.left}px`;
+  layer.style.top = `${rect.top - tile.top}px`;
+  layer.style.width = `${rect.width}px`;
+  layer.style.height = `${rect.height}px`;
+  // Buttons are kept per person and only moved: a click must not land on a replaced element.
+  const old = new Map([...layer.children].map((b) => [b.dataset.person, b]));
+  const kept = [];
+  for (const p of people) {
+    if (!Array.isArray(p.box) || p.box.length !== 4) continue;
+    const [x1, y1, x2, y2] = p.box;
+    const key = String(p.person);
+    let button = old.get(key);
+    if (!button) {
+      button = document.createElement("button");
+      button.type = "button";
+      button.dataset.person = key;
+      button.dataset.testid = "person";
+      button.append(document.createElement("span"));
+    }
+    button.className = `person ${p.state ?? ""}`;
+    button.style.left = `${x1 * 100}%`;
+    button.style.top = `${y1 * 100}%`;
+    button.style.width = `${(x2 - x1) * 100}%`;
+    button.style.height = `${(y2 - y1) * 100}%`;
+    const who = p.source ? `source ${p.source}` : STATE_TEXT[p.state] ?? "";
+    button.setAttribute("aria-label", `Person ${p.person}${who ? `: ${who}` : ""}`);
+    button.firstChild.textContent = p.source ?? `#${p.person}`;
+    button.onclick = (e) => {
+      e.stopPropagation();
+      onPick({ x: (x1 + x2) / 2, y: (y1 + y2) / 2 });
+    };
+    kept.push(button);
+    if (!button.isConnected) layer.append(button);
+  }
+  for (const button of old.values()) if (!kept.includes(button)) button.remove();
+}
