@@ -123,6 +123,8 @@ def test_swap_command_with_the_default_engine(
             str(model_store.models_dir),
             "--no-auto-download",
             "--no-progress",
+            "--label",
+            "off",  # the AI-generated label is tested on its own; here only the face may change
         ]
     )
     assert code == 0
