@@ -185,11 +185,38 @@ class ScriptAudit(html.parser.HTMLParser):
             self.problems.append("script body")
 
 
-def test_the_page_has_no_inline_script_or_style() -> None:
-    """The CSP forbids inline script and style: the page must not need them."""
-    audit = ScriptAudit()
-    audit.feed((WEB / "index.html").read_text())
-    assert audit.problems == []
+def test_the_pages_have_no_inline_script_or_style() -> None:
+    """The CSP forbids inline script and style: no page may need them."""
+    pages = sorted(WEB.glob("*.html"))
+    assert WEB / "index.html" in pages
+    for page in pages:
+        audit = ScriptAudit()
+        audit.feed(page.read_text())
+        assert audit.problems == [], page.name
+
+
+async def test_busy_answers_always_carry_retry_after() -> None:
+    """A 429 or 503 from any handler (here one that sets no hint) still tells when to retry."""
+    from aiohttp import web
+    from swaprtc.http.errors import json_error
+    from swaprtc.http.security_headers import install_security_headers
+
+    from tests.rtc_client import serve_in_process
+
+    async def busy(request: web.Request) -> web.Response:
+        return json_error(int(request.query["status"]), "busy", "later")
+
+    app = web.Application()
+    app.router.add_get("/busy", busy)
+    install_security_headers(app)
+    import aiohttp
+
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        for status in (429, 503):
+            async with http.get(f"{base}/busy?status={status}") as resp:
+                assert resp.status == status and int(resp.headers["Retry-After"]) >= 1
+        async with http.get(f"{base}/busy?status=400") as resp:
+            assert "Retry-After" not in resp.headers
 
 
 class NoWorkers:
