@@ -17,10 +17,13 @@ from swaprtc.engine import Casting, single_source
 from swaprtc.errors import NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
 from swaprtc.inference.runner import ModelRunner, describe_runner, runner_providers
-from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
+from swaprtc.pipeline.aligner import estimate_arcface, estimate_ffhq, transform_points, warp_crop
+from swaprtc.pipeline.color import match_color
 from swaprtc.pipeline.detector import Detector, RetinaFaceDetector, ScrfdDetector
 from swaprtc.pipeline.embedder import ArcFaceEmbedder
+from swaprtc.pipeline.enhance_cadence import EnhanceCadence, mix
 from swaprtc.pipeline.enhancer import GfpganEnhancer
+from swaprtc.pipeline.mouth_mask import mouth_mask, restore_region
 from swaprtc.pipeline.paste import paste_into
 from swaprtc.pipeline.swapper import InSwapper, blend_latents
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
@@ -34,7 +37,14 @@ log = logging.getLogger(__name__)
 
 ENGINE_NAME = "neural"
 # Live settings (SwapOptions keys) this engine acts on; the enhancer's only when it is loaded.
-CONTROLS = ("many_faces", "strength")
+CONTROLS = (
+    "many_faces",
+    "strength",
+    "mouth_mask",
+    "mouth_mask_blur",
+    "mouth_mask_padding",
+    "color_correction",
+)
 ENHANCER_CONTROLS = ("enhance", "enhance_blend", "enhance_every")
 
 
@@ -139,9 +149,11 @@ class NeuralStream:
 
     def __init__(self, engine: NeuralEngine) -> None:
         self.engine = engine
+        self.cadence = EnhanceCadence()  # enhance every Nth frame, reusing the last restored face
 
     def reset(self) -> None:
-        """Nothing is tracked between frames."""
+        """Faces are not tracked between frames; only the reused enhanced faces are forgotten."""
+        self.cadence.reset()
 
     def process(
         self,
@@ -192,19 +204,56 @@ class NeuralStream:
                 latent = blend_latents(identity.latent, target_latent, options.strength)
             swapped = eng.swapper.swap(crop, latent)
             timings["swap"] += (time.perf_counter() - t) * 1000
+            if options.color_correction:
+                t = time.perf_counter()
+                swapped = match_color(swapped, crop)
+                timings["adjust"] = timings.get("adjust", 0.0) + (time.perf_counter() - t) * 1000
 
             t = time.perf_counter()
             region = paste_into(out, swapped, m)
             timings["paste"] += (time.perf_counter() - t) * 1000
+            if options.mouth_mask and region is not None:
+                t = time.perf_counter()
+                keep_target_mouth(out, frame, m, face.kps, swapped.shape[0], options)
+                timings["adjust"] = timings.get("adjust", 0.0) + (time.perf_counter() - t) * 1000
             # No region: the aligned crop maps entirely outside the frame, so nothing was replaced.
             (done if region is not None else unswapped).append(face)
 
-        if options.enhance and eng.enhancer is not None:
+        if options.enhance and eng.enhancer is not None and done:
             t = time.perf_counter()
-            for face in done:
-                eng.enhancer.enhance_into(out, face.kps, options.enhance_blend)
+            self._enhance(eng.enhancer, out, done, options)
             timings["enhance"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t_start) * 1000
         return SwapResult(
             frame=out, faces=tuple(faces), swapped=len(done), timings_ms=timings, unswapped=tuple(unswapped)
         )
+
+    def _enhance(
+        self, enhancer: GfpganEnhancer, out: np.ndarray, faces: list[Face], options: SwapOptions
+    ) -> None:
+        """Restore the swapped faces in place; on frames between every Nth, paste the last restored
+        face again (at the face's current alignment) instead of running the enhancer."""
+        run_now = self.cadence.tick(options.enhance_every)
+        aligned = [estimate_ffhq(face.kps, enhancer.size) for face in faces]
+        crops = [warp_crop(out, m, enhancer.size) for m in aligned]
+        restored = [self.cadence.reuse(slot, run_now) for slot in range(len(faces))]
+        missing = [slot for slot, r in enumerate(restored) if r is None]
+        fresh_crops = enhancer.restore_many([crops[s] for s in missing]) if missing else []
+        for slot, fresh in zip(missing, fresh_crops, strict=True):
+            restored[slot] = fresh
+            self.cadence.remember(slot, fresh, len(faces))
+        for m, crop, face_restored in zip(aligned, crops, restored, strict=True):
+            assert face_restored is not None
+            paste_into(out, mix(face_restored, crop, options.enhance_blend), m)
+
+
+def keep_target_mouth(
+    out: np.ndarray, frame: np.ndarray, m: np.ndarray, kps: np.ndarray, size: int, options: SwapOptions
+) -> None:
+    """Put the target's own mouth interior (from ``frame``) back into ``out``, in place: the mask is
+    drawn in the aligned crop, so it follows the mouth's angle, and applied in frame pixels, so
+    the mouth comes back exactly as the camera saw it."""
+    mask = mouth_mask(
+        transform_points(m, kps[3:5]), size, options.mouth_mask_padding, options.mouth_mask_blur
+    )
+    restore_region(out, frame, mask, m)
