@@ -55,7 +55,7 @@ NEURAL_CONTROLS = [
     "enhance_blend",
     "enhance_every",
 ]
-SWAP_CONTROL_KEYS = {*NEURAL_CONTROLS, "shape"}
+SWAP_CONTROL_KEYS = {*NEURAL_CONTROLS, "shape", "many_faces", "strength"}
 PLAY_TIMEOUT_MS = 15_000
 
 
@@ -480,6 +480,10 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
     elif engine.get("engine") == "embedded":
         assert enhance.is_disabled()
         assert "not available" in page.get_by_test_id("enhance-note").inner_text().lower()
+    # The page tells users about the server's burned-in label exactly when the operator has it on.
+    label = info.get("label")
+    labelled = isinstance(label, dict) and bool(label.get("enabled"))
+    assert page.get_by_test_id("label-note").is_visible() == labelled
 
     # Settings survive a reload (localStorage); the keyboard reaches and toggles them.
     page.get_by_test_id("opt-many-faces").focus()
@@ -608,6 +612,9 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         assert page.evaluate(transform, "local-video").startswith("matrix(-1")
         assert page.evaluate(transform, "remote-video") == "none"
 
+        page.wait_for_function(
+            "document.querySelector('[data-testid=swap-badge]').dataset.swapping === 'true'", timeout=10_000
+        )
         with page.expect_download() as shot:
             page.get_by_test_id("snapshot-button").click()
         assert shot.value.suggested_filename.endswith(".png")
@@ -615,6 +622,7 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         assert png is not None and png.shape == (480, 640, 3)
         remote = _decode(page.evaluate(GRAB_JS, [640, 480])["remote"])
         _save("browser_snapshot.png", png)
+        _save("browser_snapshot_grab.png", remote)
         assert float(png.std()) > 20, "the snapshot is a blank picture"
         assert float(cv2.absdiff(png, remote).mean()) < 12, "the snapshot is not the swapped video"
 
@@ -759,7 +767,7 @@ def test_browser_swap_controls_follow_the_engine(browser: Browser, server_url: s
 
         def neural_info(route: Route) -> None:
             info = route.fetch().json()
-            info["controls"] = NEURAL_CONTROLS
+            info["controls"] = ["many_faces", "strength", *NEURAL_CONTROLS]
             route.fulfill(json=info)
 
         context.route("**/api/info", neural_info)
@@ -904,6 +912,11 @@ def test_browser_chooses_faces_and_maps_people(
         for box in boxes:  # and both are other faces than the camera's
             face_diff, _ = _region_diffs(local, remote, box)
             assert face_diff > 8.0, f"face at {box} unchanged: {face_diff:.1f}"
-        assert "Ada" in page.locator("[data-testid=extra-source][data-name=Ada]").inner_text()
+        ada = page.locator("[data-testid=extra-source][data-name=Ada]")
+        assert "Ada → person" in ada.inner_text()
+        # Unassigned, the person follows "swap every face" (off) again: hidden, and said so.
+        ada.get_by_role("button", name="Unassign").click()
+        reason.wait_for(state="visible", timeout=10_000)
+        assert "Ada → person" not in ada.inner_text()
     finally:
         b.close()

@@ -151,7 +151,9 @@ async def test_a_clicked_face_gets_its_source_and_keeps_it_while_moving(
         channel.send(json.dumps({"type": "assign", "source": "carol", "x": 0.5, "y": 0.5}))
         channel.send(json.dumps({"type": "unassign", "person": 999}))
         channel.send(json.dumps({"type": "assign", "source": "bob", "x": 2}))
-        errors = await wait_for(lambda: [m["code"] for m in client.messages if m.get("type") == "error"][-4:])
+        codes = lambda: [m["code"] for m in client.messages if m.get("type") == "error"]  # noqa: E731
+        await wait_for(lambda: len(codes()) >= 4)
+        errors = codes()[-4:]
         assert errors == ["no_face_here", "unknown_source", "not_assigned", "bad_message"]
 
         # Unassigned: Grace goes back to being hidden in one-face mode.

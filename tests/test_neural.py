@@ -240,7 +240,8 @@ def test_from_store_reads_emap_from_the_file(
 ) -> None:
     emap = make_emap(seed=11)
     models = {"w600k_r50": arcface_model(), "inswapper_128": inswapper_model(emap=emap)}
-    store = StubStore(tmp_path, models, {"retinaface_mnet025": model_store.path("retinaface_mnet025")})
+    real = {n: model_store.ensure(n) for n in ("retinaface_mnet025", "face_landmark")}
+    store = StubStore(tmp_path, models, real)
     engine = NeuralEngine.from_store(store, Settings())  # type: ignore[arg-type]
     np.testing.assert_array_equal(engine.swapper.emap, emap)
     assert engine.enhancer is None  # gfpgan not present: enhancement is off, not an error

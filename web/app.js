@@ -669,6 +669,8 @@ class App {
     } else if (msg.type === "assigned") {
       this.assigned(msg);
     } else if (msg.type === "unassigned") {
+      for (const extra of this.extras.values()) if (extra.person === msg.person) extra.person = undefined;
+      this.renderExtras();
       this.peopleSay(`Person ${msg.person} follows the main source again.`);
     } else if (msg.type === "error" && ["no_face_here", "unknown_source", "not_assigned"].includes(msg.code)) {
       this.assignFailed(msg);
@@ -693,6 +695,7 @@ class App {
       $(id).textContent = "–";
     }
     for (const key of ["swappedFrames", "hiddenFrames", "faces", "hidden"]) delete $("stats").dataset[key];
+    this.lastSwapped = null; // The server counts from zero on every connection.
   }
 
   showStats(s) {
@@ -985,7 +988,16 @@ class App {
       remove.textContent = "Remove";
       remove.setAttribute("aria-label", `Remove ${name}`);
       remove.addEventListener("click", () => this.removeExtra(name));
-      li.append(img, label, assign, remove);
+      li.append(img, label, assign);
+      if (extra.person !== undefined) {
+        const unassign = document.createElement("button");
+        unassign.type = "button";
+        unassign.textContent = "Unassign";
+        unassign.title = `Person ${extra.person} follows the main source again`;
+        unassign.addEventListener("click", () => this.conn?.send({ type: "unassign", person: extra.person }));
+        li.append(unassign);
+      }
+      li.append(remove);
       const faces = document.createElement("div");
       faces.className = "faces";
       renderFaces(faces, extra.result, (index) => this.pickFace(name, index));

@@ -65,7 +65,9 @@ export class SwapControls {
   show(supported) {
     for (const field of this.root.querySelectorAll("[data-control]")) {
       const key = field.dataset.control;
-      if (key === "enhance" && !supported) continue; // The enhancer switch predates `controls`.
+      // Without a list (an older server) the basic controls and the enhancer switch, which predate
+      // `controls`, stay as they are; the newer ones need the engine to name them.
+      if (!supported && (key === "enhance" || !(key in SWAP_CONTROLS))) continue;
       field.hidden = !supported?.has(key);
     }
   }

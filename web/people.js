@@ -44,10 +44,11 @@ export function renderPeople(layer, video, people, onPick) {
   // Buttons are kept per person and only moved: a click must not land on a replaced element.
   const old = new Map([...layer.children].map((b) => [b.dataset.person, b]));
   const kept = [];
-  for (const p of people) {
+  for (const [i, p] of people.entries()) {
     if (!Array.isArray(p.box) || p.box.length !== 4) continue;
     const [x1, y1, x2, y2] = p.box;
-    const key = String(p.person);
+    const known = Number.isInteger(p.person); // null while the server does not follow people
+    const key = known ? String(p.person) : `face-${i}`;
     let button = old.get(key);
     if (!button) {
       button = document.createElement("button");
@@ -62,8 +63,8 @@ export function renderPeople(layer, video, people, onPick) {
     button.style.width = `${(x2 - x1) * 100}%`;
     button.style.height = `${(y2 - y1) * 100}%`;
     const who = p.source ? `source ${p.source}` : STATE_TEXT[p.state] ?? "";
-    button.setAttribute("aria-label", `Person ${p.person}${who ? `: ${who}` : ""}`);
-    button.firstChild.textContent = p.source ?? `#${p.person}`;
+    button.setAttribute("aria-label", `${known ? `Person ${p.person}` : "A face"}${who ? `: ${who}` : ""}`);
+    button.firstChild.textContent = p.source ?? (known ? `#${p.person}` : "?");
     button.onclick = (e) => {
       e.stopPropagation();
       onPick({ x: (x1 + x2) / 2, y: (y1 + y2) / 2 });

@@ -47,6 +47,8 @@ class Track:
     mesh: np.ndarray | None = None  # smoothed mesh of the last frame
     score: float = 0.0
     fresh: bool = True  # just created from a detection: refine its ROI once
+    id: int = 0  # unique within its tracker, stable while the face is followed
+    detection: Face | None = None  # the detector's face for this track, on frames the detector ran
 
     @property
     def bbox(self) -> np.ndarray:
@@ -62,6 +64,8 @@ class Track:
 class TrackedFace:
     mesh: np.ndarray  # (468, 2) float32, smoothed
     score: float
+    track_id: int = 0
+    detection: Face | None = None  # set on frames where the detector ran and found this face
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,17 @@ class FaceTracker:
     """Not thread-safe: one per stream."""
 
     def __init__(
-        self, detector: Detector, mesh_model: FaceMeshModel, detect_every: int = 5, fps: float = 30.0
+        self,
+        detector: Detector,
+        mesh_model: FaceMeshModel,
+        detect_every: int = 5,
+        fps: float = 30.0,
+        smoothing: bool = True,
     ) -> None:
         self.detector = detector
+        # Off where the mesh only carries other points (the neural engine): the filter's lag on a
+        # moving face would misplace them, and the detector's points are steadier than the mesh.
+        self.smoothing = smoothing
         self.mesh_model = mesh_model
         self.detect_every = max(1, int(detect_every))
         self.fps = fps  # nominal rate: the time step when a frame comes without a timestamp
@@ -86,6 +98,7 @@ class FaceTracker:
         self._since_detect = 0
         self._untracked: list[Face] = []
         self._t: float | None = None
+        self._next_id = 0
 
     def reset(self) -> None:
         self.tracks = []
@@ -105,6 +118,8 @@ class FaceTracker:
         timings = {"detect": 0.0, "landmarks": 0.0}
         t_now = self._clock(timestamp_s)
         found: list[Face] | None = None
+        for track in self.tracks:
+            track.detection = None
         if not self.tracks or self._untracked or self._since_detect >= self.detect_every - 1:
             found = self._detect(frame, many, timings)
         else:
@@ -119,7 +134,7 @@ class FaceTracker:
             kept_alive = [t for t in self.tracks if t in alive]
             alive = self._track(frame, t_now, [t for t in self.tracks if t not in alive], kept_alive, timings)
         self.tracks = alive
-        faces = [TrackedFace(t.mesh, t.score) for t in alive if t.mesh is not None]
+        faces = [TrackedFace(t.mesh, t.score, t.id, t.detection) for t in alive if t.mesh is not None]
         untracked = (
             []
             if found is None
@@ -140,9 +155,13 @@ class FaceTracker:
         for face in chosen:
             match = next((t for t in self.tracks if m.box_iou(t.bbox, face.bbox) > MATCH_IOU), None)
             if match is not None and match not in kept:
+                match.detection = face
                 kept.append(match)  # its mesh-based ROI is better than a fresh box
             else:
-                kept.append(Track(roi=roi_from_detection(face.bbox, face.kps)))
+                self._next_id += 1
+                kept.append(
+                    Track(roi=roi_from_detection(face.bbox, face.kps), id=self._next_id, detection=face)
+                )
         if many or not chosen:
             # Faces the detector missed this time stay while their landmarks still see a face.
             kept += [t for t in self.tracks if t not in kept]
@@ -178,7 +197,7 @@ class FaceTracker:
                 continue
             box = m.mesh_bbox(mesh)
             size = float(max(box[2] - box[0], box[3] - box[1]))
-            track.mesh = track.filter(mesh, t_now, size)
+            track.mesh = track.filter(mesh, t_now, size) if self.smoothing else mesh
             track.roi = _stable_roi(track.roi, roi_from_mesh(track.mesh))
             if any(m.box_iou(track.bbox, other.bbox) > DUPLICATE_IOU for other in alive):
                 continue

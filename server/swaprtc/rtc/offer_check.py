@@ -55,8 +55,15 @@ def check_fingerprint(value: str) -> None:
         )
 
 
+# SDP is text (RFC 8866): no NUL or other control characters besides the line ends and tabs.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def check_offer_attributes(sdp: str) -> None:
-    """Raise BadOfferError for a malformed ice-ufrag, ice-pwd or fingerprint on any line."""
+    """Raise BadOfferError for control characters, or a malformed ice-ufrag, ice-pwd or
+    fingerprint on any line."""
+    if CONTROL_CHARS.search(sdp):
+        raise BadOfferError("the offer SDP contains control characters")
     for raw in sdp.splitlines():
         line = raw.strip()
         if line.startswith("a=ice-ufrag:"):
