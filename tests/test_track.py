@@ -437,3 +437,28 @@ async def test_pixel_work_stays_off_the_event_loop(astronaut_bgr: np.ndarray, po
     assert track.stats.hidden_frames >= 2 and track.stats.swapped_frames >= 2  # both paths ran
     assert is_painted(frames[-1]) and diff(frames[-1][OTHER], astronaut_bgr[OTHER]) > 8
     assert seen == set(), f"pixel work on the event loop: {seen}"
+
+
+def test_one_frame_converted_by_two_threads_at_once(astronaut_bgr: np.ndarray) -> None:
+    """The swap job and the guard can convert the same decoded frame at the same moment (a frame
+    whose own swap misses the deadline). PyAV's per-frame converter deadlocks when shared; the
+    pool gives each thread its own."""
+    import threading
+
+    pool = InferencePool(1)
+    try:
+        for _ in range(40):
+            frame = to_video_frame(astronaut_bgr, 0)
+            results: list[np.ndarray] = []
+            threads = [
+                threading.Thread(target=lambda f=frame, r=results: r.append(pool.to_bgr(f)), daemon=True)
+                for _ in range(2)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert not any(t.is_alive() for t in threads), "conversion deadlocked"
+            assert len(results) == 2 and np.array_equal(results[0], results[1])
+    finally:
+        pool.shutdown()

@@ -23,7 +23,7 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "quality")
+SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "quality")
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -99,8 +99,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    # "all" means the speed suites; quality needs an optional extra and minutes of CPU.
-    wanted = SUITES[:-1] if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
+    # "all" means the quick speed suites: capacity takes minutes of real sessions, quality needs
+    # an optional extra and minutes of CPU.
+    wanted = SUITES[:-2] if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
     if unknown:
         print(f"swaprtc bench: unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
@@ -111,6 +112,8 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "paste": lambda: _bench_paste(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
+        "session_cost": lambda: _bench_session_cost(args, settings),
+        "capacity": lambda: _bench_capacity(args, settings),
         "quality": lambda: _bench_quality(args, settings),
     }
     for name in wanted:
@@ -193,21 +196,54 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
-    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
-    from swaprtc.embedded.bench import bench_embedded, live_frames
+def _embedded_engine(settings: Settings) -> Any:
+    """The embedded engine as one session's stream runs it: one intra-op thread."""
     from swaprtc.embedded.engine import EmbeddedEngine
 
     store = _store(settings)
-    engine = EmbeddedEngine.from_paths(
+    return EmbeddedEngine.from_paths(
         store.ensure("retinaface_mnet025"),
         store.ensure("face_landmark"),
         threads=1,
         detect_every=settings.detect_every,
     )
+
+
+def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
+    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
+    from swaprtc.embedded.bench import bench_embedded, live_frames
+
+    engine = _embedded_engine(settings)
     source = engine.prepare_source(_photo("astronaut.png"))
     stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
     return bench_embedded(engine, stream, source)
+
+
+def _resolutions(args: argparse.Namespace) -> list[str]:
+    return [r.strip() for r in (getattr(args, "resolution", None) or "480p,720p").split(",") if r.strip()]
+
+
+def _bench_session_cost(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Server CPU per frame and step of one embedded-engine session (swaprtc.benchmarks.session_cost)."""
+    from swaprtc.benchmarks.session_cost import bench_session_cost
+
+    engine = _embedded_engine(settings)
+    source = engine.prepare_source(_photo("astronaut.png"))
+    return bench_session_cost(engine, source, _photo("obama.jpg"), args.frames, _resolutions(args))
+
+
+def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Sessions a real server holds (swaprtc.benchmarks.capacity)."""
+    from swaprtc.benchmarks.capacity import CapacityPlan, run_capacity
+
+    workers = [w.strip() for w in (getattr(args, "workers", None) or "1,2").split(",") if w.strip()]
+    plan = CapacityPlan(
+        workers=workers,
+        resolutions=_resolutions(args),
+        max_sessions=args.max_sessions,
+        step_s=args.step_s,
+    )
+    return run_capacity(plan, settings, REPO_DATA)
 
 
 def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:

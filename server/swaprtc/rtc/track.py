@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from swaprtc.casting import CastFace, SessionCasting
 from swaprtc.engine import Casting, Engine, FrameProcessor
@@ -60,6 +62,18 @@ class InferencePool:
         self.threads = max(1, threads)
         self.inference = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-infer")
         self.guard = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-guard")
+        self._local = threading.local()
+
+    def to_bgr(self, frame: VideoFrame) -> np.ndarray:
+        """``frame`` as a BGR array, with this thread's own converter.
+
+        ``VideoFrame.to_ndarray`` converts with a converter kept on the frame: two threads
+        converting one frame at once (the swap job and the guard, when the frame in flight misses
+        its deadline) share it and deadlock (measured with PyAV 18). Each thread keeps its own."""
+        reformatter = getattr(self._local, "reformatter", None)
+        if reformatter is None:
+            reformatter = self._local.reformatter = VideoReformatter()
+        return reformatter.reformat(frame, format="bgr24").to_ndarray()
 
     def run(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
         return asyncio.get_running_loop().run_in_executor(self.inference, partial(fn, *args))
@@ -389,7 +403,7 @@ class SwapTrack(MediaStreamTrack):
         # Runs on the inference executor; one job per track at a time, so the processor (not
         # thread-safe) is only ever used by one thread at once. The decoded frame is converted,
         # swapped, pixelated where needed and converted back here: none of it on the event loop.
-        image = frame.to_ndarray(format="bgr24")
+        image = self._pool.to_bgr(frame)
         if reset:
             self._processor.reset()
         result = self._processor.process(image, source, options, timestamp_s, casting)
@@ -423,12 +437,12 @@ class SwapTrack(MediaStreamTrack):
             # whole-frame pixelation runs right here.
             log.debug("detection for hiding failed; hiding the whole frame", exc_info=True)
             self.stats.hidden = max(1, len(last_faces))
-            return to_video_frame(hide_frame(frame.to_ndarray(format="bgr24")), None)
+            return to_video_frame(hide_frame(self._pool.to_bgr(frame)), None)
         self.stats.hidden = max(detected, len(last_faces))
         return out
 
     def _detect_and_hide(self, frame: VideoFrame, last_faces: tuple[Face, ...]) -> tuple[VideoFrame, int]:
-        image = frame.to_ndarray(format="bgr24")
+        image = self._pool.to_bgr(frame)
         detected = self._engine.detect(image)
         faces = [*detected, *last_faces]
         if faces:

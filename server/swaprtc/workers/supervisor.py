@@ -49,10 +49,10 @@ async def _to_worker(worker: Worker, request: web.Request, body: bytes, about_se
         return unknown_session() if about_session else unavailable("worker_unavailable", "try again")
     try:
         return await forward(client, request, body)
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, aiohttp.ClientError) as exc:
         if about_session and not worker.alive():
             return unknown_session()  # the worker died with the session
-        log.warning("worker %d did not answer %s %s", worker.index, request.method, request.path)
+        log.warning("worker %d did not answer %s %s: %r", worker.index, request.method, request.path, exc)
         return unavailable("worker_unavailable", "the worker did not answer; try again", 502)
 
 
