@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from swaprtc.errors import SwapRTCError
 from swaprtc.resources import default_models_dir
@@ -23,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "io_binding": ("auto", "on", "off"),
     "fp16": ("auto", "on", "off"),
+    "inference_shared_memory": ("auto", "on", "off"),
     "label_position": ("top-left", "top-right", "bottom-left", "bottom-right"),
 }
 
@@ -73,6 +75,11 @@ class Settings:
     # (0 = no scheduler, every call runs on its own).
     batch_window_ms: float = 2.0
     max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
+    # Shared inference tier: grpc://HOST:PORT of a Triton server holding the neural models
+    # (`swaprtc triton-repo`); empty = models run in this process.
+    inference_url: str = ""
+    # Tensors through Triton's system shared memory: auto = when the server can open ours (same host).
+    inference_shared_memory: str = "auto"
     # Disclosure (operator only; the page cannot change these). Every swapped frame carries a
     # visible "AI-generated" label; `swaprtc swap` outputs also carry C2PA content credentials.
     label: bool = True
@@ -153,6 +160,11 @@ class Settings:
                 "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
                 f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
             )
+        if self.inference_url and not _is_grpc_url(self.inference_url):
+            raise SettingsError(
+                f"invalid inference_url {self.inference_url!r} (--inference-url / SWAPRTC_INFERENCE_URL): "
+                "use grpc://HOST:PORT"
+            )
         if not 0.0 <= self.label_opacity <= 1.0:
             raise SettingsError(f"invalid label_opacity {self.label_opacity!r}: must be 0..1")
         if (self.c2pa_cert is None) != (self.c2pa_key is None):
@@ -217,6 +229,14 @@ KNOWN_PROVIDERS = (
     "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
+
+
+def _is_grpc_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "grpc" and bool(parts.hostname) and parts.port is not None
+    except ValueError:
+        return False
 
 
 def normalise_provider(name: str) -> str:
