@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from swaprtc.label import LabelStyle, labeler_for
 from swaprtc.observability.logs import session_context
 from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
-from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
+from swaprtc.rtc.ice import loopback_candidates, parse_ice_servers
 from swaprtc.rtc.offer_check import check_size
 from swaprtc.rtc.sdp import codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
@@ -363,7 +364,12 @@ def create_app(
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
         labeler=labeler_for(settings.label, settings.label_position, settings.label_opacity),
     )
-    pool = InferencePool(settings.inference_threads)
+    threads = settings.inference_threads
+    if engine.describe().get("batching"):
+        # A batching engine's frames mostly wait for their batch: with fewer threads than sessions,
+        # frames of different sessions could never be in one batch.
+        threads = max(threads, settings.max_sessions)
+    pool = InferencePool(threads)
     extra: dict[str, float] = {}
     if never_connected_s is not None:
         extra["never_connected_s"] = never_connected_s
@@ -407,15 +413,22 @@ def create_app(
     app.router.add_get("/{path:(?!api/).+}", serve_static, name="static_file")
 
     app.on_startup.append(_on_startup)
+    app.cleanup_ctx.append(_ice_loopback)
     app.on_shutdown.append(_on_shutdown)
     return app
 
 
 async def _on_startup(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    if settings.ice_loopback:
-        enable_loopback_candidates()
     app[SESSIONS].start()
+
+
+async def _ice_loopback(app: web.Application) -> AsyncIterator[None]:
+    """The loopback candidate patch (rtc/ice.py) for exactly as long as this app runs."""
+    if not app[SETTINGS].ice_loopback:
+        yield
+        return
+    with loopback_candidates():
+        yield
 
 
 async def _on_shutdown(app: web.Application) -> None:
