@@ -258,7 +258,7 @@ async def test_the_supervisor_applies_the_same_checks_in_front() -> None:
 
     from tests.rtc_client import serve_in_process
 
-    settings = Settings(token="tok", rate_session_per_min=6, rate_burst=1, workers="2")
+    settings = Settings(token="tok", rate_session_per_min=6, rate_burst=1, rate_offer_per_min=0, workers="2")
     app = create_supervisor_app(settings, NoWorkers())  # type: ignore[arg-type]
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         async with http.post(base + "/api/session") as resp:
@@ -271,6 +271,10 @@ async def test_the_supervisor_applies_the_same_checks_in_front() -> None:
             assert resp.status == 403 and (await resp.json())["error"]["code"] == "bad_origin"
         async with http.post(base + "/api/session", headers=auth) as resp:
             assert resp.status == 503  # passed the checks; no worker is ready
+        # The supervisor looks into offer bodies for a session id: never a RecursionError 500.
+        for body in (b"[" * 100_000, b"[" * 60_000 + b"]" * 60_000, b'{"a":' * 5000):
+            async with http.post(base + "/api/offer", headers=auth, data=body) as resp:
+                assert resp.status == 503, await resp.text()
         async with http.post(base + "/api/session", headers=auth) as resp:
             assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
             assert int(resp.headers["Retry-After"]) >= 1
