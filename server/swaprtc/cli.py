@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--repo-photos-only", action="store_true", help="quality: skip the group photo fetched with pip"
     )
     bench.add_argument("--sheet", default=None, help="quality: write the contact sheet PNG here")
+    bench.add_argument("--streams", default=None, help="gpu: concurrent stream counts (default 1,4,16,64)")
+    bench.add_argument("--seconds", type=float, default=5.0, help="gpu: seconds per stream count")
+    bench.add_argument(
+        "--weights", choices=["auto", "real", "standins"], default="auto", help="gpu: which neural models"
+    )
+    bench.add_argument("--enhance", action="store_true", help="gpu: run the enhancer too")
     add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
 
     repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")

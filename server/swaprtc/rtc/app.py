@@ -364,7 +364,12 @@ def create_app(
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
         labeler=labeler_for(settings.label, settings.label_position, settings.label_opacity),
     )
-    pool = InferencePool(settings.inference_threads)
+    threads = settings.inference_threads
+    if engine.describe().get("batching"):
+        # A batching engine's frames mostly wait for their batch: with fewer threads than sessions,
+        # frames of different sessions could never be in one batch.
+        threads = max(threads, settings.max_sessions)
+    pool = InferencePool(threads)
     extra: dict[str, float] = {}
     if never_connected_s is not None:
         extra["never_connected_s"] = never_connected_s
