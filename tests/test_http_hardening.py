@@ -25,7 +25,7 @@ from swaprtc.types import Face, SourceFace
 
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
 from tests.raw_http import host_port, request_bytes, send_raw
-from tests.rtc_client import serve_in_process
+from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
 
 UNLIMITED: dict[str, Any] = {"rate_session_per_min": 0, "rate_offer_per_min": 0, "rate_source_per_min": 0}
 
@@ -207,9 +207,11 @@ class RecordingEngine(PaintEngine):
 async def test_parallel_uploads_run_on_their_own_bounded_executor(astronaut_bgr: np.ndarray) -> None:
     engine = RecordingEngine()
     settings = Settings(upload_threads=1, max_queued_uploads=4, **UNLIMITED)
-    async with served(settings, engine) as api:
+    async with served(settings, engine) as api, SwapClient(api.base) as live:
+        await live.connect(SyntheticCamera(astronaut_bgr, 15))  # live video meanwhile
         sid = await api.session()
         image = jpg(astronaut_bgr)
+        before, started = len(live.received), time.monotonic()
         results = await asyncio.gather(
             *(
                 api.call(
@@ -221,6 +223,9 @@ async def test_parallel_uploads_run_on_their_own_bounded_executor(astronaut_bgr:
                 for _ in range(30)
             )
         )
+        elapsed = time.monotonic() - started
+        during = len(live.received) - before
+    assert during >= max(2, elapsed), (during, elapsed)  # the stream went on during the burst
     statuses = [status for status, _, _ in results]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(200) >= 5

@@ -319,10 +319,12 @@ def access_middlewares(settings: Settings) -> list[Any]:
     limits are then global); requests it forwards over a worker's private unix socket were checked
     there and pass."""
     burst = settings.rate_burst
+    sources = RateLimiter(settings.rate_source_per_min, burst)  # uploads and re-picks share it
     limits = {
         ("POST", "/api/session"): RateLimiter(settings.rate_session_per_min, burst),
         ("POST", "/api/offer"): RateLimiter(settings.rate_offer_per_min, burst),
-        ("POST", "/api/source"): RateLimiter(settings.rate_source_per_min, burst),
+        ("POST", "/api/source"): sources,
+        ("POST", "/api/source/select"): sources,
     }
     return [
         origin_middleware(settings.allowed_origins, exempt=via_unix_socket),
@@ -455,6 +457,8 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    if settings.token:
+        log.info("every API call needs the access token (--token / SWAPRTC_TOKEN)")
     return run_public(app, settings, ssl_context)
 
 
