@@ -87,7 +87,8 @@ async def test_metrics_count_a_real_session(
         for _ in range(60):  # a busy machine may need a while for the first swapped frames
             await asyncio.sleep(0.5)
             during = await scrape(http, base)
-            if value(during, "swaprtc_frames_swapped_total") >= 5:
+            swapped = value(during, "swaprtc_frames_swapped_total")
+            if swapped >= 5 and value(during, "swaprtc_frames_out_total") >= 10:
                 break
         received = len(client.received)
     assert value(during, "swaprtc_sessions", state="open") == 1
