@@ -63,6 +63,7 @@ SERVE = [
     "keepalive_timeout_s",
     "upload_threads",
     "max_queued_uploads",
+    "max_uploads_per_client",
 ]
 DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--repo-photos-only", action="store_true", help="quality: skip the group photo fetched with pip"
     )
     bench.add_argument("--sheet", default=None, help="quality: write the contact sheet PNG here")
+    bench.add_argument("--streams", default=None, help="gpu: concurrent stream counts (default 1,4,16,64)")
+    bench.add_argument("--seconds", type=float, default=5.0, help="gpu: seconds per stream count")
+    bench.add_argument(
+        "--weights", choices=["auto", "real", "standins"], default="auto", help="gpu: which neural models"
+    )
+    bench.add_argument("--enhance", action="store_true", help="gpu: run the enhancer too")
     add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
 
     repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")
