@@ -493,9 +493,13 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
     page.get_by_test_id("opt-many-faces").focus()
     page.keyboard.press("Space")
     page.get_by_test_id("opt-strength").fill("0.5")
+    mirrored = "getComputedStyle(document.getElementById('local-video')).transform.startsWith('matrix(-1')"
+    assert page.get_by_test_id("opt-mirror").is_checked() and page.evaluate(mirrored)  # by default
+    page.get_by_test_id("opt-mirror").uncheck()
     page.reload()
     assert page.get_by_test_id("opt-many-faces").is_checked()
     assert page.get_by_test_id("opt-strength").input_value() == "0.5"
+    assert not page.get_by_test_id("opt-mirror").is_checked() and not page.evaluate(mirrored)
 
 
 def test_browser_tabs_are_separate_sessions(browser: Browser, server_url: str) -> None:
