@@ -673,6 +673,10 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         # Stop in the main page: the output window says so instead of freezing on the last frame.
         page.get_by_test_id("stop-button").click()
         popup.get_by_test_id("output-note").wait_for(state="visible", timeout=5_000)
+        # A new stream (Start again, or a reconnect) is picked up by the open output window.
+        page.get_by_test_id("start-button").click()
+        popup.get_by_test_id("output-note").wait_for(state="hidden", timeout=PLAY_TIMEOUT_MS)
+        _wait_playing(popup, "output-video")
     finally:
         context.close()
 
