@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench venv triton-venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,6 +12,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# A real Triton server for tests/test_triton.py: nvidia-pytriton's tritonserver binary needs a
+# Python with a shared libpython (Debian's python3.11; pyenv builds are static), in its own venv.
+TRITON_BASE_PYTHON ?= /usr/bin/python3.11
+TRITON_VENV := .cache/triton-venv
+TRITON_STAMP := $(TRITON_VENV)/.installed-pytriton-0.7.0
+
+$(TRITON_STAMP):
+	test -x $(TRITON_VENV)/bin/python || $(TRITON_BASE_PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --disable-pip-version-check -q nvidia-pytriton==0.7.0 onnxruntime numpy
+	touch $(TRITON_STAMP)
+
+triton-venv: $(TRITON_STAMP)
 
 run: $(STAMP)
 	$(BIN)/swaprtc serve $(ARGS)

@@ -350,7 +350,11 @@ def test_browser_swaps_the_camera_face(
         timeout=5_000,
     )
     assert page.get_by_test_id("stats-overlay").is_visible()
-    assert float(fps_out.inner_text()) >= 0
+    # Frames flow: the server's measured output rate becomes positive (the first message may say 0).
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=stat-fps-out]').textContent) > 0", timeout=10_000
+    )
+    assert float(fps_out.inner_text()) > 0
     assert page.get_by_test_id("stat-engine").inner_text() not in ("", "–")
     # The codec the browser negotiated is the one the server asked for.
     codec = page.get_by_test_id("stat-codec")
@@ -489,9 +493,13 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
     page.get_by_test_id("opt-many-faces").focus()
     page.keyboard.press("Space")
     page.get_by_test_id("opt-strength").fill("0.5")
+    mirrored = "getComputedStyle(document.getElementById('local-video')).transform.startsWith('matrix(-1')"
+    assert page.get_by_test_id("opt-mirror").is_checked() and page.evaluate(mirrored)  # by default
+    page.get_by_test_id("opt-mirror").uncheck()
     page.reload()
     assert page.get_by_test_id("opt-many-faces").is_checked()
     assert page.get_by_test_id("opt-strength").input_value() == "0.5"
+    assert not page.get_by_test_id("opt-mirror").is_checked() and not page.evaluate(mirrored)
 
 
 def test_browser_tabs_are_separate_sessions(browser: Browser, server_url: str) -> None:
@@ -665,6 +673,10 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         # Stop in the main page: the output window says so instead of freezing on the last frame.
         page.get_by_test_id("stop-button").click()
         popup.get_by_test_id("output-note").wait_for(state="visible", timeout=5_000)
+        # A new stream (Start again, or a reconnect) is picked up by the open output window.
+        page.get_by_test_id("start-button").click()
+        popup.get_by_test_id("output-note").wait_for(state="hidden", timeout=PLAY_TIMEOUT_MS)
+        _wait_playing(popup, "output-video")
     finally:
         context.close()
 

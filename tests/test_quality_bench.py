@@ -61,8 +61,11 @@ def test_quality_suite_judges_swaps(
     for row in report["rows"]:
         assert row["d_src_tgt"] > 0.6  # different people
         assert row["embedded"]["d_out_src"] >= 0.0 and row["embedded"]["d_out_tgt"] >= 0.0
-    # The naive whole-face paste carries the source's identity on these pairs.
+    # The naive whole-face paste carries the source's identity on these pairs, and so does the
+    # embedded engine now, clearly more than it did before issue 10.
     assert methods["naive_paste"]["closer_to_source"] == 1.0
+    assert methods["embedded"]["closer_to_source"] == 1.0
+    assert methods["embedded"]["median_id_transfer"] > methods["embedded_before"]["median_id_transfer"] + 0.05
     image = cv2.imread(str(sheet))
     assert image is not None and report["contact_sheet"]["pairs"] == 6
     assert image.shape[0] > 6 // 2 * 112 and image.shape[1] > 2 * 6 * 112

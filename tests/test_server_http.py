@@ -352,6 +352,12 @@ def test_control_messages() -> None:
     mixed = handle_message('{"type": "settings", "strength": "x", "enhance": true}', options, False)
     assert mixed.options.enhance and mixed.options.strength == 1.0
     assert mixed.replies[0]["code"] == "bad_settings"
+    # The embedded engine's keys: how far to move towards the source's shape, and the mouth mask.
+    shaped = handle_message('{"type": "settings", "shape": 0.25, "mouth_mask": true}', options, False)
+    assert shaped.options.shape == 0.25 and shaped.options.mouth_mask and shaped.replies == ()
+    for bad in ('{"type": "settings", "shape": 1.5}', '{"type": "settings", "shape": "far"}'):
+        result = handle_message(bad, options, False)
+        assert result.replies[0]["code"] == "bad_settings" and result.options.shape == options.shape
 
 
 async def test_control_channel_silence_and_bitrate_policy(api: Api) -> None:

@@ -18,11 +18,13 @@ from swaprtc.rtc.sources import MAX_SOURCES
 from swaprtc.settings import Settings
 from swaprtc.types import Face
 
+from tests.conftest import load_bgr
 from tests.engine_doubles import PaintEngine
 from tests.rtc_client import serve_in_process
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+    from swaprtc.models.store import ModelStore
 
 
 def jpg(image: np.ndarray) -> bytes:
@@ -207,3 +209,23 @@ def test_turned_faces_are_told_from_tilted_ones(detector: RetinaFaceDetector, gr
     kps[2, 0] += (kps[1, 0] - kps[0, 0]) / 3
     turned = Face(bbox=face.bbox, score=face.score, kps=kps)
     assert [w.code for w in face_warnings(grace_bgr, turned)] == ["turned"]
+
+
+async def test_upload_warns_when_much_of_the_face_is_hidden(model_store: ModelStore) -> None:
+    # The embedded engine measures how much of the face the photo hides (mirrored from the other
+    # side): a turned head says so with a percentage, a frontal one gets no warning.
+    from swaprtc.embedded.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine.from_store(model_store, Settings())
+    app = create_app(Settings(), engine)
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        api = Api(base, http, app)
+        status, body = await api.call("POST", "/api/session")
+        api.sid = body["session_id"]
+        status, body = await api.upload(load_bgr("obama_turned.jpg"))
+        assert status == 200, body
+        turned = [w for w in body["warnings"] if w["code"] == "turned"]
+        assert len(turned) == 1 and "%" in turned[0]["message"], body["warnings"]
+        assert body["faces"][0]["warnings"] == body["warnings"]
+        status, body = await api.upload(load_bgr("obama.jpg"))
+        assert status == 200 and body["warnings"] == [], body

@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "quality")
+SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "gpu", "quality")
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -99,9 +100,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    # "all" means the quick speed suites: capacity takes minutes of real sessions, quality needs
-    # an optional extra and minutes of CPU.
-    wanted = SUITES[:-2] if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
+    # "all" means the quick speed suites: capacity takes minutes of real sessions, gpu minutes of
+    # neural models (seconds per call on a CPU), quality needs an optional extra and minutes of CPU.
+    slow = ("capacity", "gpu", "quality")
+    quick = tuple(s for s in SUITES if s not in slow)
+    wanted = quick if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
     if unknown:
         print(f"swaprtc bench: unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
@@ -114,6 +117,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "neural": lambda: _bench_neural(args.frames, settings),
         "session_cost": lambda: _bench_session_cost(args, settings),
         "capacity": lambda: _bench_capacity(args, settings),
+        "gpu": lambda: _bench_gpu(args, settings),
         "quality": lambda: _bench_quality(args, settings),
     }
     for name in wanted:
@@ -129,7 +133,6 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
-STANDINS_DIR = Path(os.environ.get("SWAPRTC_STANDINS_DIR", Path.home() / ".cache/swaprtc/standins"))
 
 
 def _photo(name: str) -> np.ndarray:
@@ -254,40 +257,13 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
     them this runs random-weight stand-ins with the real architectures (tools/build_standins.py):
     realistic compute, meaningless pixels.
     """
-    from swaprtc.pipeline.detector import RetinaFaceDetector
-    from swaprtc.pipeline.embedder import ArcFaceEmbedder
-    from swaprtc.pipeline.enhancer import GfpganEnhancer
-    from swaprtc.pipeline.neural import NeuralEngine
-    from swaprtc.pipeline.swapper import InSwapper, load_emap
+    from swaprtc.inference.bench import load_models
     from swaprtc.types import SwapOptions
 
-    store = _store(settings)
-    real = all(store.available(n) for n in ("w600k_r50", "inswapper_128"))
-    if real:
-        engine = NeuralEngine.from_store(store, settings)
-        weights = "real"
-    else:
-        if not (STANDINS_DIR / "inswapper_128.onnx").exists():
-            raise FileNotFoundError(
-                f"no neural models in {settings.models_dir} and no stand-ins in {STANDINS_DIR}: "
-                "run `python tools/build_standins.py` (needs `pip install torch==2.13.0`)"
-            )
-        import onnxruntime as ort
-
-        providers = [p for p in settings.providers if p in ort.get_available_providers()]
-
-        def session(name: str) -> ort.InferenceSession:
-            return ort.InferenceSession(str(STANDINS_DIR / name), providers=providers)
-
-        inswapper = STANDINS_DIR / "inswapper_128.onnx"
-        gfpgan = STANDINS_DIR / "GFPGANv1.4.onnx"
-        engine = NeuralEngine(
-            RetinaFaceDetector(store.session("retinaface_mnet025")),
-            ArcFaceEmbedder(session("w600k_r50.onnx")),
-            InSwapper(session("inswapper_128.onnx"), load_emap(inswapper)),
-            GfpganEnhancer(session("GFPGANv1.4.onnx")) if gfpgan.exists() else None,
-        )
-        weights = f"random-weight stand-ins from {STANDINS_DIR}"
+    # Detector on every frame, no batching: what one call of each stage costs.
+    models = load_models(replace(settings, detect_every=1, batch_window_ms=0))
+    engine = models.engine(batching=False)
+    weights = models.label
     source = engine.prepare_source(_photo("astronaut.png"))
     target = cv2.resize(_photo("grace_hopper.jpg"), (640, 480))
     n = max(2, min(frames, 5))  # each CPU call takes seconds
@@ -304,6 +280,23 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
         out[label] = {k: round(statistics.median(v), 2) for k, v in per_stage.items()}
         out[label]["n"] = n
     return out
+
+
+def _bench_gpu(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The neural engine as a GPU engine: stages, one 720p session, 1-64 streams with and without
+    batching (swaprtc.inference.bench, which needs no aiortc/PyAV)."""
+    from swaprtc.inference.bench import STREAM_LEVELS, load_models, run_gpu_suite
+
+    levels = tuple(int(x) for x in args.streams.split(",")) if args.streams else STREAM_LEVELS
+    models = load_models(settings, args.weights)
+    return run_gpu_suite(
+        models,
+        frames=args.frames,
+        levels=levels,
+        seconds=args.seconds,
+        enhance=args.enhance,
+        progress=lambda msg: print(f"swaprtc bench gpu: {msg}", file=sys.stderr),
+    )
 
 
 QUALITY_CACHE = Path(os.environ.get("SWAPRTC_QUALITY_CACHE", Path.home() / ".cache/swaprtc/quality"))

@@ -11,7 +11,17 @@ from swaprtc.errors import SwapRTCError
 from swaprtc.observability.logs import configure_logging
 from swaprtc.settings import Settings, add_settings_flags
 
-COMMON = ["models_dir", "engine", "providers", "detector", "auto_download", "log_level", "log_format"]
+COMMON = [
+    "models_dir",
+    "engine",
+    "providers",
+    "detector",
+    "auto_download",
+    "log_level",
+    "log_format",
+    "inference_url",
+    "inference_shared_memory",
+]
 GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",
@@ -53,6 +63,7 @@ SERVE = [
     "keepalive_timeout_s",
     "upload_threads",
     "max_queued_uploads",
+    "max_uploads_per_client",
 ]
 DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
@@ -103,7 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--repo-photos-only", action="store_true", help="quality: skip the group photo fetched with pip"
     )
     bench.add_argument("--sheet", default=None, help="quality: write the contact sheet PNG here")
+    bench.add_argument("--streams", default=None, help="gpu: concurrent stream counts (default 1,4,16,64)")
+    bench.add_argument("--seconds", type=float, default=5.0, help="gpu: seconds per stream count")
+    bench.add_argument(
+        "--weights", choices=["auto", "real", "standins"], default="auto", help="gpu: which neural models"
+    )
+    bench.add_argument("--enhance", action="store_true", help="gpu: run the enhancer too")
     add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
+
+    repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")
+    repo.add_argument("out", help="repository folder to write (models are copied, or linked with --link)")
+    repo.add_argument("--link", action="store_true", help="symlink the model files instead of copying")
+    repo.add_argument("--max-batch", type=int, default=16, help="max_batch_size of batchable models")
+    repo.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching queue delay")
+    repo.add_argument("--instances", type=int, default=1, help="model instances per device")
+    repo.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="instance group kind")
+    repo.add_argument("--no-tensorrt", action="store_true", help="no TensorRT accelerator")
+    repo.add_argument("--fp32", action="store_true", help="TensorRT in FP32 instead of FP16")
+    repo.add_argument(
+        "--trt-cache", default=None, help="TensorRT engine cache path inside the Triton container"
+    )
+    repo.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_settings_flags(repo, ["models_dir", "log_level", "log_format"])
     return parser
 
 
@@ -124,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swaprtc.models.cli import run_models
 
             return run_models(args, settings)
+        if args.command == "triton-repo":
+            from swaprtc.inference.triton_repo import run_triton_repo
+
+            return run_triton_repo(args, settings)
         if args.command == "bench":
             from swaprtc.bench import run_bench
 

@@ -35,6 +35,8 @@ def choose_engine(settings: Settings, store: ModelStore) -> str:
         raise ModelError(
             f"unknown engine {settings.engine!r}: use auto, neural or embedded", code="bad_engine"
         )
+    if settings.inference_url:  # the neural models run on the shared inference server
+        return "neural"
     if all(store.available(n) for n in NEURAL_MODELS) and gpu_in_use(store):
         return "neural"
     return "embedded"
@@ -51,6 +53,18 @@ def build_engine(settings: Settings, store: ModelStore | None = None) -> Engine:
     if name == "neural":
         from swaprtc.pipeline.neural import NeuralEngine
 
+        if settings.inference_url:
+            from swaprtc.inference.loader import neural_batching, neural_tracking
+            from swaprtc.inference.triton import triton_neural_runners
+
+            # The models run on the inference server; tracking (the small face mesh) and the
+            # process's own batching stay here, so Triton gets fewer, larger calls.
+            runners = triton_neural_runners(settings)
+            return NeuralEngine.from_runners(
+                runners,
+                tracking=neural_tracking(store, settings),
+                batching=neural_batching(runners, settings),
+            )
         return NeuralEngine.from_store(store, settings)
     from swaprtc.embedded.engine import EmbeddedEngine
 

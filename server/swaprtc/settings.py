@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from swaprtc.errors import SwapRTCError
 from swaprtc.resources import default_models_dir
@@ -23,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log_format": ("text", "json"),
     "io_binding": ("auto", "on", "off"),
     "fp16": ("auto", "on", "off"),
+    "inference_shared_memory": ("auto", "on", "off"),
     "label_position": ("top-left", "top-right", "bottom-left", "bottom-right"),
 }
 
@@ -73,6 +75,11 @@ class Settings:
     # (0 = no scheduler, every call runs on its own).
     batch_window_ms: float = 2.0
     max_batch: int = 16  # largest batch one model call takes (models fixed at batch 1 stay at 1)
+    # Shared inference tier: grpc://HOST:PORT of a Triton server holding the neural models
+    # (`swaprtc triton-repo`); empty = models run in this process.
+    inference_url: str = ""
+    # Tensors through Triton's system shared memory: auto = when the server can open ours (same host).
+    inference_shared_memory: str = "auto"
     # Disclosure (operator only; the page cannot change these). Every swapped frame carries a
     # visible "AI-generated" label; `swaprtc swap` outputs also carry C2PA content credentials.
     label: bool = True
@@ -101,6 +108,7 @@ class Settings:
     keepalive_timeout_s: float = 30.0
     upload_threads: int = 1  # image decodes and source preparation, apart from live video
     max_queued_uploads: int = 8  # uploads waiting for an upload thread; more get 503 busy
+    max_uploads_per_client: int = 2  # upload bodies one address sends at once; more get 429 busy
 
     def __post_init__(self) -> None:
         # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
@@ -128,6 +136,7 @@ class Settings:
             "max_sdp_bytes",
             "upload_threads",
             "max_queued_uploads",
+            "max_uploads_per_client",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
@@ -152,6 +161,11 @@ class Settings:
             raise SettingsError(
                 "bitrates must satisfy 0 < min_bitrate <= start_bitrate <= max_bitrate "
                 f"(got {self.min_bitrate}, {self.start_bitrate}, {self.max_bitrate})"
+            )
+        if self.inference_url and not _is_grpc_url(self.inference_url):
+            raise SettingsError(
+                f"invalid inference_url {self.inference_url!r} (--inference-url / SWAPRTC_INFERENCE_URL): "
+                "use grpc://HOST:PORT"
             )
         if not 0.0 <= self.label_opacity <= 1.0:
             raise SettingsError(f"invalid label_opacity {self.label_opacity!r}: must be 0..1")
@@ -217,6 +231,14 @@ KNOWN_PROVIDERS = (
     "OpenVINOExecutionProvider",
     "CPUExecutionProvider",
 )
+
+
+def _is_grpc_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "grpc" and bool(parts.hostname) and parts.port is not None
+    except ValueError:
+        return False
 
 
 def normalise_provider(name: str) -> str:

@@ -47,6 +47,9 @@ class SourceFace:
     faces_found: int
     thumbnail_jpeg: bytes
     payload: Any
+    # (code, message) problems the engine found while preparing it, e.g. ("turned", ...) when
+    # much of the face is hidden in the photo; shown to the user with the upload's warnings.
+    warnings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class SwapOptions:
     mouth_mask_blur: float = 0.3  # 0..1, feathering of the mouth mask edge
     mouth_mask_padding: float = 0.1  # 0..1, how far the mouth mask reaches beyond the mouth
     color_correction: bool = False  # match the swapped face's colour to the target's lighting
+    shape: float = 1.0  # embedded: 0..1, how far the target's features move towards the source's proportions
 
 
 @dataclass(frozen=True, eq=False)

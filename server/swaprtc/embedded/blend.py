@@ -1,10 +1,17 @@
-"""Masks, colour transfer and blending for the embedded swap; pure functions of arrays.
+"""Masks and the final composite for the embedded swap; pure functions of arrays.
 
-Everything that only needs low frequencies (masks, lighting) is computed on the coarse grid and
-upsampled, so the full-resolution work per frame is one multiply-add over the face box.
+Everything that only needs low frequencies (masks, colour) is computed on the coarse grid and
+upsampled, so the full-resolution work per frame is one multiply-add and one blend over the box.
+
+The whole inner face comes from the source. The target's own eye interior is kept only while an
+eye is closing or far more open than the source's, and its mouth interior only while the mouth is
+open (or always, with the mouth mask): each by a weight from 0 to 1 that follows the openness, so
+nothing is a fixed hole.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -13,6 +20,15 @@ from swaprtc.embedded import mesh as m
 
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon filling
 _ONE = 1 << _SHIFT
+# Eye keep weight: ramps up as the target's lid gap falls below CLOSING × the source's, or rises
+# above OPENING × the source's.
+CLOSING = (0.55, 0.3)  # ratio where keeping starts, where it is complete
+OPENING = (1.6, 2.1)
+OVAL_SHRINK = 0.3  # the blend edge sits this many feathers inside the face oval
+MOUTH_OPEN = (0.015, 0.05)  # target's lip gap / mouth width where keeping starts, is complete
+# Eyebrows and outer lips: not used for skin colour statistics.
+LEFT_BROW = np.array([70, 63, 105, 66, 107, 55, 65, 52, 53, 46])
+RIGHT_BROW = np.array([300, 293, 334, 296, 336, 285, 295, 282, 283, 276])
 
 
 def _poly(points: np.ndarray) -> np.ndarray:
@@ -27,68 +43,110 @@ def _scaled(points: np.ndarray, factor: float, pad: float) -> np.ndarray:
     return centre + offset * factor + offset / norm * pad
 
 
-def face_masks(
-    grid_mesh: np.ndarray, shape: tuple[int, int], feather: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Blend and skin masks on the coarse grid (float32 in [0, 1]).
+def _ramp(x: float, start: float, full: float) -> float:
+    return float(np.clip((x - start) / (full - start), 0.0, 1.0))
 
-    ``grid_mesh``: the target mesh in grid coordinates; ``feather``: edge softness in grid cells.
-    The blend mask is the face oval shrunk and feathered inside its edge, with the target's eyes
-    and inner mouth cut out (so blinks and open mouths stay the target's own). The skin mask is
-    the same region without feathering, used for colour statistics.
-    """
+
+@dataclass(frozen=True)
+class Keep:
+    """How much of the target's own eye and mouth interiors to keep (0..1 each)."""
+
+    left_eye: float = 0.0
+    right_eye: float = 0.0
+    mouth: float = 0.0
+    mouth_mask: bool = False  # keep the whole mouth (lips and interior), not only an open interior
+    mouth_padding: float = 0.0  # mouth mask only: grow the kept region (fraction of mouth width)
+
+
+def keep_weights(
+    target_mesh: np.ndarray,
+    source_eyes: tuple[float, float],
+    mouth_mask: bool = False,
+    mouth_padding: float = 0.0,
+) -> Keep:
+    """Keep weights from the target's eye and mouth openness against the source's."""
+    eyes = []
+    for t, s in zip(m.eye_openness(target_mesh), source_eyes, strict=True):
+        ratio = t / max(s, 0.02)
+        eyes.append(max(1.0 - _ramp(ratio, CLOSING[1], CLOSING[0]), _ramp(ratio, *OPENING)))
+    mouth = 1.0 if mouth_mask else _ramp(m.mouth_openness(target_mesh), *MOUTH_OPEN)
+    return Keep(eyes[0], eyes[1], mouth, mouth_mask, mouth_padding if mouth_mask else 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Masks:
+    alpha: np.ndarray  # how much of the source to show
+    skin: np.ndarray  # where to measure skin colour (no eyes, brows, lips)
+    boundary: np.ndarray  # the band just inside the blend edge (seam correction)
+
+
+def face_masks(
+    grid_mesh: np.ndarray, shape: tuple[int, int], feather: float, keep: Keep, mouth_blur: float = 0.3
+) -> Masks:
+    """Masks on the coarse grid (float32 in [0, 1]); ``feather`` is the edge softness in cells."""
     rows, cols = shape
     oval = np.zeros((rows, cols), np.uint8)
     # Shrink the oval so the feathered edge lies inside the face and never reaches the box edge.
     cv2.fillPoly(
         oval,
-        [_poly(_scaled(m.blend_outline(grid_mesh), 1.0, -1.2 * feather))],
+        [_poly(_scaled(m.blend_outline(grid_mesh), 1.0, -OVAL_SHRINK * feather))],
         255,
         lineType=cv2.LINE_AA,
         shift=_SHIFT,
     )
-    holes = np.zeros((rows, cols), np.uint8)
-    pad = 0.6 * feather
-    for ring in (m.LEFT_EYE, m.RIGHT_EYE, m.INNER_LIPS):
-        cv2.fillPoly(
-            holes, [_poly(_scaled(grid_mesh[ring], 1.15, pad))], 255, lineType=cv2.LINE_AA, shift=_SHIFT
-        )
     sigma = max(feather / 2.0, 0.5)
     soft_oval = cv2.GaussianBlur(oval, (0, 0), sigma).astype(np.float32) * np.float32(1 / 255)
-    # Holes blur less than they were grown, so the original eye/lip polygons stay at alpha ~0.
-    soft_holes = cv2.GaussianBlur(holes, (0, 0), max(pad / 2.5, 0.5)).astype(np.float32) * np.float32(1 / 255)
-    blend = soft_oval * (1.0 - soft_holes)
-    skin = ((oval > 127) & (holes < 128)).astype(np.float32)
-    return blend, skin
-
-
-def _masked_blur(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised convolution: a Gaussian blur of ``image`` that only averages inside ``mask``."""
-    num = cv2.GaussianBlur(image * mask[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(mask, (0, 0), sigma)[..., None]
-    return num / np.maximum(den, 1e-3)
-
-
-def lighting_gain(
-    target_grid: np.ndarray,
-    source_grid: np.ndarray,
-    skin: np.ndarray,
-    sigma: float,
-) -> np.ndarray:
-    """Per-pixel, per-channel gain (coarse grid) taking the warped source's low-frequency colour
-    and shading to the target's: gain = blur(target) / blur(source), both blurred over skin only.
-    """
-    if skin.sum() < 4:
-        return np.ones(target_grid.shape, np.float32)
-    t = _masked_blur(target_grid.astype(np.float32), skin, sigma)
-    s = _masked_blur(source_grid.astype(np.float32), skin, sigma)
-    return np.clip((t + 4.0) / (s + 4.0), 0.25, 4.0).astype(np.float32)
+    keep_map = np.zeros((rows, cols), np.float32)
+    mouth_width = float(np.linalg.norm(grid_mesh[m.MOUTH_LEFT] - grid_mesh[m.MOUTH_RIGHT]))
+    regions = (
+        (m.LEFT_EYE, keep.left_eye, 1.0, 0.3 * feather, 0.25 * feather),
+        (m.RIGHT_EYE, keep.right_eye, 1.0, 0.3 * feather, 0.25 * feather),
+        (
+            # The mouth mask keeps the lips too (the inner ring has no area while lips touch).
+            m.OUTER_LIPS if keep.mouth_mask else m.INNER_LIPS,
+            keep.mouth,
+            1.0,
+            0.2 * feather + keep.mouth_padding * mouth_width,
+            max(0.25 * feather, mouth_blur * 0.25 * mouth_width),
+        ),
+    )
+    for ring, weight, factor, pad, blur in regions:
+        if weight <= 0:
+            continue
+        hole = np.zeros((rows, cols), np.uint8)
+        cv2.fillPoly(
+            hole, [_poly(_scaled(grid_mesh[ring], factor, pad))], 255, lineType=cv2.LINE_AA, shift=_SHIFT
+        )
+        # Doubled and clipped: the whole interior is kept, the feather lies on its edge only.
+        soft = np.minimum(cv2.GaussianBlur(hole, (0, 0), max(blur, 0.5)).astype(np.float32) * (2 / 255), 1.0)
+        soft *= np.float32(weight)
+        np.maximum(keep_map, soft, out=keep_map)
+    alpha = soft_oval * (1.0 - keep_map)
+    features = np.zeros((rows, cols), np.uint8)
+    for ring, grow in (
+        (m.LEFT_EYE, 1.5),
+        (m.RIGHT_EYE, 1.5),
+        (LEFT_BROW, 1.3),
+        (RIGHT_BROW, 1.3),
+        (m.OUTER_LIPS, 1.2),
+    ):
+        cv2.fillPoly(features, [_poly(_scaled(grid_mesh[ring], grow, 0.5))], 255, shift=_SHIFT)
+    skin = ((oval > 127) & (features < 128)).astype(np.float32)
+    boundary = ((soft_oval > 0.3) & (soft_oval < 0.9)).astype(np.float32)
+    return Masks(alpha, skin, boundary)
 
 
 def composite(
-    target_box: np.ndarray, warped_box: np.ndarray, gain: np.ndarray, alpha: np.ndarray
+    target_box: np.ndarray,
+    warped_box: np.ndarray,
+    gain: np.ndarray,
+    offset: np.ndarray,
+    cap: np.ndarray,
+    alpha: np.ndarray,
 ) -> np.ndarray:
-    """target·(1-α) + warped·gain·α over the face box, uint8 out. ``gain``/``alpha`` full-res."""
+    """target·(1-α) + min(warped·gain + offset, cap)·α over the face box, uint8 out."""
     a = alpha[..., None]
-    out = target_box.astype(np.float32) * (1.0 - a) + warped_box.astype(np.float32) * (gain * a)
+    face = np.minimum(warped_box.astype(np.float32) * gain + offset, cap.astype(np.float32))
+    out = target_box.astype(np.float32)
+    out += (face - out) * a
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -1,9 +1,12 @@
 """The embedded engine: a real face swap from two small permissively licensed models, live on a CPU.
 
-RetinaFace-MNet0.25 finds faces, MediaPipe's face mesh gives 468 landmarks, and the source face's
-texture is warped onto the target mesh triangle by triangle, colour-matched to the target's skin
-and lighting, and blended in with a feathered mask that leaves the target's eyes and mouth interior
-alone. No identity network runs: it is a texture swap, so it needs no GPU and no large download.
+RetinaFace-MNet0.25 finds faces and MediaPipe's face mesh gives 468 landmarks with depth. The
+source's whole inner face (brows, eyes, nose, lips, cheeks) is warped onto the target's live mesh
+triangle by triangle, with the target's features moved part of the way towards the source's
+proportions (swap.py, shape.py); triangles the source photo hides are textured from their mirror
+images (source.py). Colour and light are matched to the target's skin and the face is blended in
+without a seam (color.py, blend.py). The target's own eye and mouth interiors are kept only while
+they close or open (blend.py). No identity network runs, so it needs no GPU and no large download.
 """
 
 from __future__ import annotations
@@ -11,19 +14,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
 from swaprtc.embedded import mesh as m
-from swaprtc.embedded.blend import composite, face_masks, lighting_gain
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
+from swaprtc.embedded.source import HIDDEN_WARNING, SourceTexture, prepare_texture
+from swaprtc.embedded.swap import swap_face
 from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
-from swaprtc.embedded.warp import face_grid, warp_texture
 from swaprtc.engine import Casting, single_source
 from swaprtc.errors import ModelError, NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
@@ -39,23 +40,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "embedded"
-CONTROLS = ("many_faces", "strength")  # live settings (SwapOptions keys) this engine acts on
+CONTROLS = (  # live settings (SwapOptions keys) this engine acts on
+    "many_faces",
+    "strength",
+    "shape",
+    "mouth_mask",
+    "mouth_mask_padding",
+    "mouth_mask_blur",
+)
 DETECTOR_MODEL = "retinaface_mnet025"
 LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
 CONVERTED_LANDMARK_SHA256 = "08e3d7445ee97f1969766762a62baf6d3899c6e5c64974f1240d5ec84a9dbd74"
-TEXTURE_SIZE = 256  # long side of the source face texture (px)
-LIGHT_CELLS = 32  # resolution of the lighting estimate across the face box
-LIGHT_SIGMA = 0.12  # lighting blur, in face widths: shading follows the target, features do not
-
-
-@dataclass(frozen=True, eq=False)
-class SourceTexture:
-    """The embedded engine's SourceFace payload: computed once per upload, memory only."""
-
-    texture: np.ndarray  # (h, w, 3) BGR uint8 crop around the source face
-    mesh: np.ndarray  # (468, 2) float32 source mesh in texture pixels
-    triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh, reused for every frame
 
 
 def make_session(model: Path | str | bytes, threads: int) -> ort.InferenceSession:
@@ -163,7 +159,10 @@ class EmbeddedEngine:
             },
             "threads": self.threads,
             "detect_every": self.detect_every,
-            "method": "mesh texture warp (piecewise affine), colour and lighting matched, feathered blend",
+            "method": (
+                "whole inner face warped by the live mesh (piecewise affine), shape moved towards the "
+                "source, hidden triangles mirrored, colour/light matched, membrane-blended"
+            ),
             "enhancer": False,  # the embedded engine has no enhancer: SwapOptions.enhance is ignored
             "controls": list(CONTROLS),
         }
@@ -172,10 +171,11 @@ class EmbeddedEngine:
         return self.source_detector.detect(frame)
 
     def source_mesh(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, float]:
-        """A still photo's mesh: detector ROI, then twice refined on the mesh's own ROI."""
-        mesh, score = self.mesh_model.run(image, roi_from_detection(face.bbox, face.kps))
+        """A still photo's (468, 3) mesh with depth: detector ROI, then twice refined on the
+        mesh's own ROI."""
+        mesh, score = self.mesh_model.run3d(image, roi_from_detection(face.bbox, face.kps))
         for _ in range(2):
-            mesh, score = self.mesh_model.run(image, roi_from_mesh(mesh))
+            mesh, score = self.mesh_model.run3d(image, roi_from_mesh(mesh))
         return mesh, score
 
     def prepare_source(self, image: np.ndarray, face: Face | None = None) -> SourceFace:
@@ -184,11 +184,20 @@ class EmbeddedEngine:
         if not faces:
             raise NoFaceError("no face found in the source image")
         picked = face if face is not None else faces[0]
-        mesh, score = self.source_mesh(image, picked)
+        xyz, score = self.source_mesh(image, picked)
         if score < PRESENCE_THRESHOLD:
             raise NoFaceError("the face in the source image is not clear enough to map")
-        texture, tex_mesh = _texture(image, mesh)
-        payload = SourceTexture(texture=texture, mesh=tex_mesh, triangles=m.triangulate(tex_mesh))
+        payload = prepare_texture(image, xyz)
+        warnings: tuple[tuple[str, str], ...] = ()
+        if payload.hidden_fraction > HIDDEN_WARNING:
+            warnings = (
+                (
+                    "turned",
+                    f"{round(100 * payload.hidden_fraction)} % of the face is turned away from the camera "
+                    "and is filled in from its other side: a photo looking at the camera swaps better",
+                ),
+            )
+        mesh = np.ascontiguousarray(xyz[:, :2])
         meshed = Face(bbox=m.mesh_bbox(mesh), score=picked.score, kps=m.five_points(mesh), mesh=mesh)
         return SourceFace(
             engine=NAME,
@@ -196,85 +205,11 @@ class EmbeddedEngine:
             faces_found=len(faces),
             thumbnail_jpeg=face_thumbnail(image, m.mesh_bbox(mesh)),
             payload=payload,
+            warnings=warnings,
         )
 
     def open_stream(self) -> EmbeddedProcessor:
         return EmbeddedProcessor(self)
-
-
-def _crop_box(mesh: np.ndarray, shape: tuple[int, ...], margin: float) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = m.mesh_bbox(mesh)
-    pad = margin * max(x2 - x1, y2 - y1)
-    h, w = shape[:2]
-    return (
-        max(int(x1 - pad), 0),
-        max(int(y1 - pad), 0),
-        min(int(np.ceil(x2 + pad)) + 1, w),
-        min(int(np.ceil(y2 + pad)) + 1, h),
-    )
-
-
-def _texture(image: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The face crop at a bounded resolution, and the mesh in its pixels."""
-    x0, y0, x1, y1 = _crop_box(mesh, image.shape, 0.05)
-    crop = image[y0:y1, x0:x1]
-    scale = min(1.0, TEXTURE_SIZE / max(crop.shape[:2]))
-    if scale < 1.0:
-        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-        scale_xy = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)], dtype=np.float32)
-    else:
-        scale_xy = np.ones(2, dtype=np.float32)
-    # Pixel-index coordinates scale about pixel centres.
-    tex_mesh = (mesh - np.array([x0, y0], np.float32) + 0.5) * scale_xy - 0.5
-    return np.ascontiguousarray(crop), tex_mesh.astype(np.float32)
-
-
-def swap_face(
-    frame: np.ndarray,
-    out: np.ndarray,
-    mesh: np.ndarray,
-    source: SourceTexture,
-    strength: float,
-    max_cells: int,
-    timings: dict[str, float],
-) -> bool:
-    """Warp, colour-match and blend the source onto one target mesh, writing into ``out``.
-
-    Only ``out``'s face box is written. Returns False when the face is too small or off-frame.
-    """
-    start = time.perf_counter()
-    grid = face_grid(mesh[m.FACE_OVAL], frame.shape, max_cells)
-    if grid is None:
-        return False
-    warped = warp_texture(source.texture, source.mesh, mesh, source.triangles, grid)
-    t_warp = time.perf_counter()
-
-    target_box = frame[grid.y0 : grid.y1, grid.x0 : grid.x1]
-    grid_mesh = grid.to_grid(mesh)
-    rows, cols = grid.shape
-    face_cells = float(max(np.ptp(grid_mesh[m.FACE_OVAL], axis=0)))
-    blend_c, skin_c = face_masks(grid_mesh, (rows, cols), feather=max(1.0, 0.06 * face_cells))
-    # Lighting is low-frequency: estimate it on a ~LIGHT_CELLS-wide thumbnail of the face box.
-    width, height = grid.size
-    k = max(width, height) / LIGHT_CELLS
-    small = (max(2, round(width / k)), max(2, round(height / k)))
-    gain_small = lighting_gain(
-        cv2.resize(target_box, small, interpolation=cv2.INTER_AREA),
-        cv2.resize(warped, small, interpolation=cv2.INTER_AREA),
-        cv2.resize(skin_c, small, interpolation=cv2.INTER_AREA),
-        LIGHT_SIGMA * face_cells * grid.step / k,
-    )
-    gain = cv2.resize(gain_small, grid.size, interpolation=cv2.INTER_LINEAR)
-    t_color = time.perf_counter()
-
-    alpha = grid.upsample(blend_c * np.float32(strength))
-    out[grid.y0 : grid.y1, grid.x0 : grid.x1] = composite(target_box, warped, gain, alpha)
-    t_blend = time.perf_counter()
-    timings["warp"] += (t_warp - start) * 1000
-    timings["color"] += (t_color - t_warp) * 1000
-    timings["blend"] += (t_blend - t_color) * 1000
-    return True
 
 
 def _texture_of(source: SourceFace) -> SourceTexture:
@@ -319,6 +254,7 @@ class EmbeddedProcessor:
             Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)
             for t in update.faces
         )
+        depths = {id(f): t.depth for f, t in zip(tracked, update.faces, strict=True)}
         # Faces the detector found but no mesh follows are still faces in the picture: report them.
         faces = tracked + tuple(update.untracked)
         strength = float(np.clip(options.strength, 0.0, 1.0))
@@ -343,7 +279,14 @@ class EmbeddedProcessor:
                 for face, chosen in targets:
                     assert face.mesh is not None
                     if swap_face(
-                        frame, out, face.mesh, _texture_of(chosen), strength, self.engine.max_cells, timings
+                        frame,
+                        out,
+                        face.mesh,
+                        depths.get(id(face)),
+                        _texture_of(chosen),
+                        options,
+                        self.engine.max_cells,
+                        timings,
                     ):
                         swapped += 1
                     else:  # too small or off-frame: left as it was, so the caller must hide it

@@ -105,9 +105,18 @@ class FaceMeshModel:
 
     def run(self, frame: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """(468, 2) float32 landmarks in frame pixels, and the face-presence probability."""
+        mesh, score = self.run3d(frame, roi)
+        return np.ascontiguousarray(mesh[:, :2]), score
+
+    def run3d(self, frame: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+        """(468, 3) float32: x, y in frame pixels and depth z (larger = farther from the camera)
+        in the same pixel scale, and the face-presence probability."""
         pts, score = self.run_tensor(self.crop(frame, roi))
         # Crop coordinates are continuous (pixel i spans [i, i+1]); shift to pixel indices.
         xy = pts[:, :2].astype(np.float64) - 0.5
         affine = roi.crop_to_frame()
-        mesh = xy @ affine[:, :2].T + affine[:, 2]
-        return mesh.astype(np.float32), score
+        out = np.empty((m.NUM_POINTS, 3), np.float32)
+        out[:, :2] = xy @ affine[:, :2].T + affine[:, 2]
+        # The network's z is in crop pixels like x and y; the ROI's scale takes it to the frame.
+        out[:, 2] = pts[:, 2] * (roi.size / INPUT_SIZE)
+        return out, score

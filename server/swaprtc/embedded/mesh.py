@@ -120,6 +120,10 @@ INNER_LIPS = np.array(
     ],
     dtype=np.int64,
 )
+OUTER_LIPS = np.array(
+    [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185],
+    dtype=np.int64,
+)
 NOSE_TIP = 1
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 EYE_OUTER_LEFT, EYE_OUTER_RIGHT = 33, 263  # used for the roll angle, as MediaPipe does
@@ -205,3 +209,24 @@ def blend_outline(mesh: np.ndarray, forehead_keep: float = 0.7) -> np.ndarray:
     height = (oval - centre) @ up
     lift = np.clip(height, 0, None) * (1.0 - forehead_keep)
     return oval - lift[:, None] * up[None, :]
+
+
+# Landmarks that measure how open the eyes and mouth are (lid and lip midpoints, corners).
+LEFT_LIDS, LEFT_CORNERS = (159, 145), (33, 133)
+RIGHT_LIDS, RIGHT_CORNERS = (386, 374), (362, 263)
+LIP_MIDS = (13, 14)
+
+
+def _gap(mesh: np.ndarray, pair: tuple[int, int], across: tuple[int, int]) -> float:
+    width = float(np.linalg.norm(mesh[across[0], :2] - mesh[across[1], :2]))
+    return float(np.linalg.norm(mesh[pair[0], :2] - mesh[pair[1], :2])) / max(width, 1e-6)
+
+
+def eye_openness(mesh: np.ndarray) -> tuple[float, float]:
+    """Lid gap / eye width for the image-left and image-right eye (~0.3 open, < 0.1 closed)."""
+    return _gap(mesh, LEFT_LIDS, LEFT_CORNERS), _gap(mesh, RIGHT_LIDS, RIGHT_CORNERS)
+
+
+def mouth_openness(mesh: np.ndarray) -> float:
+    """Inner lip gap / mouth width (0 closed, ~0.3 wide open)."""
+    return _gap(mesh, LIP_MIDS, (MOUTH_LEFT, MOUTH_RIGHT))

@@ -36,7 +36,8 @@ class MeshFilter:
             self._x, self._t, self._dx = raw, t, 0.0
             return mesh.astype(np.float32)
         dt = t - self._t
-        speed = float(np.linalg.norm(raw - self._x, axis=-1).mean()) / max(scale, 1e-6) / dt
+        # Speed is measured in the image plane; extra columns (depth) are filtered alike.
+        speed = float(np.linalg.norm(raw[..., :2] - self._x[..., :2], axis=-1).mean()) / max(scale, 1e-6) / dt
         self._dx += _alpha(self.d_cutoff, dt) * (speed - self._dx)
         a = _alpha(self.min_cutoff + self.beta * abs(self._dx), dt)
         self._x = self._x + a * (raw - self._x)

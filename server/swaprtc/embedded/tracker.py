@@ -45,6 +45,7 @@ class Track:
     roi: Roi
     filter: MeshFilter = field(default_factory=MeshFilter)
     mesh: np.ndarray | None = None  # smoothed mesh of the last frame
+    depth: np.ndarray | None = None  # (468,) smoothed depth of the same points (frame pixels)
     score: float = 0.0
     fresh: bool = True  # just created from a detection: refine its ROI once
     id: int = 0  # unique within its tracker, stable while the face is followed
@@ -66,6 +67,7 @@ class TrackedFace:
     score: float
     track_id: int = 0
     detection: Face | None = None  # set on frames where the detector ran and found this face
+    depth: np.ndarray | None = None  # (468,) float32 depth of the mesh points, smoothed alike
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,9 @@ class FaceTracker:
             kept_alive = [t for t in self.tracks if t in alive]
             alive = self._track(frame, t_now, [t for t in self.tracks if t not in alive], kept_alive, timings)
         self.tracks = alive
-        faces = [TrackedFace(t.mesh, t.score, t.id, t.detection) for t in alive if t.mesh is not None]
+        faces = [
+            TrackedFace(t.mesh, t.score, t.id, t.detection, t.depth) for t in alive if t.mesh is not None
+        ]
         untracked = (
             []
             if found is None
@@ -180,7 +184,7 @@ class FaceTracker:
         start = time.perf_counter()
         alive = list(alive)
         for track in tracks:
-            mesh, score = self.mesh_model.run(frame, track.roi)
+            mesh, score = self.mesh_model.run3d(frame, track.roi)
             if track.fresh:
                 # A detector box frames the face differently from a mesh ROI: re-run on the mesh's
                 # own ROI until it settles, so the smoothing filter starts from the mesh the next
@@ -190,14 +194,15 @@ class FaceTracker:
                     if settled is track.roi:
                         break
                     track.roi = settled
-                    mesh, score = self.mesh_model.run(frame, track.roi)
+                    mesh, score = self.mesh_model.run3d(frame, track.roi)
                 track.fresh = False
             track.score = score
             if score < PRESENCE_THRESHOLD:
                 continue
             box = m.mesh_bbox(mesh)
             size = float(max(box[2] - box[0], box[3] - box[1]))
-            track.mesh = track.filter(mesh, t_now, size) if self.smoothing else mesh
+            smoothed = track.filter(mesh, t_now, size) if self.smoothing else mesh
+            track.mesh, track.depth = np.ascontiguousarray(smoothed[:, :2]), smoothed[:, 2].copy()
             track.roi = _stable_roi(track.roi, roi_from_mesh(track.mesh))
             if any(m.box_iou(track.bbox, other.bbox) > DUPLICATE_IOU for other in alive):
                 continue

@@ -82,35 +82,57 @@ def face_grid(points: np.ndarray, frame_shape: tuple[int, ...], max_cells: int =
 
 
 def triangle_maps(
-    dst: np.ndarray, src: np.ndarray, triangles: np.ndarray, shape: tuple[int, int]
+    dst: np.ndarray,
+    src: np.ndarray,
+    triangles: np.ndarray,
+    shape: tuple[int, int],
+    src_triangles: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel source coordinates for a piecewise-affine warp.
 
     ``dst`` (N, 2): mesh in the output grid's coordinates; ``src`` (N, 2): the same mesh in source
-    coordinates; ``triangles`` (K, 3) indices. Returns ``map_x, map_y`` of ``shape`` (rows, cols),
-    float32, ``OUTSIDE`` where no triangle covers a pixel.
+    coordinates; ``triangles`` (K, 3) indices. ``src_triangles`` (K, 3), default ``triangles``:
+    the vertices each triangle reads from in ``src`` (a hidden triangle may read its mirror image).
+    Returns ``map_x, map_y`` of ``shape`` (rows, cols), float32, ``OUTSIDE`` where no triangle
+    covers a pixel.
+    """
+    return multi_maps(dst, src, triangles, shape, [(src, src_triangles)])[0]
+
+
+def multi_maps(
+    dst: np.ndarray,
+    cull_src: np.ndarray,
+    triangles: np.ndarray,
+    shape: tuple[int, int],
+    sources: list[tuple[np.ndarray, np.ndarray | None]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``triangle_maps`` for several source meshes at once, sharing one rasterisation of ``dst``.
+
+    Triangles whose orientation differs between ``dst`` and ``cull_src`` are culled for all.
     """
     rows, cols = shape
-    map_x = np.full(rows * cols, OUTSIDE, dtype=np.float32)
-    map_y = np.full(rows * cols, OUTSIDE, dtype=np.float32)
     t = dst[triangles].astype(np.float32)  # (K, 3, 2)
     lo = np.maximum(np.floor(t.min(axis=1)), 0).astype(np.int32)  # (K, 2) x, y
     hi = np.minimum(np.ceil(t.max(axis=1)), np.array([cols - 1, rows - 1])).astype(np.int32)
     size = hi - lo + 1
     e = t[:, 1:] - t[:, :1]  # (K, 2, 2) edge vectors t1 - t0, t2 - t0
     det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
-    s_all = src[triangles].astype(np.float32)
-    f = s_all[:, 1:] - s_all[:, :1]
+    own = cull_src[triangles].astype(np.float32)
+    f = own[:, 1:] - own[:, :1]
     src_det = f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0]
     # A triangle whose orientation flipped between the meshes has folded over: the surface turned
     # away (a head turned further than in the source photo). Drawing it would smear texture over
     # the visible side, so it is culled, like a back face in a renderer.
     facing = det * src_det > 0
     keep = np.flatnonzero(facing & (np.abs(det) > 1e-6) & (size > 0).all(axis=1))
+    maps = []
+    for _ in sources:
+        maps.append(
+            (np.full(rows * cols, OUTSIDE, dtype=np.float32), np.full(rows * cols, OUTSIDE, dtype=np.float32))
+        )
     if keep.size == 0:
-        return map_x.reshape(rows, cols), map_y.reshape(rows, cols)
+        return [(mx.reshape(rows, cols), my.reshape(rows, cols)) for mx, my in maps]
     t, lo, size, e, det = t[keep], lo[keep], size[keep], e[keep], det[keep]
-    s = s_all[keep]
 
     # Barycentric (l1, l2) = B @ (p - t0) with B = inverse of [e1 e2]; written as affine rows in p.
     inv = 1.0 / det
@@ -119,8 +141,6 @@ def triangle_maps(
     bary[:, 0:2], bary[:, 3:5] = b[:, 0:2], b[:, 2:4]
     bary[:, 2] = -(b[:, 0] * t[:, 0, 0] + b[:, 1] * t[:, 0, 1])
     bary[:, 5] = -(b[:, 2] * t[:, 0, 0] + b[:, 3] * t[:, 0, 1])
-    # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0).
-    src_coef = np.concatenate([s[:, 0], s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=1)  # (K, 6)
 
     # All bounding-box pixels of all triangles, flat: triangle id, then column/row inside its box.
     counts = size[:, 0] * size[:, 1]
@@ -136,11 +156,15 @@ def triangle_maps(
     l2 = c[:, 3] * px + c[:, 4] * py + c[:, 5]
     inside = np.flatnonzero((l1 >= -_EPS) & (l2 >= -_EPS) & (l1 + l2 <= 1.0 + _EPS))
     l1, l2 = l1[inside], l2[inside]
-    sc = src_coef[tid[inside]]
+    tin = tid[inside]
     flat = py[inside].astype(np.int32) * cols + px[inside].astype(np.int32)
-    map_x[flat] = sc[:, 0] + l1 * sc[:, 2] + l2 * sc[:, 4]
-    map_y[flat] = sc[:, 1] + l1 * sc[:, 3] + l2 * sc[:, 5]
-    return map_x.reshape(rows, cols), map_y.reshape(rows, cols)
+    for (points, src_tris), (map_x, map_y) in zip(sources, maps, strict=True):
+        s = points[triangles if src_tris is None else src_tris][keep].astype(np.float32)
+        # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0).
+        sc = np.concatenate([s[:, 0], s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=1)[tin]  # (P, 6)
+        map_x[flat] = sc[:, 0] + l1 * sc[:, 2] + l2 * sc[:, 4]
+        map_y[flat] = sc[:, 1] + l1 * sc[:, 3] + l2 * sc[:, 5]
+    return [(mx.reshape(rows, cols), my.reshape(rows, cols)) for mx, my in maps]
 
 
 def warp_texture(
@@ -149,9 +173,22 @@ def warp_texture(
     target_mesh: np.ndarray,
     triangles: np.ndarray,
     grid: Grid,
+    texture_triangles: np.ndarray | None = None,
 ) -> np.ndarray:
     """The texture warped onto ``target_mesh`` over ``grid``'s box: (H, W, 3) uint8."""
-    map_x, map_y = triangle_maps(grid.to_grid(target_mesh), texture_mesh, triangles, grid.shape)
-    return cv2.remap(
-        texture, grid.upsample(map_x), grid.upsample(map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    map_x, map_y = triangle_maps(
+        grid.to_grid(target_mesh), texture_mesh, triangles, grid.shape, texture_triangles
     )
+    return remap_coarse(texture, map_x, map_y, grid)
+
+
+def remap_coarse(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, grid: Grid) -> np.ndarray:
+    """``image`` resampled over ``grid``'s full-resolution box through coarse maps."""
+    return cv2.remap(
+        image, grid.upsample(map_x), grid.upsample(map_y), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def coverage(map_x: np.ndarray) -> np.ndarray:
+    """1 where a triangle covers the coarse grid point, 0 where none does (culled or outside)."""
+    return (map_x > OUTSIDE / 2).astype(np.float32)

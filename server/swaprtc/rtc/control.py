@@ -17,7 +17,7 @@ from typing import Any
 from swaprtc.types import SwapOptions
 
 BOOL_KEYS = ("many_faces", "enhance", "mouth_mask", "color_correction")
-UNIT_KEYS = ("strength", "enhance_blend", "mouth_mask_blur", "mouth_mask_padding")  # numbers 0..1
+UNIT_KEYS = ("strength", "enhance_blend", "mouth_mask_blur", "mouth_mask_padding", "shape")  # numbers 0..1
 MAX_ENHANCE_EVERY = 30
 
 

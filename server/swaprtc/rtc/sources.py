@@ -86,9 +86,18 @@ class NamedSource:
     selected: int
     source: SourceFace
 
+    def warnings_of(self, index: int) -> list[dict[str, str]]:
+        """A face's photo-quality warnings; for the selected face also what the engine found
+        while preparing it (e.g. how much of the face is hidden), one warning per code."""
+        found = [w.to_json() for w in self.faces[index].warnings]
+        if index == self.selected:
+            engine = {code: message for code, message in self.source.warnings}
+            found = [{"code": w["code"], "message": engine.pop(w["code"], w["message"])} for w in found]
+            found += [{"code": code, "message": message} for code, message in engine.items()]
+        return found
+
     def response(self) -> dict[str, object]:
         """The JSON of POST /api/source and /api/source/select (docs/API.md)."""
-        chosen = self.faces[self.selected]
         return {
             "name": self.name,
             "faces_found": len(self.faces),
@@ -96,7 +105,7 @@ class NamedSource:
             "image_size": list(self.image_size),
             "thumbnail": data_url(self.source.thumbnail_jpeg),
             "warning": "several_faces" if len(self.faces) > 1 else None,
-            "warnings": [w.to_json() for w in chosen.warnings],
+            "warnings": self.warnings_of(self.selected),
             "selected": self.selected,
             "faces": [
                 {
@@ -104,7 +113,7 @@ class NamedSource:
                     "box": [round(float(v), 1) for v in f.face.bbox[:4]],
                     "score": round(float(f.face.score), 4),
                     "thumbnail": data_url(f.thumbnail_jpeg),
-                    "warnings": [w.to_json() for w in f.warnings],
+                    "warnings": self.warnings_of(i),
                 }
                 for i, f in enumerate(self.faces)
             ],

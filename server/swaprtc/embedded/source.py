@@ -1,0 +1,131 @@
+"""The embedded engine's prepared source face: texture levels, 3-D mesh, and which triangles the
+photo hides. Computed once per upload, kept in memory only; pure functions of arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from swaprtc.embedded import mesh as m
+from swaprtc.embedded.shape import follower_weights
+from swaprtc.embedded.symmetry import symmetry_map
+
+TEXTURE_SIZE = 512  # long side of the largest source texture level (px)
+MIN_LEVEL_SIZE = 48  # smallest level kept (px, long side)
+# A point whose surroundings the photo shows at less than MIRROR_START of its mirror image's
+# (projected area relative to 3-D area) is turned away: its texture is blended over to the mirror
+# image's, completely below MIRROR_FULL. A smooth per-point weight, so no triangle edge shows.
+MIRROR_START, MIRROR_FULL = 0.6, 0.35
+HIDDEN_WARNING = 0.12  # share of the face's 3-D area filled from the mirror that earns a warning
+
+
+@dataclass(frozen=True, eq=False)
+class SourceTexture:
+    """The embedded engine's SourceFace payload."""
+
+    levels: tuple[np.ndarray, ...]  # BGR uint8 crops of the face, largest first, each half the last
+    mesh: np.ndarray  # (468, 2) float32 mesh in level-0 pixels
+    xyz: np.ndarray  # (468, 3) float32 mesh with depth, in photo pixels (for shape transfer)
+    triangles: np.ndarray  # (K, 3) int32 fixed topology, reused for every frame
+    mirror_weight: np.ndarray  # (468,) float32: 0 = own texture, 1 = the mirror image's
+    symmetry: np.ndarray  # (468,) int64 symmetry.symmetry_map(), kept at hand for every frame
+    mirrored: np.ndarray  # (K,) bool: triangle mostly textured from its mirror image
+    hidden_fraction: float  # share of the face's 3-D area hidden in the photo
+    eye_open: tuple[float, float]  # openness of the image-left and image-right eye
+    mouth_open: float
+    follow_weights: np.ndarray  # shape.follower_weights() of this face
+
+    @property
+    def texture(self) -> np.ndarray:
+        return self.levels[0]
+
+    def level_for(self, face_px: float) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest texture level still at least ``face_px`` across (no minification
+        aliasing, no upsampling while avoidable), and the mesh in its pixels."""
+        size0 = float(max(np.ptp(self.mesh, axis=0)))
+        level = 0
+        while level + 1 < len(self.levels) and size0 / 2 ** (level + 1) >= face_px:
+            level += 1
+        f = np.float32(0.5**level)
+        return self.levels[level], (self.mesh + 0.5) * f - 0.5
+
+
+def _crop_box(mesh: np.ndarray, shape: tuple[int, ...], margin: float) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = m.mesh_bbox(mesh)
+    pad = margin * max(x2 - x1, y2 - y1)
+    h, w = shape[:2]
+    return (
+        max(int(x1 - pad), 0),
+        max(int(y1 - pad), 0),
+        min(int(np.ceil(x2 + pad)) + 1, w),
+        min(int(np.ceil(y2 + pad)) + 1, h),
+    )
+
+
+def texture_levels(image: np.ndarray, mesh: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The face crop at most TEXTURE_SIZE long and its halvings, and the mesh in level-0 pixels."""
+    x0, y0, x1, y1 = _crop_box(mesh, image.shape, 0.05)
+    crop = image[y0:y1, x0:x1]
+    scale_xy = np.ones(2, dtype=np.float32)
+    if max(crop.shape[:2]) > TEXTURE_SIZE:
+        scale = TEXTURE_SIZE / max(crop.shape[:2])
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        scale_xy = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)], dtype=np.float32)
+    # Pixel-index coordinates scale about pixel centres.
+    tex_mesh = (mesh[:, :2] - np.array([x0, y0], np.float32) + 0.5) * scale_xy - 0.5
+    levels = [np.ascontiguousarray(crop)]
+    while max(levels[-1].shape[:2]) // 2 >= MIN_LEVEL_SIZE:
+        prev = levels[-1]
+        levels.append(
+            cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        )
+    return tuple(levels), tex_mesh.astype(np.float32)
+
+
+def foreshortening(xyz: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per triangle: |n_z| / |n| (1 = facing the camera, 0 = edge-on) and its 3-D area."""
+    p = xyz[triangles].astype(np.float64)
+    n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    area = np.linalg.norm(n, axis=1)
+    return np.abs(n[:, 2]) / np.maximum(area, 1e-9), area / 2
+
+
+def mirror_weights(xyz: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per point, how much to texture it from its mirror image (0..1); per triangle, whether it is
+    mostly mirrored; and the share of the face's 3-D area that is hidden (mirror-textured)."""
+    ratio, area = foreshortening(xyz, triangles)
+    # Each point's visibility: the area-weighted foreshortening of the triangles around it.
+    num = np.zeros(m.NUM_POINTS)
+    den = np.zeros(m.NUM_POINTS)
+    for corner in range(3):
+        np.add.at(num, triangles[:, corner], ratio * area)
+        np.add.at(den, triangles[:, corner], area)
+    seen = num / np.maximum(den, 1e-9)
+    relative = seen / np.maximum(seen[symmetry_map()], 1e-6)
+    weight = np.clip((MIRROR_START - relative) / (MIRROR_START - MIRROR_FULL), 0.0, 1.0)
+    per_triangle = weight[triangles].mean(axis=1)
+    share = float((per_triangle * area).sum() / max(area.sum(), 1e-9))
+    return weight.astype(np.float32), per_triangle > 0.5, share
+
+
+def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
+    levels, tex_mesh = texture_levels(image, xyz)
+    triangles = m.triangulate(tex_mesh)
+    weight, mirrored, share = mirror_weights(xyz, triangles)
+    return SourceTexture(
+        levels=levels,
+        mesh=tex_mesh,
+        xyz=xyz.astype(np.float32),
+        triangles=triangles,
+        mirror_weight=weight,
+        symmetry=symmetry_map(),
+        mirrored=mirrored,
+        hidden_fraction=share,
+        eye_open=m.eye_openness(xyz[:, :2]),
+        mouth_open=m.mouth_openness(xyz[:, :2]),
+        follow_weights=follower_weights(xyz),
+    )

@@ -1,0 +1,125 @@
+"""One face swapped by the embedded engine: the source's whole inner face warped by the target's
+live mesh (moved towards the source's proportions), colour and light matched, blended in."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from swaprtc.embedded import mesh as m
+from swaprtc.embedded.blend import composite, face_masks, keep_weights
+from swaprtc.embedded.color import color_transfer, is_grey, to_grey
+from swaprtc.embedded.shape import shape_offsets
+from swaprtc.embedded.source import SourceTexture
+from swaprtc.embedded.warp import OUTSIDE, coverage, face_grid, multi_maps, remap_coarse
+from swaprtc.types import SwapOptions
+
+LIGHT_CELLS = 32  # resolution of the colour/lighting estimate across the face box
+LIGHT_SIGMA = 0.12  # lighting blur, in face widths: shading follows the target, features do not
+TONE = 1.0  # how far the skin tone moves to the target's (color.color_transfer)
+MIN_SHIFT_PX = 0.3  # shape offsets below this everywhere are not worth a second warp
+
+
+def _identity_outside(map_x: np.ndarray, map_y: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse maps that leave pixels no triangle covers where they are."""
+    miss = map_x <= OUTSIDE / 2
+    ii, jj = np.nonzero(miss)
+    map_x, map_y = map_x.copy(), map_y.copy()
+    map_x[miss], map_y[miss] = jj.astype(np.float32) * step, ii.astype(np.float32) * step
+    return map_x, map_y
+
+
+def swap_face(
+    frame: np.ndarray,
+    out: np.ndarray,
+    mesh: np.ndarray,
+    depth: np.ndarray | None,
+    source: SourceTexture,
+    options: SwapOptions,
+    max_cells: int,
+    timings: dict[str, float],
+) -> bool:
+    """Warp, colour-match and blend the source onto one target mesh, writing into ``out``.
+
+    Only ``out``'s face box is written. Returns False when the face is too small or off-frame.
+    """
+    start = time.perf_counter()
+    grid = face_grid(mesh[m.FACE_OVAL], frame.shape, max_cells)
+    if grid is None:
+        return False
+    target_box = frame[grid.y0 : grid.y1, grid.x0 : grid.x1]
+    grid_mesh = grid.to_grid(mesh)
+    face_px = float(max(np.ptp(mesh[m.FACE_OVAL], axis=0)))
+    texture, tex_mesh = source.level_for(face_px)
+    sources: list[tuple[np.ndarray, np.ndarray | None]] = [(tex_mesh, None)]
+    mirror = bool(source.mirror_weight.max() > 0)
+    if mirror:
+        # Hidden parts read the mirror image (the same map through the symmetry), blended by a
+        # per-point weight interpolated like a coordinate.
+        weight_points = np.column_stack([source.mirror_weight, np.zeros_like(source.mirror_weight)])
+        sources += [(tex_mesh[source.symmetry], None), (weight_points, None)]
+    # Strength scales everything the swap does, the change of shape included.
+    amount = float(np.clip(options.shape, 0.0, 1.0) * np.clip(options.strength, 0.0, 1.0))
+    dst_grid = grid_mesh
+    if amount > 0 and depth is not None:
+        offsets = shape_offsets(np.column_stack([mesh, depth]), source.xyz, amount, source.follow_weights)
+        if float(np.abs(offsets).max()) > MIN_SHIFT_PX:
+            dst_grid = grid.to_grid(mesh + offsets)
+            # The target's own eyes and mouth (kept while closing or open) move with the shape:
+            # the same rasterisation also maps the reshaped box back into the target's.
+            sources.append((grid_mesh * np.float32(grid.step), None))
+    maps = multi_maps(dst_grid, tex_mesh, source.triangles, grid.shape, sources)
+    map_x, map_y = maps[0]
+    covered = coverage(map_x)
+    warped = remap_coarse(texture, map_x, map_y, grid)
+    if mirror:
+        mirrored = remap_coarse(texture, *maps[1], grid)
+        w = grid.upsample(np.clip(maps[2][0], 0.0, 1.0))[..., None]
+        warped = (warped + (mirrored.astype(np.float32) - warped) * w + 0.5).astype(np.uint8)
+    if len(maps) > (3 if mirror else 1):
+        target_box = remap_coarse(target_box, *_identity_outside(*maps[-1], grid.step), grid)
+        grid_mesh = dst_grid
+    t_warp = time.perf_counter()
+
+    rows, cols = grid.shape
+    face_cells = float(max(np.ptp(grid_mesh[m.FACE_OVAL], axis=0)))
+    feather = max(1.0, 0.06 * face_cells)
+    keep = keep_weights(grid_mesh, source.eye_open, options.mouth_mask, options.mouth_mask_padding)
+    masks = face_masks(grid_mesh, (rows, cols), feather, keep, options.mouth_mask_blur)
+    # Texture the source photo cannot give (culled folds) is left to the target's own skin.
+    covered = cv2.erode(covered, np.ones((3, 3), np.uint8))
+    covered = cv2.GaussianBlur(covered, (0, 0), max(feather / 3.0, 0.5))
+    # Colour is low-frequency: estimate it on a ~LIGHT_CELLS-wide thumbnail of the face box.
+    width, height = grid.size
+    k = max(width, height) / LIGHT_CELLS
+    small = (max(2, round(width / k)), max(2, round(height / k)))
+    t_small = cv2.resize(target_box, small, interpolation=cv2.INTER_AREA)
+    skin_small = cv2.resize(masks.skin * covered, small, interpolation=cv2.INTER_AREA)
+    grey = is_grey(t_small, skin_small)
+    if grey:
+        warped = to_grey(warped)
+    transfer = color_transfer(
+        t_small,
+        cv2.resize(warped, small, interpolation=cv2.INTER_AREA),
+        skin_small,
+        cv2.resize(masks.boundary, small, interpolation=cv2.INTER_AREA),
+        LIGHT_SIGMA * face_cells * grid.step / k,
+        grey,
+        TONE,
+    )
+    gain = cv2.resize(transfer.gain, grid.size, interpolation=cv2.INTER_LINEAR)
+    offset = cv2.resize(transfer.offset, grid.size, interpolation=cv2.INTER_LINEAR)
+    t_color = time.perf_counter()
+
+    strength = float(np.clip(options.strength, 0.0, 1.0))
+    alpha = grid.upsample(masks.alpha * covered * np.float32(strength))
+    out[grid.y0 : grid.y1, grid.x0 : grid.x1] = composite(
+        target_box, warped, gain, offset, transfer.cap, alpha
+    )
+    t_blend = time.perf_counter()
+    timings["warp"] += (t_warp - start) * 1000
+    timings["color"] += (t_color - t_warp) * 1000
+    timings["blend"] += (t_blend - t_color) * 1000
+    return True
