@@ -343,6 +343,9 @@ def test_browser_swaps_the_camera_face(
         timeout=PLAY_TIMEOUT_MS,
     )
 
+    # The camera gives what was asked for (640 x 480): the page shows it and does not complain.
+    info = page.get_by_test_id("camera-info")
+    assert "640 × 480" in info.inner_text() and info.get_attribute("data-ignored") == "false"
     # The stats overlay fills in from the server's once-per-second DataChannel message.
     fps_out = page.get_by_test_id("stat-fps-out")
     page.wait_for_function(
