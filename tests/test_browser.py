@@ -353,7 +353,11 @@ def test_browser_swaps_the_camera_face(
         timeout=5_000,
     )
     assert page.get_by_test_id("stats-overlay").is_visible()
-    assert float(fps_out.inner_text()) >= 0
+    # Frames flow: the server's measured output rate becomes positive (the first message may say 0).
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=stat-fps-out]').textContent) > 0", timeout=10_000
+    )
+    assert float(fps_out.inner_text()) > 0
     assert page.get_by_test_id("stat-engine").inner_text() not in ("", "–")
     # The codec the browser negotiated is the one the server asked for.
     codec = page.get_by_test_id("stat-codec")
