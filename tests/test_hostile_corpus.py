@@ -40,6 +40,7 @@ LIMITS = {
     "rate_offer_per_min": 0,
     "rate_source_per_min": 0,
     "max_pending_per_client": 50,
+    "max_uploads_per_client": 50,  # the corpus sends several uploads at once from one address
 }
 
 

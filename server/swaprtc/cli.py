@@ -63,6 +63,7 @@ SERVE = [
     "keepalive_timeout_s",
     "upload_threads",
     "max_queued_uploads",
+    "max_uploads_per_client",
 ]
 DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
