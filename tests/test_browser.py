@@ -343,6 +343,9 @@ def test_browser_swaps_the_camera_face(
         timeout=PLAY_TIMEOUT_MS,
     )
 
+    # The camera gives what was asked for (640 x 480): the page shows it and does not complain.
+    info = page.get_by_test_id("camera-info")
+    assert "640 × 480" in info.inner_text() and info.get_attribute("data-ignored") == "false"
     # The stats overlay fills in from the server's once-per-second DataChannel message.
     fps_out = page.get_by_test_id("stat-fps-out")
     page.wait_for_function(
@@ -732,6 +735,20 @@ def test_browser_phone_layout(browser: Browser, server_url: str, tmp_path: Path)
             "document.querySelector('[data-testid=swap-badge]').dataset.swapping === 'true'", timeout=10_000
         )
         assert badge.inner_text() == "Swapped"
+        # The self-view picture-in-picture does not cover the server's "AI-generated" label.
+        label = _get_json(f"{server_url}/api/info")["label"]
+        if label["enabled"]:
+            own, video = (page.locator(s).bounding_box() for s in (".tile-local", "#remote-video"))
+            assert own is not None and video is not None
+            zone_x = video["x"] + (0 if label["position"].endswith("left") else 0.7 * video["width"])
+            zone_y = video["y"] + (0 if label["position"].startswith("top") else 0.88 * video["height"])
+            apart = (
+                own["x"] >= zone_x + 0.3 * video["width"]
+                or own["x"] + own["width"] <= zone_x
+                or own["y"] >= zone_y + 0.12 * video["height"]
+                or own["y"] + own["height"] <= zone_y
+            )
+            assert apart, f"the self-view {own} covers the label's corner ({label['position']})"
 
         # The video stays in view while a setting far down is adjusted.
         page.get_by_test_id("opt-strength").scroll_into_view_if_needed()

@@ -171,6 +171,9 @@ class App {
       this.controls.updateDependants();
     }
     $("label-note").hidden = !info.label?.enabled;
+    // Overlays (badge, self-view, stats) keep clear of the corner the label is burned into.
+    if (info.label?.enabled) document.body.dataset.label = String(info.label.position ?? "");
+    else delete document.body.dataset.label;
   }
 
   bindControls() {
