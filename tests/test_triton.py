@@ -365,6 +365,40 @@ def test_runners_on_triton_equal_local_ones(triton: Triton, store: ModelStore, s
         r.close()
 
 
+def test_bench_suite_measures_both_transports(triton: Triton, store: ModelStore) -> None:
+    from swaprtc.inference.triton_bench import run_triton_suite
+
+    report = run_triton_suite(Settings(inference_url=triton.url, models_dir=store.models_dir), calls=3)
+    assert set(report["stages"]) == {"detector", "embedder", "swapper", "enhancer"}
+    for stage in report["stages"].values():
+        assert stage["shared_memory"]["n"] == 3 and stage["grpc"]["p50_ms"] > 0
+    assert report["stages"]["detector"]["sent_bytes"] == 640 * 640 * 3  # uint8 pixels
+    assert report["stages"]["swapper"]["sent_bytes"] == (3 * 128 * 128 + 512) * 4
+
+
+def test_gpu_suite_models_come_from_triton_with_an_inference_url(
+    triton: Triton,
+    store: ModelStore,
+    face_landmark_path: Path,
+    astronaut_bgr: np.ndarray,
+    grace_bgr: np.ndarray,
+) -> None:
+    """``swaprtc bench --suite gpu --inference-url``: the suite's engine runs on the tier."""
+    from swaprtc.inference.triton_bench import triton_models
+
+    settings = Settings(inference_url=triton.url, models_dir=face_landmark_path.parent, auto_download=False)
+    models = triton_models(settings)
+    assert models.label == f"Triton at {triton.url}" and models.tracking is not None
+    engine = models.engine(batching=True)
+    assert engine.describe()["runners"]["detector"]["runner"] == "triton"
+    local = NeuralEngine.from_runners(local_runners(store))
+    got = engine.open_stream().process(astronaut_bgr, engine.prepare_source(grace_bgr), SwapOptions()).frame
+    want = local.open_stream().process(astronaut_bgr, local.prepare_source(grace_bgr), SwapOptions()).frame
+    np.testing.assert_array_equal(got, want)
+    if engine.batching is not None:
+        engine.batching.close()
+
+
 def test_missing_and_mismatched_models_are_named(triton: Triton) -> None:
     with pytest.raises(InferenceServerError) as err:
         triton_neural_runners(Settings(inference_url=triton.url, detector="scrfd"))
