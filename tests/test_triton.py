@@ -229,6 +229,23 @@ def test_cli_writes_the_installed_models(tmp_path: Path, model_store: ModelStore
     assert cli_main(["triton-repo", str(tmp_path / "none"), "--models-dir", str(empty)]) == 2
 
 
+def test_serve_stops_with_a_clear_error_when_triton_is_not_there(model_store: ModelStore) -> None:
+    model_store.ensure("retinaface_mnet025")
+    url = f"grpc://127.0.0.1:{free_port()}"
+    env = {**os.environ, "SWAPRTC_MODELS_DIR": str(models_cache_dir()), "SWAPRTC_AUTO_DOWNLOAD": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "swaprtc", "serve", "--port", str(free_port()), "--inference-url", url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error [inference_unreachable]: cannot reach the inference server at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unreachable_server_is_a_clear_startup_error() -> None:
     with pytest.raises(InferenceServerError) as err:
         connect(f"grpc://127.0.0.1:{free_port()}")
@@ -433,8 +450,8 @@ def test_two_streams_through_triton_equal_the_in_process_engine(
         source = remote.prepare_source(sources[key])
         stream = remote.open_stream()
         out = []
-        barrier.wait()
         for i in range(6):
+            barrier.wait(60)  # frames arrive together, as from two cameras: their detector calls meet
             out.append(
                 stream.process(frames[i % len(frames)], source, options[key], timestamp_s=i / 30).frame
             )
