@@ -24,7 +24,7 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "gpu", "quality")
+SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "gpu", "quality", "triton")
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -102,7 +102,7 @@ def machine_info() -> dict[str, Any]:
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     # "all" means the quick speed suites: capacity takes minutes of real sessions, gpu minutes of
     # neural models (seconds per call on a CPU), quality needs an optional extra and minutes of CPU.
-    slow = ("capacity", "gpu", "quality")
+    slow = ("capacity", "gpu", "quality", "triton")  # triton: needs --inference-url
     quick = tuple(s for s in SUITES if s not in slow)
     wanted = quick if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
@@ -119,6 +119,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "capacity": lambda: _bench_capacity(args, settings),
         "gpu": lambda: _bench_gpu(args, settings),
         "quality": lambda: _bench_quality(args, settings),
+        "triton": lambda: _bench_triton(args, settings),
     }
     for name in wanted:
         try:
@@ -239,12 +240,13 @@ def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, A
     """Sessions a real server holds (swaprtc.benchmarks.capacity)."""
     from swaprtc.benchmarks.capacity import CapacityPlan, run_capacity
 
-    workers = [w.strip() for w in (getattr(args, "workers", None) or "1,2").split(",") if w.strip()]
+    workers = [w.strip() for w in (getattr(args, "bench_workers", None) or "1,2").split(",") if w.strip()]
     plan = CapacityPlan(
         workers=workers,
         resolutions=_resolutions(args),
         max_sessions=args.max_sessions,
         step_s=args.step_s,
+        ramp_all=args.ramp_all,
     )
     return run_capacity(plan, settings, REPO_DATA)
 
@@ -287,7 +289,12 @@ def _bench_gpu(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from swaprtc.inference.bench import STREAM_LEVELS, load_models, run_gpu_suite
 
     levels = tuple(int(x) for x in args.streams.split(",")) if args.streams else STREAM_LEVELS
-    models = load_models(settings, args.weights)
+    if settings.inference_url:  # the whole engine on the shared inference tier
+        from swaprtc.inference.triton_bench import triton_models
+
+        models = triton_models(settings)
+    else:
+        models = load_models(settings, args.weights)
     return run_gpu_suite(
         models,
         frames=args.frames,
@@ -296,6 +303,13 @@ def _bench_gpu(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         enhance=args.enhance,
         progress=lambda msg: print(f"swaprtc bench gpu: {msg}", file=sys.stderr),
     )
+
+
+def _bench_triton(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """One call per model on the inference server, shared memory vs plain gRPC, interleaved."""
+    from swaprtc.inference.triton_bench import run_triton_suite
+
+    return run_triton_suite(settings, calls=args.frames)
 
 
 QUALITY_CACHE = Path(os.environ.get("SWAPRTC_QUALITY_CACHE", Path.home() / ".cache/swaprtc/quality"))
