@@ -24,7 +24,7 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "gpu", "quality")
+SUITES = ("frame_io", "paste", "controls", "embedded", "neural", "session_cost", "capacity", "gpu", "quality")
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -113,6 +113,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "frame_io": lambda: bench_frame_io(args.frames),
         "paste": lambda: _bench_paste(args.frames, settings),
+        "controls": lambda: _bench_controls(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
         "session_cost": lambda: _bench_session_cost(args, settings),
@@ -151,6 +152,15 @@ def _store(settings: Settings, threads: int | None = None) -> Any:
         allow_download=settings.auto_download,
         intra_op_threads=threads,
     )
+
+
+def _bench_controls(frames: int, settings: Settings) -> dict[str, Any]:
+    """The label, colour correction and mouth mask per frame, side by side with the paste-back."""
+    from swaprtc.benchmarks.controls import run_controls_suite
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(_store(settings).session("retinaface_mnet025"))
+    return run_controls_suite(detector, _photo("obama.jpg"), frames, side_by_side, summary)
 
 
 def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
