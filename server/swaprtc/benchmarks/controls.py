@@ -8,9 +8,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import cv2
 import numpy as np
 
+from swaprtc.bench import close_up_frame
 from swaprtc.label import Labeler, LabelStyle
 from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
 from swaprtc.pipeline.color import match_color
@@ -34,12 +34,7 @@ def run_controls_suite(
     options = SwapOptions(mouth_mask=True)
     result: dict[str, Any] = {}
     for name, (w, h) in SIZES.items():
-        # The face fills ~40% of the frame height, as in a webcam close-up.
-        scale = 0.4 * h / photo_face_h
-        face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        frame = np.full((h, w, 3), 90, np.uint8)
-        fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
-        frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+        frame = close_up_frame(photo, photo_face_h, w, h)
         face = detector.detect(frame)[0]
         m = estimate_arcface(face.kps, 128)
         crop = warp_crop(frame, m, 128)
