@@ -229,6 +229,23 @@ def test_cli_writes_the_installed_models(tmp_path: Path, model_store: ModelStore
     assert cli_main(["triton-repo", str(tmp_path / "none"), "--models-dir", str(empty)]) == 2
 
 
+def test_serve_stops_with_a_clear_error_when_triton_is_not_there(model_store: ModelStore) -> None:
+    model_store.ensure("retinaface_mnet025")
+    url = f"grpc://127.0.0.1:{free_port()}"
+    env = {**os.environ, "SWAPRTC_MODELS_DIR": str(models_cache_dir()), "SWAPRTC_AUTO_DOWNLOAD": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "swaprtc", "serve", "--port", str(free_port()), "--inference-url", url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error [inference_unreachable]: cannot reach the inference server at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unreachable_server_is_a_clear_startup_error() -> None:
     with pytest.raises(InferenceServerError) as err:
         connect(f"grpc://127.0.0.1:{free_port()}")
@@ -365,6 +382,40 @@ def test_runners_on_triton_equal_local_ones(triton: Triton, store: ModelStore, s
         r.close()
 
 
+def test_bench_suite_measures_both_transports(triton: Triton, store: ModelStore) -> None:
+    from swaprtc.inference.triton_bench import run_triton_suite
+
+    report = run_triton_suite(Settings(inference_url=triton.url, models_dir=store.models_dir), calls=3)
+    assert set(report["stages"]) == {"detector", "embedder", "swapper", "enhancer"}
+    for stage in report["stages"].values():
+        assert stage["shared_memory"]["n"] == 3 and stage["grpc"]["p50_ms"] > 0
+    assert report["stages"]["detector"]["sent_bytes"] == 640 * 640 * 3  # uint8 pixels
+    assert report["stages"]["swapper"]["sent_bytes"] == (3 * 128 * 128 + 512) * 4
+
+
+def test_gpu_suite_models_come_from_triton_with_an_inference_url(
+    triton: Triton,
+    store: ModelStore,
+    face_landmark_path: Path,
+    astronaut_bgr: np.ndarray,
+    grace_bgr: np.ndarray,
+) -> None:
+    """``swaprtc bench --suite gpu --inference-url``: the suite's engine runs on the tier."""
+    from swaprtc.inference.triton_bench import triton_models
+
+    settings = Settings(inference_url=triton.url, models_dir=face_landmark_path.parent, auto_download=False)
+    models = triton_models(settings)
+    assert models.label == f"Triton at {triton.url}" and models.tracking is not None
+    engine = models.engine(batching=True)
+    assert engine.describe()["runners"]["detector"]["runner"] == "triton"
+    local = NeuralEngine.from_runners(local_runners(store))
+    got = engine.open_stream().process(astronaut_bgr, engine.prepare_source(grace_bgr), SwapOptions()).frame
+    want = local.open_stream().process(astronaut_bgr, local.prepare_source(grace_bgr), SwapOptions()).frame
+    np.testing.assert_array_equal(got, want)
+    if engine.batching is not None:
+        engine.batching.close()
+
+
 def test_missing_and_mismatched_models_are_named(triton: Triton) -> None:
     with pytest.raises(InferenceServerError) as err:
         triton_neural_runners(Settings(inference_url=triton.url, detector="scrfd"))
@@ -399,8 +450,8 @@ def test_two_streams_through_triton_equal_the_in_process_engine(
         source = remote.prepare_source(sources[key])
         stream = remote.open_stream()
         out = []
-        barrier.wait()
         for i in range(6):
+            barrier.wait(60)  # frames arrive together, as from two cameras: their detector calls meet
             out.append(
                 stream.process(frames[i % len(frames)], source, options[key], timestamp_s=i / 30).frame
             )
@@ -431,13 +482,14 @@ async def test_real_server_streams_two_sessions_through_triton(
     astronaut_bgr: np.ndarray,
     grace_bgr: np.ndarray,
 ) -> None:
-    """``swaprtc serve --inference-url``: two aiortc sessions stream through the shared tier.
+    """``swaprtc serve --workers 2 --inference-url``: two aiortc sessions, one per worker process,
+    stream through the shared tier (the worker processes of a box share one model server).
 
     Batch formation is asserted by the lockstep FrameProcessor test above: here each session's
     calls follow one another, so whether two sessions' calls meet in Triton's queue depends on
     the machine's load, and a test must not."""
     before = {m: triton.batch_sizes(m) for m in ("retinaface_mnet025", "inswapper_128")}
-    env = {"SWAPRTC_ENGINE": "auto", "SWAPRTC_INFERENCE_THREADS": "2"}
+    env = {"SWAPRTC_ENGINE": "auto", "SWAPRTC_WORKERS": "2"}
     with server_process(["--inference-url", triton.url], env=env) as server:
         async with SwapClient(server.base) as one, SwapClient(server.base) as two:
             for client in (one, two):
@@ -449,6 +501,7 @@ async def test_real_server_streams_two_sessions_through_triton(
                 assert detector["shared_memory"] is True and engine["gpu"]["inference_url"] == triton.url
                 status, body = await client.upload_source(cv2.imencode(".png", grace_bgr)[1].tobytes())
                 assert status == 200, body
+            assert {one.session_id[:3], two.session_id[:3]} == {"w0.", "w1."}  # one per worker
             await asyncio.gather(
                 one.connect(SyntheticCamera(astronaut_bgr, 15)),
                 two.connect(SyntheticCamera(astronaut_bgr, 15)),

@@ -278,7 +278,9 @@ class NeuralStream:
                 from swaprtc.embedded.mesh import five_points
 
                 kps = five_points(tf.mesh)
-            faces.append(Face(bbox=mesh_bbox(tf.mesh), score=tf.score, kps=kps, mesh=tf.mesh))
+            faces.append(
+                Face(bbox=mesh_bbox(tf.mesh), score=tf.score, kps=kps, mesh=tf.mesh, track=tf.track_id)
+            )
         alive = {tf.track_id for tf in update.faces}
         for gone in set(self._anchors) - alive:
             del self._anchors[gone]
