@@ -504,6 +504,9 @@ async def test_hostile_corpus_gets_4xx_json_while_a_live_session_streams(
                 except Exception as exc:  # reported below with the case's name
                     return case, exc
 
+        # The control channel too: a deeply nested message gets an error reply, not a crash of the
+        # channel's receive path.
+        live._channel.send("[" * 60_000)
         frames_before = len(live.received)
         started = time.monotonic()
         with caplog.at_level(logging.INFO):
@@ -531,6 +534,7 @@ async def test_hostile_corpus_gets_4xx_json_while_a_live_session_streams(
         assert problems == [], "\n".join(problems)
         assert all(not (isinstance(a, RawResponse) and a.status >= 500) for _, a in results)
 
+        assert any(m.get("type") == "error" and m.get("code") == "bad_json" for m in live.messages)
         # The live session never noticed: frames kept arriving during the corpus and after it.
         assert app[SESSIONS].get(live.session_id).connected
         assert len(frames_during) >= max(3, elapsed), (len(frames_during), elapsed)
