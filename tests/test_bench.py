@@ -22,7 +22,7 @@ def test_bench_reports_json_for_each_suite(
         [
             "bench",
             "--suite",
-            "frame_io,paste,embedded",
+            "frame_io,paste,controls,embedded",
             "--frames",
             "3",
             "--models-dir",
@@ -35,7 +35,13 @@ def test_bench_reports_json_for_each_suite(
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     results = printed["results"]
-    assert set(results) == {"frame_io", "paste", "embedded"}
+    assert set(results) == {"frame_io", "paste", "controls", "embedded"}
+    for label in ("480p", "720p", "1080p"):
+        controls = results["controls"][label]
+        assert {
+            k: controls[k]["n"] for k in ("paste_128", "label", "color_correction", "mouth_mask")
+        } == dict.fromkeys(("paste_128", "label", "color_correction", "mouth_mask"), 3)
+        assert set(controls["per_paste"]) == {"label", "color_correction", "mouth_mask"}
     for label in ("720p", "1080p"):
         assert results["frame_io"][label]["i420_from_numpy_buffer"]["n"] == 3
         paste = results["paste"][label]

@@ -19,9 +19,10 @@ import pytest
 from PIL import Image
 from swaprtc.http.body import json_depth, parse_json
 from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.rtc.control import handle_message
 from swaprtc.rtc.upload import decode_image
 from swaprtc.settings import Settings
-from swaprtc.types import Face, SourceFace
+from swaprtc.types import Face, SourceFace, SwapOptions
 
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
 from tests.raw_http import host_port, request_bytes, send_raw
@@ -98,6 +99,12 @@ def test_json_depth_scan_ignores_brackets_in_strings() -> None:
     with pytest.raises(Exception, match="nested deeper"):
         parse_json(b"[" * 33 + b"]" * 33)
     assert parse_json(b"[" * 32 + b"]" * 32) is not None
+
+
+def test_deeply_nested_control_messages_get_an_error_reply() -> None:
+    for message in ("[" * 60_000, b"[" * 60_000, '{"a":' * 20_000):
+        replies = handle_message(message, SwapOptions(), False).replies
+        assert [r["code"] for r in replies] == ["bad_json"]
 
 
 async def test_static_handler_never_fails_on_odd_names() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from swaprtc.pipeline.color import face_weights, match_color
+from swaprtc.pipeline.color import face_mask, match_color
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.pipeline.embedder import ArcFaceEmbedder
 from swaprtc.pipeline.enhancer import GfpganEnhancer
@@ -120,11 +120,11 @@ def test_color_correction_takes_the_targets_colour(
 
 def test_match_color_is_a_pure_function(grace_bgr: np.ndarray, astronaut_bgr: np.ndarray) -> None:
     a, b = grace_bgr[100:228, 180:308].copy(), astronaut_bgr[50:178, 160:288].copy()
-    weights = face_weights(128)
+    mask = face_mask(128)
     out = match_color(a, b)
     assert out.shape == a.shape and out.dtype == np.uint8
     assert np.array_equal(a, grace_bgr[100:228, 180:308])  # inputs untouched
-    inside = weights > 0
+    inside = mask > 0
     assert np.abs(out[inside].mean(axis=0) - b[inside].mean(axis=0)).max() < 3
     assert np.array_equal(match_color(b, b), match_color(b, b))
 

@@ -24,7 +24,18 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "gpu", "quality", "triton")
+SUITES = (
+    "frame_io",
+    "paste",
+    "controls",
+    "embedded",
+    "neural",
+    "session_cost",
+    "capacity",
+    "gpu",
+    "quality",
+    "triton",
+)
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -113,6 +124,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "frame_io": lambda: bench_frame_io(args.frames),
         "paste": lambda: _bench_paste(args.frames, settings),
+        "controls": lambda: _bench_controls(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
         "session_cost": lambda: _bench_session_cost(args, settings),
@@ -154,6 +166,25 @@ def _store(settings: Settings, threads: int | None = None) -> Any:
     )
 
 
+def _bench_controls(frames: int, settings: Settings) -> dict[str, Any]:
+    """The label, colour correction and mouth mask per frame, side by side with the paste-back."""
+    from swaprtc.benchmarks.controls import run_controls_suite
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(_store(settings).session("retinaface_mnet025"))
+    return run_controls_suite(detector, _photo("obama.jpg"), frames, side_by_side, summary)
+
+
+def close_up_frame(photo: np.ndarray, photo_face_h: float, w: int, h: int) -> np.ndarray:
+    """A w×h frame where the photo's face fills ~40% of the height, as in a webcam close-up."""
+    scale = 0.4 * h / photo_face_h
+    face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((h, w, 3), 90, np.uint8)
+    fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
+    frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+    return frame
+
+
 def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     """Crop-region paste-back vs insightface's full-frame reference, one 128 crop, 720p and 1080p."""
     from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
@@ -165,12 +196,7 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     photo_face_h = detector.detect(photo)[0].height
     result: dict[str, Any] = {}
     for label, (w, h) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
-        # The face fills ~40% of the frame height, as in a webcam close-up.
-        scale = 0.4 * h / photo_face_h
-        face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        frame = np.full((h, w, 3), 90, np.uint8)
-        fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
-        frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+        frame = close_up_frame(photo, photo_face_h, w, h)
         face = detector.detect(frame)[0]
         m = estimate_arcface(face.kps, 128)
         aligned = warp_crop(frame, m, 128)

@@ -16,32 +16,27 @@ MIN_STD = 1.0  # a flat channel (std ~0) is shifted, never stretched
 
 
 @lru_cache(maxsize=8)
-def face_weights(size: int) -> np.ndarray:
-    """Where the face is in an aligned crop: an ellipse over the middle (read-only, cached)."""
-    mask = np.zeros((size, size), np.float32)
+def face_mask(size: int) -> np.ndarray:
+    """Where the face is in an aligned crop: an ellipse over the middle (uint8 0/1, read-only, cached)."""
+    mask = np.zeros((size, size), np.uint8)
     cv2.ellipse(
-        mask, (size // 2, round(size * 0.55)), (round(size * 0.32), round(size * 0.4)), 0, 0, 360, 1.0, -1
+        mask, (size // 2, round(size * 0.55)), (round(size * 0.32), round(size * 0.4)), 0, 0, 360, 1, -1
     )
     mask.setflags(write=False)
     return mask
 
 
-def _stats(lab: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w = weights.reshape(-1, 1)
-    total = max(float(w.sum()), 1e-6)
-    pixels = lab.reshape(-1, 3)
-    mean = (pixels * w).sum(axis=0) / total
-    std = np.sqrt((((pixels - mean) ** 2) * w).sum(axis=0) / total)
-    return mean, std
+def match_color(swapped: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """``swapped`` (BGR uint8) recoloured so its face statistics match ``target``'s (same size).
 
-
-def match_color(swapped: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """``swapped`` (BGR uint8) recoloured so its face statistics match ``target``'s (same size)."""
-    weights = face_weights(swapped.shape[0]) if weights is None else weights
-    src = cv2.cvtColor(swapped, cv2.COLOR_BGR2LAB).astype(np.float32)
-    ref = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
-    src_mean, src_std = _stats(src, weights)
-    ref_mean, ref_std = _stats(ref, weights)
-    scale = np.where(src_std < MIN_STD, 1.0, ref_std / np.maximum(src_std, MIN_STD))
-    out = (src - src_mean) * scale + ref_mean
-    return cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    ``mask`` (uint8, non-zero = face) says where the statistics are measured.
+    """
+    mask = face_mask(swapped.shape[0]) if mask is None else mask
+    src = cv2.cvtColor(swapped, cv2.COLOR_BGR2LAB)
+    ref = cv2.cvtColor(target, cv2.COLOR_BGR2LAB)
+    src_mean, src_std = (v.reshape(3) for v in cv2.meanStdDev(src, mask=mask))
+    ref_mean, ref_std = (v.reshape(3) for v in cv2.meanStdDev(ref, mask=mask))
+    scale = np.where(src_std < MIN_STD, 1.0, ref_std / np.maximum(src_std, MIN_STD)).astype(np.float32)
+    offset = (ref_mean - src_mean * scale + 0.5).astype(np.float32)  # +0.5: round on the way back
+    out = src.astype(np.float32) * scale + offset
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)

@@ -48,13 +48,24 @@ def mouth_mask(corners: np.ndarray, size: int, padding: float = 0.1, blur: float
 
 def restore_region(out: np.ndarray, frame: np.ndarray, mask: np.ndarray, m: np.ndarray) -> None:
     """Blend ``frame``'s pixels back into ``out`` (same shape) where the crop-space ``mask`` (aligned
-    by ``m``: frame -> crop) is 1, in place; only the crop's region of the frame is touched."""
-    region = crop_region(m, mask.shape[0], out.shape)
+    by ``m``: frame -> crop) is above 0, in place; only the mask's own region is warped and touched."""
+    ys, xs = np.nonzero(mask > 1e-3)
+    if ys.size == 0:
+        return
+    # The mask's bounding square, treated as a crop of its own: same mapping, shifted origin.
+    x0, y0 = int(xs.min()), int(ys.min())
+    side = max(int(xs.max()) - x0, int(ys.max()) - y0) + 1
+    sub = np.zeros((side, side), np.float32)
+    part = mask[y0 : y0 + side, x0 : x0 + side]
+    sub[: part.shape[0], : part.shape[1]] = part
+    m_sub = np.asarray(m, np.float64).copy()
+    m_sub[:, 2] -= (x0, y0)
+    region = crop_region(m_sub, side, out.shape)
     if region is None:
         return
-    x0, y0, x1, y1 = region
-    back = invert(m)
-    back[:, 2] -= (x0, y0)
-    alpha = cv2.warpAffine(mask, back, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0)
-    roi = out[y0:y1, x0:x1]
-    roi[...] = cv2.blendLinear(frame[y0:y1, x0:x1], roi, alpha, 1.0 - alpha)
+    rx0, ry0, rx1, ry1 = region
+    back = invert(m_sub)
+    back[:, 2] -= (rx0, ry0)
+    alpha = cv2.warpAffine(sub, back, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR, borderValue=0)
+    roi = out[ry0:ry1, rx0:rx1]
+    roi[...] = cv2.blendLinear(frame[ry0:ry1, rx0:rx1], roi, alpha, 1.0 - alpha)
