@@ -11,6 +11,7 @@ import pytest
 from skimage.metrics import structural_similarity
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.engine import EmbeddedEngine, SourceTexture
+from swaprtc.embedded.source import with_ring
 from swaprtc.embedded.warp import face_grid, warp_texture
 from swaprtc.errors import NoFaceError
 from swaprtc.settings import Settings
@@ -59,13 +60,14 @@ def test_prepare_source_builds_texture_mesh_and_thumbnail(
     payload = src.payload
     assert src.engine == "embedded" and src.faces_found == 1
     assert isinstance(payload, SourceTexture)
-    assert payload.mesh.shape == (468, 2) and payload.triangles.shape[1] == 3
+    assert payload.mesh.shape == (468 + 36, 2) and payload.triangles.shape[1] == 3  # mesh and its ring
     assert len(payload.triangles) > 800  # a dense triangulation over all 468 points
     h, w = payload.texture.shape[:2]
     assert max(h, w) <= 512
     # Texture levels down to the smallest face size, each half the last.
     assert len(payload.levels) >= 2 and payload.levels[1].shape[0] == payload.levels[0].shape[0] // 2
-    assert (payload.mesh >= -1).all() and (payload.mesh[:, 0] <= w).all() and (payload.mesh[:, 1] <= h).all()
+    face = payload.mesh[:468]
+    assert (face >= -1).all() and (face[:, 0] <= w).all() and (face[:, 1] <= h).all()
     thumb = cv2.imdecode(np.frombuffer(src.thumbnail_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert thumb is not None and max(thumb.shape[:2]) == 128
     # The source face box matches the detector's idea of where the astronaut's face is.
@@ -118,7 +120,7 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     # like the source texture warped onto the target's mesh than like the target itself.
     payload = source.payload
     grid = face_grid(mesh[m.FACE_OVAL], target.shape, 10_000)
-    warped = warp_texture(payload.texture, payload.mesh, mesh, payload.triangles, grid)
+    warped = warp_texture(payload.texture, payload.mesh, with_ring(mesh), payload.triangles, grid)
     box = (slice(grid.y0, grid.y1), slice(grid.x0, grid.x1))
     gray = [cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for img in (result.frame[box], warped, target[box])]
     region = skin[box]

@@ -13,7 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from swaprtc.embedded.engine import EmbeddedEngine, SourceTexture
+from swaprtc.embedded import mesh as m
+from swaprtc.embedded.engine import EmbeddedEngine
 from swaprtc.quality.photos import QualityPhoto
 from swaprtc.quality.recognizer import DlibRecognizer
 from swaprtc.quality.reference import legacy_swap, legacy_texture, naive_paste
@@ -53,9 +54,7 @@ class Methods:
         if mesh is None or source.face.mesh is None:
             return tgt.image
         texture, tex_mesh = legacy_texture(src.image, source.face.mesh)
-        payload = source.payload
-        assert isinstance(payload, SourceTexture)
-        return legacy_swap(tgt.image, mesh, texture, tex_mesh, payload.triangles)
+        return legacy_swap(tgt.image, mesh, texture, tex_mesh, m.triangulate(tex_mesh))
 
     def naive(self, src: QualityPhoto, tgt: QualityPhoto) -> np.ndarray:
         mesh = self._target_mesh(tgt)
