@@ -279,3 +279,31 @@ def test_lighting_follows_the_target(
     # The evenly lit source alone reads ~1.0 here. The whole inner face is the source's now, so
     # the patches also hold her features rather than Obama's: a looser bound than the light alone.
     assert abs(out_ratio - target_ratio) < 0.15, (out_ratio, target_ratio)
+
+
+def test_keep_weights_follow_openness(engine: EmbeddedEngine, grace_bgr: np.ndarray) -> None:
+    # Grace's real mesh, with her upper lids and lower lip moved: the target's own eye interior is
+    # kept only while an eye closes or opens far wider than the source's, her mouth interior only
+    # while it opens wider than the source's; every weight ramps, none is a fixed hole.
+    from swaprtc.embedded.blend import keep_weights
+
+    mesh = engine.open_stream().process(grace_bgr, None, SwapOptions()).faces[0].mesh
+    eyes = m.eye_openness(mesh)
+
+    def lids(factor: float) -> np.ndarray:
+        moved = mesh.copy()
+        for upper, lower in (m.LEFT_LIDS, m.RIGHT_LIDS):
+            moved[upper] = mesh[lower] + (mesh[upper] - mesh[lower]) * factor
+        return moved
+
+    same = keep_weights(mesh, eyes, m.mouth_openness(mesh))
+    assert (same.left_eye, same.right_eye, same.mouth) == (0.0, 0.0, 0.0)
+    closing = keep_weights(lids(0.45), eyes)
+    assert 0.0 < closing.left_eye < 1.0 and 0.0 < closing.right_eye < 1.0  # blended, not switched
+    assert keep_weights(lids(0.1), eyes).left_eye == 1.0
+    assert keep_weights(lids(2.5), eyes).right_eye == 1.0  # far more open than the source's
+    opened = mesh.copy()
+    opened[m.LIP_MIDS[1]] += np.array([0.0, 0.3]) * np.linalg.norm(mesh[m.MOUTH_LEFT] - mesh[m.MOUTH_RIGHT])
+    assert keep_weights(opened, eyes, source_mouth=0.02).mouth == 1.0
+    assert keep_weights(opened, eyes, source_mouth=0.35).mouth == 0.0  # the source's teeth fit
+    assert keep_weights(mesh, eyes, mouth_mask=True).mouth == 1.0

@@ -5,8 +5,8 @@ upsampled, so the full-resolution work per frame is one multiply-add and one ble
 
 The whole inner face comes from the source. The target's own eye interior is kept only while an
 eye is closing or far more open than the source's, and its mouth interior only while the mouth is
-open (or always, with the mouth mask): each by a weight from 0 to 1 that follows the openness, so
-nothing is a fixed hole.
+open wider than the source's (or always, with the mouth mask): each by a weight from 0 to 1 that
+follows the openness, so nothing is a fixed hole.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ CLOSING = (0.55, 0.3)  # ratio where keeping starts, where it is complete
 OPENING = (1.6, 2.1)
 OVAL_SHRINK = 0.0  # the blend edge sits this many feathers inside the face oval
 FOREHEAD_KEEP = 0.7  # share of the forehead (above the eyes) swapped; the rest keeps the hairline
-MOUTH_OPEN = (0.015, 0.05)  # target's lip gap / mouth width where keeping starts, is complete
+# How much wider the target's lip gap (/ mouth width) is than the source's where keeping its mouth
+# interior starts and is complete: the source's own teeth are shown while they fit.
+MOUTH_OPEN = (0.015, 0.05)
 # Eyebrows and outer lips: not used for skin colour statistics.
 LEFT_BROW = np.array([70, 63, 105, 66, 107, 55, 65, 52, 53, 46])
 RIGHT_BROW = np.array([300, 293, 334, 296, 336, 285, 295, 282, 283, 276])
@@ -62,6 +64,7 @@ class Keep:
 def keep_weights(
     target_mesh: np.ndarray,
     source_eyes: tuple[float, float],
+    source_mouth: float = 0.0,
     mouth_mask: bool = False,
     mouth_padding: float = 0.0,
 ) -> Keep:
@@ -70,7 +73,7 @@ def keep_weights(
     for t, s in zip(m.eye_openness(target_mesh), source_eyes, strict=True):
         ratio = t / max(s, 0.02)
         eyes.append(max(1.0 - _ramp(ratio, CLOSING[1], CLOSING[0]), _ramp(ratio, *OPENING)))
-    mouth = 1.0 if mouth_mask else _ramp(m.mouth_openness(target_mesh), *MOUTH_OPEN)
+    mouth = 1.0 if mouth_mask else _ramp(m.mouth_openness(target_mesh) - source_mouth, *MOUTH_OPEN)
     return Keep(eyes[0], eyes[1], mouth, mouth_mask, mouth_padding if mouth_mask else 0.0)
 
 

@@ -107,7 +107,9 @@ def swap_face(
     rows, cols = grid.shape
     face_cells = float(max(np.ptp(grid_mesh[m.FACE_OVAL], axis=0)))
     feather = max(1.0, FEATHER * face_cells)
-    keep = keep_weights(grid_mesh, source.eye_open, options.mouth_mask, options.mouth_mask_padding)
+    keep = keep_weights(
+        grid_mesh, source.eye_open, source.mouth_open, options.mouth_mask, options.mouth_mask_padding
+    )
     masks = face_masks(grid_mesh, (rows, cols), feather, keep, options.mouth_mask_blur)
     # Texture the source photo cannot give (culled folds) is left to the target's own skin.
     covered = cv2.erode(covered, np.ones((3, 3), np.uint8))

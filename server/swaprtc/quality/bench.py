@@ -123,7 +123,8 @@ def run_quality(
             row[name] = score.row()
         rows.append(row)
         if sheet_path is not None and ((src.public_domain and tgt.public_domain) or not sheet_public_only):
-            sheet_rows.append((f"{src.name} -> {tgt.name}", [src.image, tgt.image, *outputs]))
+            shown = [out for name, out in zip(methods, outputs, strict=True) if name != "unchanged"]
+            sheet_rows.append((f"{src.name} -> {tgt.name}", [src.image, tgt.image, *shown]))
     report: dict[str, Any] = {
         "recognizer": f"dlib_face_recognition_resnet_model_v1 ({recognizer.version})",
         "photos": [{"name": p.name, "origin": p.origin} for p in photos],
@@ -135,7 +136,8 @@ def run_quality(
         "rows": rows,
     }
     if sheet_path is not None:
-        sheet = contact_sheet(sheet_rows, ["source", "target", *methods])
+        # "unchanged" is the target again: not worth a column.
+        sheet = contact_sheet(sheet_rows, ["source", "target", *(n for n in methods if n != "unchanged")])
         sheet_path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(sheet_path), sheet)
         report["contact_sheet"] = {"path": str(sheet_path), "pairs": len(sheet_rows)}
