@@ -22,7 +22,7 @@ MIRROR_START, MIRROR_FULL = 0.6, 0.35
 # Fixed points around the face (the oval grown by this factor about its centre): the shape change
 # warps the picture between them and the face outline, so a moved jaw line leaves no seam.
 RING = 1.2
-HIDDEN_WARNING = 0.12  # share of the face's 3-D area filled from the mirror that earns a warning
+HIDDEN_WARNING = 0.2  # share of the face's 3-D area filled from the mirror that earns a warning
 
 
 @dataclass(frozen=True, eq=False)
