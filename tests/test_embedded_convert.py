@@ -76,13 +76,15 @@ def test_engine_converts_in_memory_when_the_models_folder_is_read_only(
     tflite = tmp_path / "face_landmark.tflite"
     tflite.write_bytes(face_landmark_path.read_bytes())
 
-    def read_only(*_: object) -> str:
+    def read_only(*_: object) -> None:
         raise PermissionError("read-only file system")
 
-    # Tests run as root here, where chmod does not bind; simulate the read-only folder instead.
-    monkeypatch.setattr(convert, "convert_face_landmark", read_only)
+    # Tests run as root here, where chmod does not bind: the real conversion runs and writes its
+    # temporary file, then moving it into place fails as on a read-only folder.
+    monkeypatch.setattr(convert.os, "replace", read_only)
     model = converted_landmark_model(tflite)
     assert isinstance(model, bytes) and hashlib.sha256(model).hexdigest() == CONVERTED_LANDMARK_SHA256
-    assert not (tmp_path / "face_landmark.onnx").exists()
+    # Neither the model nor the half-written temporary file is left in the folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face_landmark.tflite"]
     engine = EmbeddedEngine.from_paths(face_landmark_path.parent / "retinaface_mnet025.onnx", tflite)
     assert engine.prepare_source(astronaut_bgr).faces_found == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -15,34 +16,73 @@ from swaprtc.models.store import ModelStore
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.settings import Settings
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
-def cpu_store(models_dir: Path, monkeypatch: pytest.MonkeyPatch, neural_present: bool) -> ModelStore:
+
+NEURAL = ("w600k_r50", "inswapper_128")
+
+
+def store_with(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, neural_present: tuple[str, ...]
+) -> ModelStore:
+    """A store asked for CUDA first, where the listed neural models count as present (no real
+    weights exist here); everything else (loading the probe model, reading back its providers) is real."""
     store = ModelStore(models_dir, ("CUDAExecutionProvider", "CPUExecutionProvider"), allow_download=False)
     real_available = store.available
-    monkeypatch.setattr(
-        store,
-        "available",
-        lambda name: (name in ("w600k_r50", "inswapper_128") and neural_present) or real_available(name),
-    )
+    monkeypatch.setattr(store, "available", lambda name: name in neural_present or real_available(name))
     return store
 
 
-@pytest.mark.parametrize("neural_present", [False, True])
-def test_auto_picks_embedded_without_a_gpu(
-    model_store: ModelStore, monkeypatch: pytest.MonkeyPatch, neural_present: bool
-) -> None:
-    # Even with the neural models present, a CPU-only onnxruntime must not get the 0.3 fps engine.
-    store = cpu_store(model_store.models_dir, monkeypatch, neural_present)
-    assert choose_engine(Settings(engine="auto"), store) == "embedded"
+class ReportsProviders:
+    """A loaded session that reports the given providers (stands in for a session on a real GPU)."""
+
+    def __init__(self, session: ort.InferenceSession, providers: list[str]) -> None:
+        self._session, self._providers = session, providers
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._session, name)
 
 
-def test_auto_picks_neural_where_a_gpu_provider_really_runs(
+def test_auto_picks_embedded_where_onnxruntime_lists_cuda_but_runs_on_cpu(
     model_store: ModelStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = cpu_store(model_store.models_dir, monkeypatch, neural_present=True)
-    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(store, "providers_in_use", lambda name: gpu)
-    assert choose_engine(Settings(engine="auto"), store) == "neural"
+    # onnxruntime-gpu lists CUDA without a GPU; the session then really runs on CPU. Trusting the
+    # list would give a CPU box the 0.3 fps neural engine.
+    import onnxruntime as ort
+
+    listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    store = store_with(model_store.models_dir, monkeypatch, NEURAL)
+    assert "CUDAExecutionProvider" in store.planned_providers()
+    assert choose_engine(Settings(engine="auto"), store) == "embedded"
+    assert store.providers_in_use("retinaface_mnet025") == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(
+    ("present", "gpu", "expected"),
+    [
+        (NEURAL, True, "neural"),
+        (NEURAL, False, "embedded"),
+        (NEURAL[:1], True, "embedded"),  # one neural model missing
+        ((), True, "embedded"),
+    ],
+)
+def test_auto_needs_every_neural_model_and_a_gpu_that_really_runs(
+    model_store: ModelStore,
+    monkeypatch: pytest.MonkeyPatch,
+    present: tuple[str, ...],
+    gpu: bool,
+    expected: str,
+) -> None:
+    store = store_with(model_store.models_dir, monkeypatch, present)
+    real = store.session("retinaface_mnet025")  # the probe model, really loaded
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+    store._sessions["retinaface_mnet025"] = ReportsProviders(real, providers)
+    assert choose_engine(Settings(engine="auto"), store) == expected
     assert choose_engine(Settings(engine="embedded"), store) == "embedded"
 
 
@@ -83,6 +123,8 @@ def test_swap_command_with_the_default_engine(
             str(model_store.models_dir),
             "--no-auto-download",
             "--no-progress",
+            "--label",
+            "off",  # the AI-generated label is tested on its own; here only the face may change
         ]
     )
     assert code == 0

@@ -14,32 +14,13 @@ from swaprtc.inference import loader
 from swaprtc.inference.precision import FP16_MAX_ABS, check_crop, compare_fp16, fp16_wanted
 from swaprtc.models.store import ModelStore
 from swaprtc.pipeline.neural import NeuralEngine
-from swaprtc.rtc.app import create_app
+from swaprtc.rtc.app import POOL, create_app
 from swaprtc.settings import Settings, SettingsError
 
 from tests.rtc_client import serve_in_process
-from tests.tiny_models import arcface_model, inswapper_model, make_emap, session
+from tests.tiny_models import TinyStore, arcface_model, inswapper_model, make_emap, session
 
 EMAP = make_emap(seed=5)
-
-
-class TinyStore:
-    """The slice of ModelStore the neural loader uses, over tiny contract models."""
-
-    def __init__(self, folder: Path, models: dict[str, onnx.ModelProto], real: dict[str, Path]) -> None:
-        self.models_dir = folder
-        self.files = dict(real)
-        for name, model in models.items():
-            self.files[name] = folder / f"{name}.onnx"
-            self.files[name].write_bytes(model.SerializeToString())
-
-    def available(self, name: str) -> bool:
-        return name in self.files
-
-    def path(self, name: str) -> Path:
-        return self.files[name]
-
-    ensure = path
 
 
 def tiny_store(tmp_path: Path, model_store: ModelStore, fp16: onnx.ModelProto | None) -> TinyStore:
@@ -157,6 +138,8 @@ async def test_api_info_reports_the_gpu_choices(tmp_path: Path, model_store: Mod
     settings = Settings(batch_window_ms=2.0)
     engine = NeuralEngine.from_store(store, settings)  # type: ignore[arg-type]
     app = create_app(settings, engine)
+    # Batching needs a thread per session, or frames of two sessions never meet in one batch.
+    assert app[POOL].threads == settings.max_sessions
     try:
         async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
             resp = await http.get(base + "/api/info")

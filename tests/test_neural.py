@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from swaprtc.errors import BadImageError, NoFaceError
@@ -22,7 +21,15 @@ from swaprtc.pipeline.swapper import InSwapper, identity_latent
 from swaprtc.settings import Settings
 from swaprtc.types import Face, SourceFace, SwapOptions
 
-from tests.tiny_models import arcface_model, colour_matrix, gfpgan_model, inswapper_model, make_emap, session
+from tests.tiny_models import (
+    TinyStore,
+    arcface_model,
+    colour_matrix,
+    gfpgan_model,
+    inswapper_model,
+    make_emap,
+    session,
+)
 
 
 def build_engine(retinaface_session: ort.InferenceSession, effect: str = "invert") -> NeuralEngine:
@@ -215,33 +222,13 @@ def test_enhancer_runs_only_when_asked(
     assert np.abs(half.frame[ys, xs].astype(int) - 128).mean() < 12
 
 
-class StubStore:
-    """The slice of ModelStore that NeuralEngine.from_store uses, backed by tiny model files."""
-
-    def __init__(self, folder: Path, models: dict[str, onnx.ModelProto], files: dict[str, Path]) -> None:
-        self.models_dir = folder
-        self.files = dict(files)
-        for name, model in models.items():
-            path = folder / f"{name}.onnx"
-            path.write_bytes(model.SerializeToString())
-            self.files[name] = path
-
-    def available(self, name: str) -> bool:
-        return name in self.files
-
-    def path(self, name: str) -> Path:
-        return self.files[name]
-
-    ensure = path
-
-
 def test_from_store_reads_emap_from_the_file(
     tmp_path: Path, model_store: ModelStore, astronaut_bgr: np.ndarray
 ) -> None:
     emap = make_emap(seed=11)
     models = {"w600k_r50": arcface_model(), "inswapper_128": inswapper_model(emap=emap)}
     real = {n: model_store.ensure(n) for n in ("retinaface_mnet025", "face_landmark")}
-    store = StubStore(tmp_path, models, real)
+    store = TinyStore(tmp_path, models, real)
     engine = NeuralEngine.from_store(store, Settings())  # type: ignore[arg-type]
     np.testing.assert_array_equal(engine.swapper.emap, emap)
     assert engine.enhancer is None  # gfpgan not present: enhancement is off, not an error

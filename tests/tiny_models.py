@@ -5,6 +5,8 @@ from anywhere. Each builder returns an ``onnx.ModelProto``; ``session`` turns on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -172,3 +174,23 @@ def scrfd_zero_outputs(size: int = 640) -> list[np.ndarray]:
         + [np.zeros((n, 4), np.float32) for n in counts]
         + [np.zeros((n, 10), np.float32) for n in counts]
     )
+
+
+class TinyStore:
+    """The slice of ModelStore the neural loader uses: tiny models written to ``folder``, plus
+    ``real`` files (the embedded models, from the test model cache) by name."""
+
+    def __init__(self, folder: Path, models: dict[str, onnx.ModelProto], real: dict[str, Path]) -> None:
+        self.models_dir = folder
+        self.files = dict(real)
+        for name, model in models.items():
+            self.files[name] = folder / f"{name}.onnx"
+            self.files[name].write_bytes(model.SerializeToString())
+
+    def available(self, name: str) -> bool:
+        return name in self.files
+
+    def path(self, name: str) -> Path:
+        return self.files[name]
+
+    ensure = path

@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,18 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "quality")
+SUITES = (
+    "frame_io",
+    "paste",
+    "controls",
+    "embedded",
+    "neural",
+    "session_cost",
+    "capacity",
+    "gpu",
+    "quality",
+    "triton",
+)
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -99,9 +111,11 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    # "all" means the quick speed suites: capacity takes minutes of real sessions, quality needs
-    # an optional extra and minutes of CPU.
-    wanted = SUITES[:-2] if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
+    # "all" means the quick speed suites: capacity takes minutes of real sessions, gpu minutes of
+    # neural models (seconds per call on a CPU), quality needs an optional extra and minutes of CPU.
+    slow = ("capacity", "gpu", "quality", "triton")  # triton: needs --inference-url
+    quick = tuple(s for s in SUITES if s not in slow)
+    wanted = quick if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
     if unknown:
         print(f"swaprtc bench: unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
@@ -110,11 +124,14 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "frame_io": lambda: bench_frame_io(args.frames),
         "paste": lambda: _bench_paste(args.frames, settings),
+        "controls": lambda: _bench_controls(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
         "session_cost": lambda: _bench_session_cost(args, settings),
         "capacity": lambda: _bench_capacity(args, settings),
+        "gpu": lambda: _bench_gpu(args, settings),
         "quality": lambda: _bench_quality(args, settings),
+        "triton": lambda: _bench_triton(args, settings),
     }
     for name in wanted:
         try:
@@ -129,7 +146,6 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
-STANDINS_DIR = Path(os.environ.get("SWAPRTC_STANDINS_DIR", Path.home() / ".cache/swaprtc/standins"))
 
 
 def _photo(name: str) -> np.ndarray:
@@ -150,6 +166,25 @@ def _store(settings: Settings, threads: int | None = None) -> Any:
     )
 
 
+def _bench_controls(frames: int, settings: Settings) -> dict[str, Any]:
+    """The label, colour correction and mouth mask per frame, side by side with the paste-back."""
+    from swaprtc.benchmarks.controls import run_controls_suite
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(_store(settings).session("retinaface_mnet025"))
+    return run_controls_suite(detector, _photo("obama.jpg"), frames, side_by_side, summary)
+
+
+def close_up_frame(photo: np.ndarray, photo_face_h: float, w: int, h: int) -> np.ndarray:
+    """A w×h frame where the photo's face fills ~40% of the height, as in a webcam close-up."""
+    scale = 0.4 * h / photo_face_h
+    face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((h, w, 3), 90, np.uint8)
+    fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
+    frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+    return frame
+
+
 def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     """Crop-region paste-back vs insightface's full-frame reference, one 128 crop, 720p and 1080p."""
     from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
@@ -161,12 +196,7 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     photo_face_h = detector.detect(photo)[0].height
     result: dict[str, Any] = {}
     for label, (w, h) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
-        # The face fills ~40% of the frame height, as in a webcam close-up.
-        scale = 0.4 * h / photo_face_h
-        face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        frame = np.full((h, w, 3), 90, np.uint8)
-        fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
-        frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+        frame = close_up_frame(photo, photo_face_h, w, h)
         face = detector.detect(frame)[0]
         m = estimate_arcface(face.kps, 128)
         aligned = warp_crop(frame, m, 128)
@@ -238,12 +268,13 @@ def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, A
     """Sessions a real server holds (swaprtc.benchmarks.capacity)."""
     from swaprtc.benchmarks.capacity import CapacityPlan, run_capacity
 
-    workers = [w.strip() for w in (getattr(args, "workers", None) or "1,2").split(",") if w.strip()]
+    workers = [w.strip() for w in (getattr(args, "bench_workers", None) or "1,2").split(",") if w.strip()]
     plan = CapacityPlan(
         workers=workers,
         resolutions=_resolutions(args),
         max_sessions=args.max_sessions,
         step_s=args.step_s,
+        ramp_all=args.ramp_all,
     )
     return run_capacity(plan, settings, REPO_DATA)
 
@@ -255,40 +286,13 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
     them this runs random-weight stand-ins with the real architectures (tools/build_standins.py):
     realistic compute, meaningless pixels.
     """
-    from swaprtc.pipeline.detector import RetinaFaceDetector
-    from swaprtc.pipeline.embedder import ArcFaceEmbedder
-    from swaprtc.pipeline.enhancer import GfpganEnhancer
-    from swaprtc.pipeline.neural import NeuralEngine
-    from swaprtc.pipeline.swapper import InSwapper, load_emap
+    from swaprtc.inference.bench import load_models
     from swaprtc.types import SwapOptions
 
-    store = _store(settings)
-    real = all(store.available(n) for n in ("w600k_r50", "inswapper_128"))
-    if real:
-        engine = NeuralEngine.from_store(store, settings)
-        weights = "real"
-    else:
-        if not (STANDINS_DIR / "inswapper_128.onnx").exists():
-            raise FileNotFoundError(
-                f"no neural models in {settings.models_dir} and no stand-ins in {STANDINS_DIR}: "
-                "run `python tools/build_standins.py` (needs `pip install torch==2.13.0`)"
-            )
-        import onnxruntime as ort
-
-        providers = [p for p in settings.providers if p in ort.get_available_providers()]
-
-        def session(name: str) -> ort.InferenceSession:
-            return ort.InferenceSession(str(STANDINS_DIR / name), providers=providers)
-
-        inswapper = STANDINS_DIR / "inswapper_128.onnx"
-        gfpgan = STANDINS_DIR / "GFPGANv1.4.onnx"
-        engine = NeuralEngine(
-            RetinaFaceDetector(store.session("retinaface_mnet025")),
-            ArcFaceEmbedder(session("w600k_r50.onnx")),
-            InSwapper(session("inswapper_128.onnx"), load_emap(inswapper)),
-            GfpganEnhancer(session("GFPGANv1.4.onnx")) if gfpgan.exists() else None,
-        )
-        weights = f"random-weight stand-ins from {STANDINS_DIR}"
+    # Detector on every frame, no batching: what one call of each stage costs.
+    models = load_models(replace(settings, detect_every=1, batch_window_ms=0))
+    engine = models.engine(batching=False)
+    weights = models.label
     source = engine.prepare_source(_photo("astronaut.png"))
     target = cv2.resize(_photo("grace_hopper.jpg"), (640, 480))
     n = max(2, min(frames, 5))  # each CPU call takes seconds
@@ -305,6 +309,35 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
         out[label] = {k: round(statistics.median(v), 2) for k, v in per_stage.items()}
         out[label]["n"] = n
     return out
+
+
+def _bench_gpu(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The neural engine as a GPU engine: stages, one 720p session, 1-64 streams with and without
+    batching (swaprtc.inference.bench, which needs no aiortc/PyAV)."""
+    from swaprtc.inference.bench import STREAM_LEVELS, load_models, run_gpu_suite
+
+    levels = tuple(int(x) for x in args.streams.split(",")) if args.streams else STREAM_LEVELS
+    if settings.inference_url:  # the whole engine on the shared inference tier
+        from swaprtc.inference.triton_bench import triton_models
+
+        models = triton_models(settings)
+    else:
+        models = load_models(settings, args.weights)
+    return run_gpu_suite(
+        models,
+        frames=args.frames,
+        levels=levels,
+        seconds=args.seconds,
+        enhance=args.enhance,
+        progress=lambda msg: print(f"swaprtc bench gpu: {msg}", file=sys.stderr),
+    )
+
+
+def _bench_triton(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """One call per model on the inference server, shared memory vs plain gRPC, interleaved."""
+    from swaprtc.inference.triton_bench import run_triton_suite
+
+    return run_triton_suite(settings, calls=args.frames)
 
 
 QUALITY_CACHE = Path(os.environ.get("SWAPRTC_QUALITY_CACHE", Path.home() / ".cache/swaprtc/quality"))

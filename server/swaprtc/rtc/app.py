@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from swaprtc.label import LabelStyle, labeler_for
 from swaprtc.observability.logs import session_context
 from swaprtc.observability.metrics import CONTENT_TYPE, Metrics
 from swaprtc.resources import resource_path
-from swaprtc.rtc.ice import enable_loopback_candidates, parse_ice_servers
+from swaprtc.rtc.ice import loopback_candidates, parse_ice_servers
 from swaprtc.rtc.offer_check import check_size
 from swaprtc.rtc.sdp import codec_mime
 from swaprtc.rtc.session import BadOfferError, RtcPolicy, Session, SessionManager, UnknownSessionError
@@ -188,7 +189,7 @@ async def _put_source(request: web.Request) -> web.Response:
     session = live_session(request)
     settings = app[SETTINGS]
     uploads = app[UPLOADS]
-    with uploads.reserve():
+    with uploads.reserve(client_of(request)):
         data, fields = await read_upload(request, settings)
         name = check_name(fields.get("name") or DEFAULT_SOURCE)
         face = parse_face_index(fields.get("face"))
@@ -213,7 +214,7 @@ async def select_source(request: web.Request) -> web.Response:
     if face is None:
         raise BadFaceIndexError("face is required: the index of a face in the source's photo")
     entry = session.sources.get(check_name(name))
-    with app[UPLOADS].reserve():  # decodes the kept photo again
+    with app[UPLOADS].reserve(client_of(request)):  # decodes the kept photo again
         picked = await app[UPLOADS].run(repick, app[ENGINE], entry, face, app[SETTINGS].max_upload_pixels)
     if session.closed:
         raise UnknownSessionError("the session was closed while the face was prepared")
@@ -322,6 +323,8 @@ def access_middlewares(settings: Settings) -> list[Any]:
         ("POST", "/api/session"): RateLimiter(settings.rate_session_per_min, burst),
         ("POST", "/api/offer"): RateLimiter(settings.rate_offer_per_min, burst),
         ("POST", "/api/source"): RateLimiter(settings.rate_source_per_min, burst),
+        # A re-pick decodes the kept photo again: limited like uploads, in its own bucket.
+        ("POST", "/api/source/select"): RateLimiter(settings.rate_source_per_min, burst),
     }
     return [
         origin_middleware(settings.allowed_origins, exempt=via_unix_socket),
@@ -363,7 +366,12 @@ def create_app(
         deadline_s=deadline_s if deadline_s is not None else settings.swap_deadline_ms / 1000.0,
         labeler=labeler_for(settings.label, settings.label_position, settings.label_opacity),
     )
-    pool = InferencePool(settings.inference_threads)
+    threads = settings.inference_threads
+    if engine.describe().get("batching"):
+        # A batching engine's frames mostly wait for their batch: with fewer threads than sessions,
+        # frames of different sessions could never be in one batch.
+        threads = max(threads, settings.max_sessions)
+    pool = InferencePool(threads)
     extra: dict[str, float] = {}
     if never_connected_s is not None:
         extra["never_connected_s"] = never_connected_s
@@ -385,7 +393,9 @@ def create_app(
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[POOL] = pool
-    app[UPLOADS] = UploadPool(settings.upload_threads, settings.max_queued_uploads)
+    app[UPLOADS] = UploadPool(
+        settings.upload_threads, settings.max_queued_uploads, settings.max_uploads_per_client
+    )
     app[METRICS] = metrics
     app[SESSIONS] = SessionManager(engine, pool, settings, policy, metrics, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
@@ -407,15 +417,22 @@ def create_app(
     app.router.add_get("/{path:(?!api/).+}", serve_static, name="static_file")
 
     app.on_startup.append(_on_startup)
+    app.cleanup_ctx.append(_ice_loopback)
     app.on_shutdown.append(_on_shutdown)
     return app
 
 
 async def _on_startup(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    if settings.ice_loopback:
-        enable_loopback_candidates()
     app[SESSIONS].start()
+
+
+async def _ice_loopback(app: web.Application) -> AsyncIterator[None]:
+    """The loopback candidate patch (rtc/ice.py) for exactly as long as this app runs."""
+    if not app[SETTINGS].ice_loopback:
+        yield
+        return
+    with loopback_candidates():
+        yield
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -442,6 +459,8 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    if settings.token:
+        log.info("every API call needs the access token (--token / SWAPRTC_TOKEN)")
     return run_public(app, settings, ssl_context)
 
 

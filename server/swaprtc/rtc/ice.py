@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,25 +76,40 @@ def rtc_configuration(servers: Iterable[IceServer]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=[s.for_aiortc() for s in servers])
 
 
-def enable_loopback_candidates() -> bool:
-    """Patch aioice so host candidates also include 127.0.0.1.
+class _LoopbackHostAddresses:
+    """aioice's ``get_host_addresses`` plus 127.0.0.1, counting the apps that asked for it."""
 
-    aioice's ``get_host_addresses`` skips loopback, so where the only network is loopback (a
-    network namespace, a sandbox) no candidate pair exists and nothing connects. This wraps it
-    once per process (``--ice-loopback`` / ``SWAPRTC_ICE_LOOPBACK``); Chromium also needs
-    ``--allow-loopback-in-peer-connection`` to use such a candidate. Returns True if it patched.
-    """
-    original = aioice.ice.get_host_addresses
-    if getattr(original, "swaprtc_loopback", False):
-        return False
+    def __init__(self, original: Callable[[bool, bool], list[str]]) -> None:
+        self.original = original
+        self.users = 0
 
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = original(use_ipv4, use_ipv6)
+    def __call__(self, use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = list(self.original(use_ipv4, use_ipv6))
         if use_ipv4 and "127.0.0.1" not in addresses:
             addresses.append("127.0.0.1")
         return addresses
 
-    get_host_addresses.swaprtc_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
-    log.info("ICE: offering 127.0.0.1 host candidates (loopback patch)")
-    return True
+
+@contextlib.contextmanager
+def loopback_candidates() -> Iterator[None]:
+    """While inside, aioice also offers 127.0.0.1 host candidates.
+
+    aioice's ``get_host_addresses`` skips loopback, so where the only network is loopback (a
+    network namespace, a sandbox) no candidate pair exists and nothing connects, and aioice has no
+    option for it: its module function is wrapped. The app enters this once, at startup, only with
+    ``--ice-loopback`` / ``SWAPRTC_ICE_LOOPBACK``, and leaves it at cleanup; the original function is
+    back once the last app using it stopped (several apps in one process share one wrapper).
+    Chromium also needs ``--allow-loopback-in-peer-connection`` to use such a candidate.
+    """
+    current = aioice.ice.get_host_addresses
+    patch = current if isinstance(current, _LoopbackHostAddresses) else _LoopbackHostAddresses(current)
+    if patch is not current:
+        aioice.ice.get_host_addresses = patch
+        log.info("ICE: offering 127.0.0.1 host candidates (loopback)")
+    patch.users += 1
+    try:
+        yield
+    finally:
+        patch.users -= 1
+        if patch.users == 0 and aioice.ice.get_host_addresses is patch:
+            setattr(aioice.ice, "get_host_addresses", patch.original)  # noqa: B010 (typed as a def)

@@ -459,10 +459,15 @@ class SessionManager:
             await asyncio.sleep(JANITOR_PERIOD_S)
             try:
                 await self.sweep()
-                for session in self.sessions.values():
-                    session.send_stats()
+                self._send_stats()
             except Exception:
                 log.exception("session janitor failed")
+
+    def _send_stats(self) -> None:
+        # Its own frame: a loop variable in the janitor's long-lived coroutine would keep the last
+        # session (its peer connection, track and frames) alive after it was removed.
+        for session in self.sessions.values():
+            session.send_stats()
 
     def start(self) -> None:
         if self._janitor is None:
