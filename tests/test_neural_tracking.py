@@ -196,15 +196,6 @@ def test_two_faces_tracked_and_swapped(
     assert all(r.swapped == 1 and len(r.unswapped) == 1 for r in single)
 
 
-@pytest.fixture(scope="module")
-def two_faces(grace_bgr: np.ndarray, obama_bgr: np.ndarray) -> np.ndarray:
-    h = 300
-    left = cv2.resize(grace_bgr, (round(grace_bgr.shape[1] * h / grace_bgr.shape[0]), h))
-    right = cv2.resize(obama_bgr, (round(obama_bgr.shape[1] * (h - 40) / obama_bgr.shape[0]), h - 40))
-    right = cv2.copyMakeBorder(right, 20, 20, 0, 0, cv2.BORDER_CONSTANT, value=(90, 90, 90))
-    return np.hstack([left, right])
-
-
 def test_detector_jitter_is_measured(engine: NeuralEngine, grace_bgr: np.ndarray) -> None:
     """The reference the issue names (a fresh detection per frame) is itself noisy: recorded here."""
     jitter = []
