@@ -11,13 +11,14 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ "$flavour" = "gpu" ]; then
   # onnxruntime and onnxruntime-gpu share one import package: install the project without the
   # CPU build, then the GPU build.
-  "$py" -m pip install --disable-pip-version-check -q "$root[gpu,triton]"
+  "$py" -m pip install --disable-pip-version-check -q "$root[gpu,triton,c2pa]"
   "$py" -m pip uninstall -y -q onnxruntime || true
   "$py" -m pip install --disable-pip-version-check -q --force-reinstall --no-deps \
     "onnxruntime-gpu>=1.31"
 else
-  # [triton]: the same image serves as a worker of the shared inference tier (--inference-url).
-  "$py" -m pip install --disable-pip-version-check -q "$root[triton]"
+  # [triton]: the same image serves as a worker of the shared inference tier (--inference-url);
+  # [c2pa]: `swaprtc swap` in the image signs its outputs with C2PA content credentials.
+  "$py" -m pip install --disable-pip-version-check -q "$root[triton,c2pa]"
 fi
 # Smoke check: the package imports and the CLI answers.
-"$py" -c "import swaprtc.cli, onnxruntime, aiortc, av, cv2, tritonclient.grpc; print('swaprtc install ok, ort', onnxruntime.__version__, onnxruntime.get_available_providers())"
+"$py" -c "import swaprtc.cli, onnxruntime, aiortc, av, cv2, tritonclient.grpc, c2pa; print('swaprtc install ok, ort', onnxruntime.__version__, onnxruntime.get_available_providers())"

@@ -103,13 +103,14 @@ class SwapClient:
     received: list[Received] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     codec: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every call (e.g. a token)
     _http: aiohttp.ClientSession | None = None
     _channel: Any = None  # RTCDataChannel once connected
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _first_frame: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __aenter__(self) -> SwapClient:
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(headers=self.headers)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -83,6 +83,12 @@ async def test_session_offer_and_source_calls_are_rate_limited_per_client() -> N
             codes = [(await api.call("POST", path, **kwargs))[1]["error"]["code"] for _ in range(3)]
             assert codes[2] == "rate_limited", (path, codes)
             assert "rate_limited" not in codes[:2]
+        # Re-picking a face decodes the photo again: limited like uploads.
+        select = {"json": {"face": 0}, "headers": {"X-Session-Id": sid}}
+        codes = [
+            (await api.call("POST", "/api/source/select", **select))[1]["error"]["code"] for _ in range(3)
+        ]
+        assert codes[2] == "rate_limited" and "rate_limited" not in codes[:2], codes
         # Reads are not limited.
         for _ in range(5):
             assert (await api.call("GET", "/api/info"))[0] == 200
@@ -185,11 +191,38 @@ class ScriptAudit(html.parser.HTMLParser):
             self.problems.append("script body")
 
 
-def test_the_page_has_no_inline_script_or_style() -> None:
-    """The CSP forbids inline script and style: the page must not need them."""
-    audit = ScriptAudit()
-    audit.feed((WEB / "index.html").read_text())
-    assert audit.problems == []
+def test_the_pages_have_no_inline_script_or_style() -> None:
+    """The CSP forbids inline script and style: no page may need them."""
+    pages = sorted(WEB.glob("*.html"))
+    assert WEB / "index.html" in pages
+    for page in pages:
+        audit = ScriptAudit()
+        audit.feed(page.read_text())
+        assert audit.problems == [], page.name
+
+
+async def test_busy_answers_always_carry_retry_after() -> None:
+    """A 429 or 503 from any handler (here one that sets no hint) still tells when to retry."""
+    from aiohttp import web
+    from swaprtc.http.errors import json_error
+    from swaprtc.http.security_headers import install_security_headers
+
+    from tests.rtc_client import serve_in_process
+
+    async def busy(request: web.Request) -> web.Response:
+        return json_error(int(request.query["status"]), "busy", "later")
+
+    app = web.Application()
+    app.router.add_get("/busy", busy)
+    install_security_headers(app)
+    import aiohttp
+
+    async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
+        for status in (429, 503):
+            async with http.get(f"{base}/busy?status={status}") as resp:
+                assert resp.status == status and int(resp.headers["Retry-After"]) >= 1
+        async with http.get(f"{base}/busy?status=400") as resp:
+            assert "Retry-After" not in resp.headers
 
 
 class NoWorkers:
@@ -226,7 +259,7 @@ async def test_the_supervisor_applies_the_same_checks_in_front() -> None:
 
     from tests.rtc_client import serve_in_process
 
-    settings = Settings(token="tok", rate_session_per_min=6, rate_burst=1, workers="2")
+    settings = Settings(token="tok", rate_session_per_min=6, rate_burst=1, rate_offer_per_min=0, workers="2")
     app = create_supervisor_app(settings, NoWorkers())  # type: ignore[arg-type]
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         async with http.post(base + "/api/session") as resp:
@@ -239,6 +272,10 @@ async def test_the_supervisor_applies_the_same_checks_in_front() -> None:
             assert resp.status == 403 and (await resp.json())["error"]["code"] == "bad_origin"
         async with http.post(base + "/api/session", headers=auth) as resp:
             assert resp.status == 503  # passed the checks; no worker is ready
+        # The supervisor looks into offer bodies for a session id: never a RecursionError 500.
+        for body in (b"[" * 100_000, b"[" * 60_000 + b"]" * 60_000, b'{"a":' * 5000):
+            async with http.post(base + "/api/offer", headers=auth, data=body) as resp:
+                assert resp.status == 503, await resp.text()
         async with http.post(base + "/api/session", headers=auth) as resp:
             assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
             assert int(resp.headers["Retry-After"]) >= 1

@@ -22,7 +22,7 @@ def test_bench_reports_json_for_each_suite(
         [
             "bench",
             "--suite",
-            "frame_io,paste,embedded",
+            "frame_io,paste,controls,embedded",
             "--frames",
             "3",
             "--models-dir",
@@ -35,7 +35,13 @@ def test_bench_reports_json_for_each_suite(
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     results = printed["results"]
-    assert set(results) == {"frame_io", "paste", "embedded"}
+    assert set(results) == {"frame_io", "paste", "controls", "embedded"}
+    for label in ("480p", "720p", "1080p"):
+        controls = results["controls"][label]
+        assert {
+            k: controls[k]["n"] for k in ("paste_128", "label", "color_correction", "mouth_mask")
+        } == dict.fromkeys(("paste_128", "label", "color_correction", "mouth_mask"), 3)
+        assert set(controls["per_paste"]) == {"label", "color_correction", "mouth_mask"}
     for label in ("720p", "1080p"):
         assert results["frame_io"][label]["i420_from_numpy_buffer"]["n"] == 3
         paste = results["paste"][label]
@@ -51,3 +57,38 @@ def test_bench_reports_json_for_each_suite(
 def test_bench_rejects_unknown_suite(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--suite", "nope"]) == 2
     assert "unknown suite" in capsys.readouterr().err
+
+
+def test_session_cost_measures_every_step(
+    model_store: ModelStore, face_landmark_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "--suite", "session_cost", "--resolution", "480p", "--frames", "10"]
+    assert main([*args, "--models-dir", str(model_store.models_dir)]) == 0
+    cost = json.loads(capsys.readouterr().out)["results"]["session_cost"]["480p"]
+    steps = {"rtp_in", "decode", "to_bgr", "engine", "to_i420", "encode", "rtp_out"}
+    for codec in ("vp8", "h264"):
+        for label in ("before", "after"):
+            run = cost[codec][label]
+            assert set(run["ms_per_frame"]) == steps and run["ms_per_frame"]["engine"] > 0
+            assert run["cores_at_30fps"] == pytest.approx(run["total_ms"] * 0.03, abs=0.002)
+    # The steps before the encoder are shared, measured once for both encoders.
+    assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
+
+
+def test_capacity_suite_runs_real_sessions_against_two_workers(
+    model_store: ModelStore, face_landmark_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One ramp step (one real client process) against ``serve --workers 2``: the report has the
+    session's fps and latency, server and client CPU apart, and each process's memory."""
+    args = ["bench", "--suite", "capacity", "--workers", "2", "--resolution", "480p"]
+    args += ["--max-sessions", "1", "--step-s", "2", "--models-dir", str(model_store.models_dir)]
+    assert main(args) == 0
+    capacity = json.loads(capsys.readouterr().out)["results"]["capacity"]
+    assert "skipped" not in capacity, capacity
+    (run,) = capacity["runs"]
+    (step,) = run["steps"]
+    assert run["workers"] == "2" and step["sessions"] == 1
+    assert step["per_session"][0]["fps"] > 0 and step["latency_p50_ms"] > 0
+    assert step["server_cores"] > 0 and step["client_cores"] > 0
+    assert set(step["rss_mb"]) == {"supervisor", "worker-0", "worker-1"}
+    assert all(mb > 20 for mb in step["rss_mb"].values())

@@ -343,6 +343,9 @@ def test_browser_swaps_the_camera_face(
         timeout=PLAY_TIMEOUT_MS,
     )
 
+    # The camera gives what was asked for (640 x 480): the page shows it and does not complain.
+    info = page.get_by_test_id("camera-info")
+    assert "640 × 480" in info.inner_text() and info.get_attribute("data-ignored") == "false"
     # The stats overlay fills in from the server's once-per-second DataChannel message.
     fps_out = page.get_by_test_id("stat-fps-out")
     page.wait_for_function(
@@ -350,7 +353,11 @@ def test_browser_swaps_the_camera_face(
         timeout=5_000,
     )
     assert page.get_by_test_id("stats-overlay").is_visible()
-    assert float(fps_out.inner_text()) >= 0
+    # Frames flow: the server's measured output rate becomes positive (the first message may say 0).
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=stat-fps-out]').textContent) > 0", timeout=10_000
+    )
+    assert float(fps_out.inner_text()) > 0
     assert page.get_by_test_id("stat-engine").inner_text() not in ("", "–")
     # The codec the browser negotiated is the one the server asked for.
     codec = page.get_by_test_id("stat-codec")
@@ -489,9 +496,13 @@ def test_browser_reflects_engine_and_keeps_settings(page: Page, server_url: str)
     page.get_by_test_id("opt-many-faces").focus()
     page.keyboard.press("Space")
     page.get_by_test_id("opt-strength").fill("0.5")
+    mirrored = "getComputedStyle(document.getElementById('local-video')).transform.startsWith('matrix(-1')"
+    assert page.get_by_test_id("opt-mirror").is_checked() and page.evaluate(mirrored)  # by default
+    page.get_by_test_id("opt-mirror").uncheck()
     page.reload()
     assert page.get_by_test_id("opt-many-faces").is_checked()
     assert page.get_by_test_id("opt-strength").input_value() == "0.5"
+    assert not page.get_by_test_id("opt-mirror").is_checked() and not page.evaluate(mirrored)
 
 
 def test_browser_tabs_are_separate_sessions(browser: Browser, server_url: str) -> None:
@@ -665,6 +676,10 @@ def test_browser_gets_the_swapped_video_out(browser: Browser, server_url: str, t
         # Stop in the main page: the output window says so instead of freezing on the last frame.
         page.get_by_test_id("stop-button").click()
         popup.get_by_test_id("output-note").wait_for(state="visible", timeout=5_000)
+        # A new stream (Start again, or a reconnect) is picked up by the open output window.
+        page.get_by_test_id("start-button").click()
+        popup.get_by_test_id("output-note").wait_for(state="hidden", timeout=PLAY_TIMEOUT_MS)
+        _wait_playing(popup, "output-video")
     finally:
         context.close()
 
@@ -720,6 +735,20 @@ def test_browser_phone_layout(browser: Browser, server_url: str, tmp_path: Path)
             "document.querySelector('[data-testid=swap-badge]').dataset.swapping === 'true'", timeout=10_000
         )
         assert badge.inner_text() == "Swapped"
+        # The self-view picture-in-picture does not cover the server's "AI-generated" label.
+        label = _get_json(f"{server_url}/api/info")["label"]
+        if label["enabled"]:
+            own, video = (page.locator(s).bounding_box() for s in (".tile-local", "#remote-video"))
+            assert own is not None and video is not None
+            zone_x = video["x"] + (0 if label["position"].endswith("left") else 0.7 * video["width"])
+            zone_y = video["y"] + (0 if label["position"].startswith("top") else 0.88 * video["height"])
+            apart = (
+                own["x"] >= zone_x + 0.3 * video["width"]
+                or own["x"] + own["width"] <= zone_x
+                or own["y"] >= zone_y + 0.12 * video["height"]
+                or own["y"] + own["height"] <= zone_y
+            )
+            assert apart, f"the self-view {own} covers the label's corner ({label['position']})"
 
         # The video stays in view while a setting far down is adjusted.
         page.get_by_test_id("opt-strength").scroll_into_view_if_needed()
@@ -880,7 +909,11 @@ def test_browser_chooses_faces_and_maps_people(
         _connected(page)
         reason = page.get_by_test_id("hidden-reason")
         reason.wait_for(state="visible", timeout=10_000)
-        assert reason.inner_text().startswith("1 face hidden")
+        # While the first swaps warm up the reason is "faces hidden while the swap catches up".
+        page.wait_for_function(
+            "document.querySelector('[data-testid=hidden-reason]')?.innerText.startsWith('1 face hidden')",
+            timeout=15_000,
+        )
         remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
         _save("browser_two_people_hidden.png", remote)
         flat = sorted(_flat_share(remote, box) for box in boxes)

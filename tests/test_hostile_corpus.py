@@ -29,7 +29,10 @@ from tests.test_http_hardening import stray_byte_jpeg
 from tests.test_server_http import real_offer_lines
 
 CLOSED = 0  # "the server closed the connection without an answer" is acceptable for this case
+TOKEN = "c0rpus-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMITS = {
+    "token": TOKEN,
     "max_upload_bytes": 200_000,
     "max_upload_pixels": 4_000_000,
     "max_json_bytes": 16 * 1024,
@@ -40,6 +43,7 @@ LIMITS = {
     "rate_offer_per_min": 0,
     "rate_source_per_min": 0,
     "max_pending_per_client": 50,
+    "max_uploads_per_client": 50,  # the corpus sends several uploads at once from one address
 }
 
 
@@ -64,8 +68,9 @@ def req(
     *,
     headers: dict[str, str] | None = None,
     body: bytes = b"",
+    auth: dict[str, str] = AUTH,
 ) -> Case:
-    return raw(name, request_bytes(method, path, headers=headers, body=body), want, code)
+    return raw(name, request_bytes(method, path, headers={**auth, **(headers or {})}, body=body), want, code)
 
 
 def chunked(parts: list[bytes]) -> bytes:
@@ -131,7 +136,9 @@ async def slow_body(base: str) -> RawResponse | None:
     """A JSON body that stops after 10 of its 500 declared bytes: 408, not a hung handler."""
     reader, writer = await asyncio.open_connection(*host_port(base))
     try:
-        writer.write(request_bytes("POST", "/api/offer", headers={"Content-Length": "500"}) + b'{"sdp": "v')
+        writer.write(
+            request_bytes("POST", "/api/offer", headers={**AUTH, "Content-Length": "500"}) + b'{"sdp": "v'
+        )
         await writer.drain()
         async with asyncio.timeout(8):
             return await read_response(reader)
@@ -144,7 +151,7 @@ async def hang_up_mid_upload(base: str, sid: str) -> RawResponse | None:
     head = request_bytes(
         "POST",
         "/api/source",
-        headers={"X-Session-Id": sid, "Content-Type": "image/jpeg", "Content-Length": "150000"},
+        headers={**AUTH, "X-Session-Id": sid, "Content-Type": "image/jpeg", "Content-Length": "150000"},
     )
     writer.write(head + b"\xff\xd8\xff" + b"\x00" * 50_000)
     await writer.drain()
@@ -434,6 +441,36 @@ def build_corpus(sid: str, live: str, sdp: str) -> list[Case]:
             headers={"Origin": "http://127.0.0.1.evil.example"},
             body=b"{}",
         ),
+        req("no token", "POST", "/api/session", 401, "unauthorized", auth={}),
+        req("wrong token", "GET", "/api/info", 401, "unauthorized", auth={"Authorization": "Bearer nope"}),
+        req(
+            "token prefix",
+            "GET",
+            "/api/info",
+            401,
+            "unauthorized",
+            auth={"Authorization": f"Bearer {TOKEN[:-1]}"},
+        ),
+        req(
+            "token with a suffix",
+            "GET",
+            "/api/info",
+            401,
+            "unauthorized",
+            auth={"X-Swaprtc-Token": TOKEN + "x"},
+        ),
+        req("token in the query", "GET", f"/api/info?token={TOKEN}", 401, "unauthorized", auth={}),
+        req("Basic auth", "GET", "/api/info", 401, "unauthorized", auth={"Authorization": f"Basic {TOKEN}"}),
+        req("empty Bearer", "DELETE", "/api/session", 401, "unauthorized", auth={"Authorization": "Bearer "}),
+        req(
+            "no token, live session",
+            "DELETE",
+            "/api/session",
+            401,
+            "unauthorized",
+            auth={},
+            headers={"X-Session-Id": live},
+        ),
         # --- slow and broken clients -------------------------------------------------------------
         Case("slowloris request head", slowloris, {CLOSED}),
         Case("body stops halfway", slow_body, {408}, "request_timeout"),
@@ -447,7 +484,7 @@ async def test_hostile_corpus_gets_4xx_json_while_a_live_session_streams(
 ) -> None:
     sdp = "\r\n".join(await real_offer_lines())
     app = create_app(Settings(**LIMITS), PaintEngine(FixedFaceDetector()))
-    async with serve_in_process(app) as base, SwapClient(base) as live:
+    async with serve_in_process(app) as base, SwapClient(base, headers=AUTH) as live:
         await live.create_session()
         ok, _ = await live.upload_source(cv2.imencode(".jpg", astronaut_bgr)[1].tobytes(), "image/jpeg")
         assert ok == 200
@@ -467,6 +504,9 @@ async def test_hostile_corpus_gets_4xx_json_while_a_live_session_streams(
                 except Exception as exc:  # reported below with the case's name
                     return case, exc
 
+        # The control channel too: a deeply nested message gets an error reply, not a crash of the
+        # channel's receive path.
+        live._channel.send("[" * 60_000)
         frames_before = len(live.received)
         started = time.monotonic()
         with caplog.at_level(logging.INFO):
@@ -494,6 +534,7 @@ async def test_hostile_corpus_gets_4xx_json_while_a_live_session_streams(
         assert problems == [], "\n".join(problems)
         assert all(not (isinstance(a, RawResponse) and a.status >= 500) for _, a in results)
 
+        assert any(m.get("type") == "error" and m.get("code") == "bad_json" for m in live.messages)
         # The live session never noticed: frames kept arriving during the corpus and after it.
         assert app[SESSIONS].get(live.session_id).connected
         assert len(frames_during) >= max(3, elapsed), (len(frames_during), elapsed)

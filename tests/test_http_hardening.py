@@ -19,13 +19,14 @@ import pytest
 from PIL import Image
 from swaprtc.http.body import json_depth, parse_json
 from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.rtc.control import handle_message
 from swaprtc.rtc.upload import decode_image
 from swaprtc.settings import Settings
-from swaprtc.types import Face, SourceFace
+from swaprtc.types import Face, SourceFace, SwapOptions
 
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
 from tests.raw_http import host_port, request_bytes, send_raw
-from tests.rtc_client import serve_in_process
+from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
 
 UNLIMITED: dict[str, Any] = {"rate_session_per_min": 0, "rate_offer_per_min": 0, "rate_source_per_min": 0}
 
@@ -98,6 +99,12 @@ def test_json_depth_scan_ignores_brackets_in_strings() -> None:
     with pytest.raises(Exception, match="nested deeper"):
         parse_json(b"[" * 33 + b"]" * 33)
     assert parse_json(b"[" * 32 + b"]" * 32) is not None
+
+
+def test_deeply_nested_control_messages_get_an_error_reply() -> None:
+    for message in ("[" * 60_000, b"[" * 60_000, '{"a":' * 20_000):
+        replies = handle_message(message, SwapOptions(), False).replies
+        assert [r["code"] for r in replies] == ["bad_json"]
 
 
 async def test_static_handler_never_fails_on_odd_names() -> None:
@@ -205,22 +212,34 @@ class RecordingEngine(PaintEngine):
 
 
 async def test_parallel_uploads_run_on_their_own_bounded_executor(astronaut_bgr: np.ndarray) -> None:
+    """30 uploads at once from 30 addresses (named by a trusted proxy): they decode one at a
+    time on the upload thread, the queue in front of it stays short (503 busy beyond it), and
+    the live session keeps its frames."""
     engine = RecordingEngine()
-    settings = Settings(upload_threads=1, max_queued_uploads=4, **UNLIMITED)
-    async with served(settings, engine) as api:
+    settings = Settings(upload_threads=1, max_queued_uploads=4, trusted_proxies=("127.0.0.1",), **UNLIMITED)
+    async with served(settings, engine) as api, SwapClient(api.base) as live:
+        await live.connect(SyntheticCamera(astronaut_bgr, 15))  # live video meanwhile
         sid = await api.session()
         image = jpg(astronaut_bgr)
+        before, started = len(live.received), time.monotonic()
         results = await asyncio.gather(
             *(
                 api.call(
                     "POST",
                     "/api/source",
                     data=image,
-                    headers={"X-Session-Id": sid, "Content-Type": "image/jpeg"},
+                    headers={
+                        "X-Session-Id": sid,
+                        "Content-Type": "image/jpeg",
+                        "X-Forwarded-For": f"198.51.100.{i}",
+                    },
                 )
-                for _ in range(30)
+                for i in range(30)
             )
         )
+        elapsed = time.monotonic() - started
+        during = len(live.received) - before
+    assert during >= max(2, elapsed), (during, elapsed)  # the stream went on during the burst
     statuses = [status for status, _, _ in results]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(200) >= 5
@@ -231,6 +250,44 @@ async def test_parallel_uploads_run_on_their_own_bounded_executor(astronaut_bgr:
     assert engine.threads and all(name.startswith("swaprtc-upload") for name in engine.threads), (
         engine.threads
     )
+
+
+async def test_slow_uploads_tie_up_only_their_own_clients_places(astronaut_bgr: np.ndarray) -> None:
+    """Two uploads trickling in from one address: its third is refused (429 busy), while
+    another address uploads as usual."""
+    settings = Settings(max_uploads_per_client=2, trusted_proxies=("127.0.0.1",), **UNLIMITED)
+    async with served(settings) as api:
+        sid = await api.session()
+        slow = []
+        for _ in range(2):
+            _reader, writer = await asyncio.open_connection(*host_port(api.base))
+            head = request_bytes(
+                "POST",
+                "/api/source",
+                headers={
+                    "X-Session-Id": sid,
+                    "Content-Type": "image/jpeg",
+                    "Content-Length": "100000",
+                    "X-Forwarded-For": "203.0.113.7",
+                },
+            )
+            writer.write(head + b"\xff\xd8\xff")
+            await writer.drain()
+            slow.append(writer)
+        await asyncio.sleep(0.3)
+        image = jpg(astronaut_bgr)
+        headers = {"X-Session-Id": sid, "Content-Type": "image/jpeg"}
+        status, body, answer = await api.call(
+            "POST", "/api/source", data=image, headers={**headers, "X-Forwarded-For": "203.0.113.7"}
+        )
+        assert_error(status, body, 429, "busy")
+        assert int(answer["Retry-After"]) >= 1
+        status, body, _ = await api.call(
+            "POST", "/api/source", data=image, headers={**headers, "X-Forwarded-For": "203.0.113.8"}
+        )
+        assert status == 200, body
+        for writer in slow:
+            writer.transport.abort()
 
 
 async def offer_sdp() -> str:

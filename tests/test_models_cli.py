@@ -37,6 +37,8 @@ def test_list_json_shows_every_model_and_its_state(
     assert list(models) == Manifest.load().names
     retina = models["retinaface_mnet025"]
     assert retina["present"] and retina["role"] == "detector" and retina["licence"].startswith("MIT")
+    # Where each pinned digest comes from is listed, so an operator can check it independently.
+    assert retina["digest_source"].startswith("computed here from the bytes literal WEIGHTS")
     # Read back from a real session (list loads the small detector as a probe), not just planned.
     assert retina["providers"] == ["CPUExecutionProvider"] and retina["providers_source"] == "loaded"
     assert retina["verified"] and retina["state"] == "verified"  # hashed once, then cached

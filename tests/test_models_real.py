@@ -25,7 +25,7 @@ def test_retinaface_file_matches_manifest_and_runs(
     assert sha256_file(path) == entry.sha256
     assert model_store.providers_in_use("retinaface_mnet025") == ["CPUExecutionProvider"]
 
-    # The manifest's I/O contract: BGR minus (104, 117, 123), NCHW; conf is softmaxed.
+    # The I/O contract (DESIGN.md §4): BGR minus (104, 117, 123), NCHW; conf is softmaxed.
     image = cv2.resize(astronaut_bgr, (640, 640)).astype(np.float32) - np.array([104, 117, 123], np.float32)
     outputs = {
         o.name: v

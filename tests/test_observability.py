@@ -84,8 +84,12 @@ async def test_metrics_count_a_real_session(
         status, body = await client.upload_source(b"not an image", "image/jpeg")
         assert status == 400
         await client.connect(SyntheticCamera(astronaut_bgr, 15))
-        await asyncio.sleep(2.0)
-        during = await scrape(http, base)
+        for _ in range(60):  # a busy machine may need a while for the first swapped frames
+            await asyncio.sleep(0.5)
+            during = await scrape(http, base)
+            swapped = value(during, "swaprtc_frames_swapped_total")
+            if swapped >= 5 and value(during, "swaprtc_frames_out_total") >= 10:
+                break
         received = len(client.received)
     assert value(during, "swaprtc_sessions", state="open") == 1
     assert value(during, "swaprtc_sessions", state="connected") == 1

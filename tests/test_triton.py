@@ -32,6 +32,7 @@ from swaprtc.inference.local import OrtRunner
 from swaprtc.inference.triton import (
     ClientPool,
     InferenceServerError,
+    PixelInputRunner,
     TritonRunner,
     connect,
     model_info,
@@ -46,6 +47,7 @@ from swaprtc.inference.triton_repo import (
 )
 from swaprtc.models.manifest import Manifest
 from swaprtc.models.store import ModelStore
+from swaprtc.pipeline.detector import RETINA_MEAN_BGR
 from swaprtc.pipeline.neural import NeuralEngine
 from swaprtc.pipeline.swapper import load_emap
 from swaprtc.settings import Settings, SettingsError
@@ -55,7 +57,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tests.conftest import models_cache_dir
 from tests.rtc_client import SwapClient, SyntheticCamera
 from tests.server_process import ROOT, free_port, server_process
-from tests.tiny_models import arcface_model, gfpgan_model, inswapper_model
+from tests.tiny_models import (
+    arcface_model,
+    gfpgan_model,
+    inswapper_model,
+    scrfd_model,
+    scrfd_zero_outputs,
+    session,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TRITON_PYTHON = Path(
@@ -106,7 +115,9 @@ def test_repository_configs_follow_the_onnx_files(repo: Path, store: ModelStore)
     assert names == ["gfpgan_1.4", "inswapper_128", "inswapper_128_emap", "retinaface_mnet025", "w600k_r50"]
     det = parse_config(repo / "retinaface_mnet025" / "config.pbtxt")
     assert det.platform == "onnxruntime_onnx" and det.max_batch_size == 16  # dynamic axis in the file
-    assert [i.name for i in det.input] == ["input"] and list(det.input[0].dims) == [3, -1, -1]
+    # Detectors take 8-bit pixels (NHWC) and normalise them in the graph: a quarter of the bytes.
+    assert [i.name for i in det.input] == ["pixels"] and list(det.input[0].dims) == [-1, -1, 3]
+    assert det.input[0].data_type == mc.TYPE_UINT8
     assert [o.name for o in det.output] == ["loc", "conf", "landmarks"]
     assert det.dynamic_batching.max_queue_delay_microseconds == 8000
     assert det.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
@@ -144,6 +155,32 @@ def test_a_model_that_fails_the_batch_check_stays_unbatched(tmp_path: Path, mode
     ).read_bytes()
 
 
+@pytest.mark.parametrize("kind", ["retinaface", "scrfd"])
+def test_pixel_input_detectors_see_the_same_input(kind: str, store: ModelStore) -> None:
+    """The repository's uint8 detector gives bitwise the outputs of the original on the float
+    blob the pipeline makes, through the client's exact inverse."""
+    from swaprtc.inference.triton_repo import PIXEL_INPUTS, with_pixel_input
+
+    if kind == "retinaface":
+        original = onnx.load(str(store.path("retinaface_mnet025")))
+    else:
+        outputs = scrfd_zero_outputs(64)
+        original = scrfd_model([o + np.float32(0.25) for o in outputs], size=64)
+    pixel = PIXEL_INPUTS[kind]
+    wrapped = with_pixel_input(original, pixel)
+    image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    if kind == "retinaface":
+        blob = (image.astype(np.float32) - RETINA_MEAN_BGR).transpose(2, 0, 1)[None]
+    else:
+        blob = cv2.dnn.blobFromImage(image, 1.0 / 128.0, (64, 64), (127.5, 127.5, 127.5), swapRB=True)
+    want = OrtRunner(session(original)).run({original.graph.input[0].name: blob})
+    # What PixelInputRunner sends: the float blob turned back into its pixels.
+    pixels = np.rint(blob.transpose(0, 2, 3, 1) / np.float32(pixel.scale) + np.float32(pixel.mean))
+    got = OrtRunner(session(wrapped)).run({"pixels": pixels.astype(np.uint8)})
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_config_text_parses_for_every_option_combination(repo: Path, store: ModelStore) -> None:
     from swaprtc.inference.triton_repo import repo_entry
 
@@ -159,6 +196,21 @@ def test_config_text_parses_for_every_option_combination(repo: Path, store: Mode
         assert len(accelerators) == (1 if options.kind == "gpu" and options.tensorrt else 0)
 
 
+def test_link_makes_relative_links_for_files_kept_as_they_are(tmp_path: Path, store: ModelStore) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(store.models_dir, models)
+    local = ModelStore(models, manifest=store.manifest, allow_download=False)
+    write_repository(local, models / "triton-repo", RepoOptions(link=True), names=["w600k_r50"])
+    linked = models / "triton-repo" / "w600k_r50" / "1" / "model.onnx"
+    # Relative: the same repository resolves where the volume is mounted elsewhere (Triton's /models).
+    assert linked.is_symlink() and not os.readlink(linked).startswith("/")
+    moved = tmp_path / "elsewhere"
+    models.rename(moved)
+    assert (moved / "triton-repo" / "w600k_r50" / "1" / "model.onnx").read_bytes() == (
+        moved / "w600k_r50.onnx"
+    ).read_bytes()
+
+
 def test_cli_writes_the_installed_models(tmp_path: Path, model_store: ModelStore) -> None:
     """``swaprtc triton-repo`` with the real manifest: only verified models go in (here RetinaFace)."""
     model_store.ensure("retinaface_mnet025")
@@ -168,14 +220,30 @@ def test_cli_writes_the_installed_models(tmp_path: Path, model_store: ModelStore
     )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["retinaface_mnet025"]
-    linked = out / "retinaface_mnet025" / "1" / "model.onnx"
-    assert (
-        linked.is_symlink() and linked.resolve() == (models_cache_dir() / "retinaface_mnet025.onnx").resolve()
-    )
+    # The detector is rewritten (pixel input), so it is a file even with --link.
+    written = out / "retinaface_mnet025" / "1" / "model.onnx"
+    assert written.is_file() and not written.is_symlink()
     assert parse_config(out / "retinaface_mnet025" / "config.pbtxt").max_batch_size == 16
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli_main(["triton-repo", str(tmp_path / "none"), "--models-dir", str(empty)]) == 2
+
+
+def test_serve_stops_with_a_clear_error_when_triton_is_not_there(model_store: ModelStore) -> None:
+    model_store.ensure("retinaface_mnet025")
+    url = f"grpc://127.0.0.1:{free_port()}"
+    env = {**os.environ, "SWAPRTC_MODELS_DIR": str(models_cache_dir()), "SWAPRTC_AUTO_DOWNLOAD": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "swaprtc", "serve", "--port", str(free_port()), "--inference-url", url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error [inference_unreachable]: cannot reach the inference server at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unreachable_server_is_a_clear_startup_error() -> None:
@@ -292,14 +360,17 @@ def test_runners_on_triton_equal_local_ones(triton: Triton, store: ModelStore, s
         (runners.embedder, local.embedder),
         (runners.swapper, local.swapper),
     ]
+    assert isinstance(runners.detector, PixelInputRunner)
     for remote, ref in pairs:
-        assert isinstance(remote, TritonRunner)
         assert remote.max_batch == 16 and remote.describe()["shared_memory"] is (shared_memory == "on")
         for rows in (1, 3, 1):  # twice the same shape: the second goes fully through shared memory
             feeds = {
                 s.name: rng.random([rows, *[d or 64 for d in s.shape[1:]]]).astype(s.dtype)
                 for s in remote.inputs
             }
+            if remote is runners.detector:  # what RetinaFaceDetector feeds: BGR pixels - mean
+                pixels = rng.integers(0, 256, (rows, 64, 96, 3)).astype(np.float32)
+                feeds = {"input": (pixels - RETINA_MEAN_BGR).transpose(0, 3, 1, 2).copy()}
             got = remote.run(feeds)
             # The reference runs one row at a time: the local files may fix the batch at 1.
             singles = [ref.run({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(rows)]
@@ -307,8 +378,42 @@ def test_runners_on_triton_equal_local_ones(triton: Triton, store: ModelStore, s
                 want = np.concatenate([one[j] for one in singles])
                 np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
     for r in (runners.detector, runners.embedder, runners.swapper, runners.enhancer):
-        assert isinstance(r, TritonRunner)
+        assert isinstance(r, TritonRunner | PixelInputRunner)
         r.close()
+
+
+def test_bench_suite_measures_both_transports(triton: Triton, store: ModelStore) -> None:
+    from swaprtc.inference.triton_bench import run_triton_suite
+
+    report = run_triton_suite(Settings(inference_url=triton.url, models_dir=store.models_dir), calls=3)
+    assert set(report["stages"]) == {"detector", "embedder", "swapper", "enhancer"}
+    for stage in report["stages"].values():
+        assert stage["shared_memory"]["n"] == 3 and stage["grpc"]["p50_ms"] > 0
+    assert report["stages"]["detector"]["sent_bytes"] == 640 * 640 * 3  # uint8 pixels
+    assert report["stages"]["swapper"]["sent_bytes"] == (3 * 128 * 128 + 512) * 4
+
+
+def test_gpu_suite_models_come_from_triton_with_an_inference_url(
+    triton: Triton,
+    store: ModelStore,
+    face_landmark_path: Path,
+    astronaut_bgr: np.ndarray,
+    grace_bgr: np.ndarray,
+) -> None:
+    """``swaprtc bench --suite gpu --inference-url``: the suite's engine runs on the tier."""
+    from swaprtc.inference.triton_bench import triton_models
+
+    settings = Settings(inference_url=triton.url, models_dir=face_landmark_path.parent, auto_download=False)
+    models = triton_models(settings)
+    assert models.label == f"Triton at {triton.url}" and models.tracking is not None
+    engine = models.engine(batching=True)
+    assert engine.describe()["runners"]["detector"]["runner"] == "triton"
+    local = NeuralEngine.from_runners(local_runners(store))
+    got = engine.open_stream().process(astronaut_bgr, engine.prepare_source(grace_bgr), SwapOptions()).frame
+    want = local.open_stream().process(astronaut_bgr, local.prepare_source(grace_bgr), SwapOptions()).frame
+    np.testing.assert_array_equal(got, want)
+    if engine.batching is not None:
+        engine.batching.close()
 
 
 def test_missing_and_mismatched_models_are_named(triton: Triton) -> None:
@@ -345,8 +450,8 @@ def test_two_streams_through_triton_equal_the_in_process_engine(
         source = remote.prepare_source(sources[key])
         stream = remote.open_stream()
         out = []
-        barrier.wait()
-        for i in range(12):
+        for i in range(6):
+            barrier.wait(60)  # frames arrive together, as from two cameras: their detector calls meet
             out.append(
                 stream.process(frames[i % len(frames)], source, options[key], timestamp_s=i / 30).frame
             )

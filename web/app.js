@@ -82,6 +82,8 @@ class App {
     this.enhance = { supported: false, note: "" };
     this.sessionId = null; // Per tab, in memory only: a second tab is a second session.
     this.sessionPromise = null;
+    this.sessionEpoch = 0; // Bumped when the page gives its session up; a creation in flight is then void.
+    this.sourceChain = Promise.resolve(); // Default-source uploads, one at a time (syncSource).
     this.source = null; // { file, sessionId } — the photo is re-sent when the session changes.
     this.stream = null;
     this.conn = null;
@@ -169,6 +171,9 @@ class App {
       this.controls.updateDependants();
     }
     $("label-note").hidden = !info.label?.enabled;
+    // Overlays (badge, self-view, stats) keep clear of the corner the label is burned into.
+    if (info.label?.enabled) document.body.dataset.label = String(info.label.position ?? "");
+    else delete document.body.dataset.label;
   }
 
   bindControls() {
@@ -342,14 +347,21 @@ class App {
   async ensureSession() {
     if (this.sessionId) return this.sessionId;
     if (!this.sessionPromise) {
-      this.sessionPromise = api.createSession().then((data) => {
+      const epoch = this.sessionEpoch;
+      const promise = api.createSession().then((data) => {
+        if (epoch !== this.sessionEpoch) {
+          // Given up while it was being created (Stop): free it on the server, tell the caller.
+          api.deleteSession(data.session_id).catch(() => {});
+          throw new api.ApiError(0, "aborted", "the session was given up while it was being created");
+        }
         this.sessionId = data.session_id;
         if (data.engine) this.applyEngine(data.engine);
         if (data.ice_servers && this.info) this.info.ice_servers = data.ice_servers;
         return this.sessionId;
       }).finally(() => {
-        this.sessionPromise = null;
+        if (this.sessionPromise === promise) this.sessionPromise = null;
       });
+      this.sessionPromise = promise;
     }
     return this.sessionPromise;
   }
@@ -357,7 +369,31 @@ class App {
   forgetSession() {
     const old = this.sessionId;
     this.sessionId = null;
+    this.sessionEpoch += 1;
+    this.sessionPromise = null;
+    // Idempotent on the server (200 even when it already ended the session): a quiet Stop.
     if (old) api.deleteSession(old).catch(() => {});
+  }
+
+  /**
+   * Make the newest photo the user chose the default source of session `sid`. Uploads run one at
+   * a time and each sends the photo wanted when it starts, so a photo chosen while a reconnect
+   * re-uploads the previous one goes after it and wins. Resolves to the upload's answer, or null
+   * when that photo is already there.
+   */
+  syncSource(sid) {
+    const run = async () => {
+      const src = this.source;
+      if (!src || src.sessionId === sid) return null;
+      const result = await api.uploadSource(sid, src.file, { face: src.face });
+      src.sessionId = sid;
+      src.face = result.selected ?? src.face;
+      if (this.source === src) this.showSource(result);
+      return result;
+    };
+    const next = this.sourceChain.then(run, run);
+    this.sourceChain = next.catch(() => {});
+    return next;
   }
 
   async setSource(file) {
@@ -366,11 +402,14 @@ class App {
     status.textContent = `Uploading ${file.name || "photo"}…`;
     status.classList.remove("bad");
     $("dropzone").classList.add("busy");
+    const previous = this.source;
+    const wanted = { file, sessionId: null, face: undefined };
+    this.source = wanted;
     try {
-      const result = await this.uploadWithRetry(file);
-      this.source = { file, sessionId: this.sessionId, face: result.selected };
-      this.showSource(result);
+      await this.uploadWithRetry();
     } catch (err) {
+      // The server kept the previous photo (a failed upload changes nothing there).
+      if (this.source === wanted) this.source = previous;
       // Said next to the photo too: on a phone the error toast may be gone when the user looks.
       const friendly = err instanceof api.ApiError ? err.friendly : api.friendlyText(err?.code, err?.message);
       status.textContent = `${friendly} ${this.source ? "The previous source is still in use." : ""}`.trim();
@@ -381,15 +420,15 @@ class App {
     }
   }
 
-  async uploadWithRetry(file) {
-    const sid = await this.ensureSession();
+  async uploadWithRetry() {
     try {
-      return await api.uploadSource(sid, file);
+      return await this.syncSource(await this.ensureSession());
     } catch (err) {
-      if (err.code !== "unknown_session" || this.conn) throw err;
-      // The server forgot an idle session: make a new one (nothing is connected to the old one).
-      this.sessionId = null;
-      return api.uploadSource(await this.ensureSession(), file);
+      // The server forgot an idle session, or Stop gave up the one being created: use a new one
+      // (nothing is connected to the old one).
+      if (!["unknown_session", "aborted"].includes(err.code) || this.conn) throw err;
+      if (err.code === "unknown_session") this.sessionId = null;
+      return this.syncSource(await this.ensureSession());
     }
   }
 
@@ -573,7 +612,6 @@ class App {
     this.setState(this.attempt ? "reconnecting" : "connecting");
     const conn = new Connection({
       stream: this.stream,
-      info: this.info ?? {},
       onTrack: (stream) => {
         const remote = $("remote-video");
         remote.srcObject = stream;
@@ -600,15 +638,13 @@ class App {
     this.updateStatsVisibility();
     try {
       if (!this.info) await this.loadInfo();
-      conn.o.info = this.info ?? {};
+      if (!this.info) throw new api.ApiError(0, "network", "the server's settings (/api/info) could not be read");
       const sid = await this.ensureSession();
-      if (this.source && this.source.sessionId !== sid) {
-        this.showSource(await api.uploadSource(sid, this.source.file, { face: this.source.face }));
-        this.source.sessionId = sid;
-      }
+      if (this.conn !== conn) return; // Stopped meanwhile: open no peer connection.
+      await this.syncSource(sid);
       await this.resendExtras(sid);
-      const answer = await conn.open(sid);
-      if (answer.session_id && answer.session_id !== this.sessionId) this.sessionId = answer.session_id;
+      if (this.conn !== conn) return;
+      await conn.open(sid, this.info ?? {});
     } catch (err) {
       if (this.conn === conn && !conn.closed) this.handleFailure(err);
     }

@@ -7,22 +7,10 @@ const PING_MS = 2000;
 const SILENCE_MS = 10000; // The server sends stats every second; this much silence means trouble.
 const DISCONNECTED_GRACE_MS = 5000; // "disconnected" often recovers by itself; "failed" never does.
 const GATHER_TIMEOUT_MS = 3000;
-const DEFAULT_MAX_BITRATE = 4_000_000;
 
-/** Accepts "stun:host:port", "turn:user:pass@host:port" or RTCIceServer objects. */
-export function iceServersFrom(list) {
-  if (!Array.isArray(list)) return [];
-  const out = [];
-  for (const item of list) {
-    if (item && typeof item === "object" && item.urls) {
-      out.push(item);
-    } else if (typeof item === "string" && item) {
-      const m = /^(turns?):([^:@]+):([^@]+)@(.+)$/.exec(item);
-      if (m) out.push({ urls: `${m[1]}:${m[4]}`, username: decodeURIComponent(m[2]), credential: decodeURIComponent(m[3]) });
-      else out.push({ urls: item });
-    }
-  }
-  return out;
+/** The server sends RTCIceServer objects (docs/API.md); anything else is ignored. */
+function iceServersFrom(list) {
+  return Array.isArray(list) ? list.filter((s) => s && typeof s === "object" && s.urls) : [];
 }
 
 /** Put the server's codec first; keep the others (and rtx/red/fec) so negotiation can still succeed. */
@@ -70,7 +58,6 @@ export class Connection {
   /**
    * @param {object} o
    * @param {MediaStream} o.stream local camera stream
-   * @param {object} o.info /api/info (ice_servers, codec, optional max_bitrate)
    * @param {(stream: MediaStream) => void} o.onTrack
    * @param {(state: string) => void} o.onState
    * @param {(msg: object) => void} o.onMessage
@@ -91,10 +78,16 @@ export class Connection {
     this.lastOut = null;
   }
 
-  /** Negotiates and returns the answer (with the server's session_id). */
-  async open(sessionId) {
-    const { info, stream } = this.o;
-    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(info?.ice_servers) });
+  /**
+   * Negotiates and returns the answer (with the server's session_id).
+   * @param {string} sessionId
+   * @param {object} info /api/info (ice_servers, codec, max_bitrate)
+   */
+  async open(sessionId, info) {
+    // Closed before it opened (Stop while the session was being prepared): no peer connection.
+    if (this.closed) throw new Error("closed");
+    const { stream } = this.o;
+    const pc = new RTCPeerConnection({ iceServers: iceServersFrom(info.ice_servers) });
     this.pc = pc;
 
     const dc = pc.createDataChannel("control", { ordered: true });
@@ -108,14 +101,14 @@ export class Connection {
     dc.onclose = () => this.fail("control channel closed");
 
     const track = stream.getVideoTracks()[0];
-    const maxBitrate = Number(info?.max_bitrate) || DEFAULT_MAX_BITRATE;
+    const maxBitrate = Number(info.max_bitrate); // --max-bitrate, from /api/info
     const transceiver = pc.addTransceiver(track, {
       direction: "sendrecv",
       streams: [stream],
       sendEncodings: [{ maxBitrate }],
     });
     this.sender = transceiver.sender;
-    preferCodec(transceiver, info?.codec);
+    preferCodec(transceiver, info.codec);
 
     pc.ontrack = (ev) => this.o.onTrack(ev.streams?.[0] ?? new MediaStream([ev.track]));
     pc.onconnectionstatechange = () => this.handleState(pc.connectionState);

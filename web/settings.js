@@ -29,7 +29,7 @@ export const DEFAULTS = Object.freeze({
   color_correction: false,
   enhance_blend: 0.8,
   enhance_every: 1,
-  shape: 0,
+  shape: 1, // the server's default too (SwapOptions): measured best on the quality set
 });
 
 function storage() {

@@ -24,7 +24,18 @@ import numpy as np
 
 from swaprtc.settings import Settings
 
-SUITES = ("frame_io", "paste", "embedded", "neural", "session_cost", "capacity", "gpu", "quality")
+SUITES = (
+    "frame_io",
+    "paste",
+    "controls",
+    "embedded",
+    "neural",
+    "session_cost",
+    "capacity",
+    "gpu",
+    "quality",
+    "triton",
+)
 
 
 def time_ms(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -102,7 +113,7 @@ def machine_info() -> dict[str, Any]:
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     # "all" means the quick speed suites: capacity takes minutes of real sessions, gpu minutes of
     # neural models (seconds per call on a CPU), quality needs an optional extra and minutes of CPU.
-    slow = ("capacity", "gpu", "quality")
+    slow = ("capacity", "gpu", "quality", "triton")  # triton: needs --inference-url
     quick = tuple(s for s in SUITES if s not in slow)
     wanted = quick if args.suite == "all" else tuple(s.strip() for s in args.suite.split(","))
     unknown = [s for s in wanted if s not in SUITES]
@@ -113,12 +124,14 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "frame_io": lambda: bench_frame_io(args.frames),
         "paste": lambda: _bench_paste(args.frames, settings),
+        "controls": lambda: _bench_controls(args.frames, settings),
         "embedded": lambda: _bench_embedded(args.frames, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
         "session_cost": lambda: _bench_session_cost(args, settings),
         "capacity": lambda: _bench_capacity(args, settings),
         "gpu": lambda: _bench_gpu(args, settings),
         "quality": lambda: _bench_quality(args, settings),
+        "triton": lambda: _bench_triton(args, settings),
     }
     for name in wanted:
         try:
@@ -153,6 +166,25 @@ def _store(settings: Settings, threads: int | None = None) -> Any:
     )
 
 
+def _bench_controls(frames: int, settings: Settings) -> dict[str, Any]:
+    """The label, colour correction and mouth mask per frame, side by side with the paste-back."""
+    from swaprtc.benchmarks.controls import run_controls_suite
+    from swaprtc.pipeline.detector import RetinaFaceDetector
+
+    detector = RetinaFaceDetector(_store(settings).session("retinaface_mnet025"))
+    return run_controls_suite(detector, _photo("obama.jpg"), frames, side_by_side, summary)
+
+
+def close_up_frame(photo: np.ndarray, photo_face_h: float, w: int, h: int) -> np.ndarray:
+    """A w×h frame where the photo's face fills ~40% of the height, as in a webcam close-up."""
+    scale = 0.4 * h / photo_face_h
+    face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((h, w, 3), 90, np.uint8)
+    fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
+    frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+    return frame
+
+
 def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     """Crop-region paste-back vs insightface's full-frame reference, one 128 crop, 720p and 1080p."""
     from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
@@ -164,12 +196,7 @@ def _bench_paste(frames: int, settings: Settings) -> dict[str, Any]:
     photo_face_h = detector.detect(photo)[0].height
     result: dict[str, Any] = {}
     for label, (w, h) in {"720p": (1280, 720), "1080p": (1920, 1080)}.items():
-        # The face fills ~40% of the frame height, as in a webcam close-up.
-        scale = 0.4 * h / photo_face_h
-        face_img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        frame = np.full((h, w, 3), 90, np.uint8)
-        fh, fw = min(face_img.shape[0], h), min(face_img.shape[1], w)
-        frame[:fh, (w - fw) // 2 : (w - fw) // 2 + fw] = face_img[:fh, :fw]
+        frame = close_up_frame(photo, photo_face_h, w, h)
         face = detector.detect(frame)[0]
         m = estimate_arcface(face.kps, 128)
         aligned = warp_crop(frame, m, 128)
@@ -239,12 +266,13 @@ def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, A
     """Sessions a real server holds (swaprtc.benchmarks.capacity)."""
     from swaprtc.benchmarks.capacity import CapacityPlan, run_capacity
 
-    workers = [w.strip() for w in (getattr(args, "workers", None) or "1,2").split(",") if w.strip()]
+    workers = [w.strip() for w in (getattr(args, "bench_workers", None) or "1,2").split(",") if w.strip()]
     plan = CapacityPlan(
         workers=workers,
         resolutions=_resolutions(args),
         max_sessions=args.max_sessions,
         step_s=args.step_s,
+        ramp_all=args.ramp_all,
     )
     return run_capacity(plan, settings, REPO_DATA)
 
@@ -287,7 +315,12 @@ def _bench_gpu(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from swaprtc.inference.bench import STREAM_LEVELS, load_models, run_gpu_suite
 
     levels = tuple(int(x) for x in args.streams.split(",")) if args.streams else STREAM_LEVELS
-    models = load_models(settings, args.weights)
+    if settings.inference_url:  # the whole engine on the shared inference tier
+        from swaprtc.inference.triton_bench import triton_models
+
+        models = triton_models(settings)
+    else:
+        models = load_models(settings, args.weights)
     return run_gpu_suite(
         models,
         frames=args.frames,
@@ -296,6 +329,13 @@ def _bench_gpu(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         enhance=args.enhance,
         progress=lambda msg: print(f"swaprtc bench gpu: {msg}", file=sys.stderr),
     )
+
+
+def _bench_triton(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """One call per model on the inference server, shared memory vs plain gRPC, interleaved."""
+    from swaprtc.inference.triton_bench import run_triton_suite
+
+    return run_triton_suite(settings, calls=args.frames)
 
 
 QUALITY_CACHE = Path(os.environ.get("SWAPRTC_QUALITY_CACHE", Path.home() / ".cache/swaprtc/quality"))

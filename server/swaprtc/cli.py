@@ -63,6 +63,7 @@ SERVE = [
     "keepalive_timeout_s",
     "upload_threads",
     "max_queued_uploads",
+    "max_uploads_per_client",
 ]
 DISCLOSURE = ["label", "label_position", "label_opacity", "c2pa", "c2pa_cert", "c2pa_key"]
 
@@ -95,10 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=60, help="frames per measurement")
     bench.add_argument("--output", default=None, help="also write the JSON here")
     bench.add_argument("--suite", default="all", help="which measurements (comma separated)")
-    bench.add_argument("--workers", default=None, help="capacity: worker counts to compare (default 1,2)")
+    bench.add_argument(
+        "--workers",
+        dest="bench_workers",  # not Settings.workers: a list of counts to compare
+        default=None,
+        help="capacity: worker counts to compare (default 1,2)",
+    )
     bench.add_argument("--resolution", default=None, help="session_cost/capacity: 480p,720p (default both)")
     bench.add_argument("--max-sessions", type=int, default=12, help="capacity: stop the ramp here")
     bench.add_argument("--step-s", type=float, default=8.0, help="capacity: seconds measured per step")
+    bench.add_argument(
+        "--ramp-all", action="store_true", help="capacity: measure every step, even after failures"
+    )
     bench.add_argument("--pairs", type=int, default=None, help="quality: at most this many ordered pairs")
     bench.add_argument("--photos", default=None, help="quality: only these photos (comma separated names)")
     bench.add_argument(

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from swaprtc.engine import Engine, FrameProcessor
 from swaprtc.errors import BadImageError, NoFaceError, SwapRTCError, UnsupportedFormatError
 from swaprtc.label import Labeler, labeler_for, labelled
+from swaprtc.provenance import ContentCredentials, credentials_for
 from swaprtc.settings import Settings
 from swaprtc.types import SourceFace, SwapOptions
 
@@ -108,10 +109,13 @@ def swap_file(
     options: SwapOptions,
     progress: bool = True,
     labeler: Labeler | None = None,
+    credentials: ContentCredentials | None = None,
 ) -> SwapStats:
     """Swap the face of ``source_path`` into ``target_path`` (image or video) and write ``output_path``.
 
-    With a ``labeler``, every output frame with a swapped face carries the "AI-generated" label.
+    With a ``labeler``, every output frame with a swapped face carries the "AI-generated" label;
+    with ``credentials``, the output carries a signed C2PA manifest saying it is AI-generated
+    (for the types c2pa can embed into: see ``provenance.SIGNABLE``; others are written without).
     """
     source_path, target_path, output_path = Path(source_path), Path(target_path), Path(output_path)
     kind = check_paths(source_path, target_path, output_path)
@@ -136,7 +140,10 @@ def swap_file(
                 options,
                 progress,
             )
-        os.replace(partial, output_path)
+        if credentials is not None and credentials.supports(output_path):
+            credentials.sign(partial, output_path)
+        else:
+            os.replace(partial, output_path)
     finally:
         partial.unlink(missing_ok=True)
     return SwapStats(**{**stats.__dict__, "seconds": time.perf_counter() - started})
@@ -287,15 +294,40 @@ def run_swap(args: argparse.Namespace, settings: Settings) -> int:
     if not 0.0 <= args.strength <= 1.0:
         raise SwapRTCError(f"--strength must be between 0 and 1, got {args.strength}", code="bad_argument")
     check_paths(source, target, output)  # fail fast, before models load
+    credentials = credentials_for(settings.c2pa, settings.c2pa_cert, settings.c2pa_key)
     from swaprtc.factory import build_engine
 
     engine = build_engine(settings)
     options = SwapOptions(many_faces=args.many_faces, strength=args.strength, enhance=args.enhance)
     labeler = labeler_for(settings.label, settings.label_position, settings.label_opacity)
-    stats = swap_file(source, target, output, engine, options, progress=not args.no_progress, labeler=labeler)
+    stats = swap_file(
+        source,
+        target,
+        output,
+        engine,
+        options,
+        progress=not args.no_progress,
+        labeler=labeler,
+        credentials=credentials,
+    )
     fps = f", {stats.fps:g} fps" if stats.fps else ""
     print(
         f"wrote {output} ({stats.kind}, {stats.width}x{stats.height}{fps}, {stats.frames} frame(s), "
         f"faces swapped in {stats.frames_swapped}, audio {stats.audio}) in {stats.seconds:.1f} s"
     )
+    print(f"content credentials: {describe_credentials(credentials, output)}")
     return 0
+
+
+def describe_credentials(credentials: ContentCredentials | None, output: Path) -> str:
+    if credentials is None:
+        return "none (--c2pa off)"
+    if not credentials.supports(output):
+        return (
+            f"none: C2PA cannot be embedded into {output.suffix} files (use .mp4, .mov, .jpg, .png or .webp)"
+        )
+    if credentials.identity.self_signed:
+        return (
+            "C2PA manifest signed with a throw-away self-signed certificate (untrusted, but tamper-evident)"
+        )
+    return "C2PA manifest signed with the operator's certificate"

@@ -1,7 +1,8 @@
 """Following people from frame to frame, so a source mapped to a person stays on that person.
 
-A face that overlaps a face of the previous frame is the same person (track continuity; the
-embedded engine's faces come from its tracker, so this follows its tracks). A face that matches
+A face carrying the engine's track id (``Face.track``: the embedded engine's tracker, the neural
+engine's when it tracks between detector runs) is the person that track belonged to. A face
+without one that overlaps a face of a recent frame is the same person. A face that matches
 nobody is compared, when an identity embedding can be computed (neural engine: ArcFace), with the
 people who are out of view and mapped to a source, so a mapping survives someone leaving and
 coming back. Embeddings are computed only for mapped people and for newcomers while a mapped
@@ -40,6 +41,7 @@ class Person:
     box: np.ndarray  # where the person's face was last seen (frame pixels)
     seen: int  # frame number of the last sighting
     embedding: np.ndarray | None = None
+    track: int | None = None  # the engine's track id at the last sighting
 
 
 class PersonRegistry:
@@ -60,6 +62,12 @@ class PersonRegistry:
         ids: list[int | None] = [None] * len(faces)
         recent = [p for p in self.people.values() if self._frame - p.seen <= ABSENT_FRAMES]
         taken: set[int] = set()
+        by_track = {p.track: p.id for p in recent if p.track is not None}
+        for i, face in enumerate(faces):
+            pid = by_track.get(face.track) if face.track is not None else None
+            if pid is not None and pid not in taken:
+                ids[i] = pid
+                taken.add(pid)
         _match(
             ((iou(f.bbox, p.box), i, p.id) for i, f in enumerate(faces) for p in recent),
             SAME_FACE_IOU,
@@ -82,7 +90,7 @@ class PersonRegistry:
         out: list[int] = []
         for face, known in zip(faces, ids, strict=True):
             person = self.people[known] if known is not None else self._new(face, None)
-            person.box, person.seen = face.bbox, self._frame
+            person.box, person.seen, person.track = face.bbox, self._frame, face.track
             if embed is not None and person.id in mapped and person.embedding is None:
                 # Remember a mapped person's identity while they are in view, to know them again.
                 person.embedding = _normalised(embed(face))

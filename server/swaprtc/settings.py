@@ -108,6 +108,7 @@ class Settings:
     keepalive_timeout_s: float = 30.0
     upload_threads: int = 1  # image decodes and source preparation, apart from live video
     max_queued_uploads: int = 8  # uploads waiting for an upload thread; more get 503 busy
+    max_uploads_per_client: int = 2  # upload bodies one address sends at once; more get 429 busy
 
     def __post_init__(self) -> None:
         # Accept short provider names (CUDA, TensorRT, CPU...) as well as onnxruntime's full ones.
@@ -135,6 +136,7 @@ class Settings:
             "max_sdp_bytes",
             "upload_threads",
             "max_queued_uploads",
+            "max_uploads_per_client",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")

@@ -20,6 +20,7 @@ class Face:
     score: float
     kps: np.ndarray  # (5, 2) float32: left eye, right eye, nose, left mouth, right mouth (image left/right)
     mesh: np.ndarray | None = None  # (468, 2) float32 dense landmarks when an engine computed them
+    track: int | None = None  # the engine's track id: the same face in successive frames of a stream
 
     @property
     def width(self) -> float:

@@ -251,7 +251,13 @@ class EmbeddedProcessor:
         update = self.tracker.update(frame, track_all, timestamp_s)
         timings = {**update.timings_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
         tracked = tuple(
-            Face(bbox=m.mesh_bbox(t.mesh), score=t.score, kps=m.five_points(t.mesh), mesh=t.mesh)
+            Face(
+                bbox=m.mesh_bbox(t.mesh),
+                score=t.score,
+                kps=m.five_points(t.mesh),
+                mesh=t.mesh,
+                track=t.track_id,
+            )
             for t in update.faces
         )
         depths = {id(f): t.depth for f, t in zip(tracked, update.faces, strict=True)}

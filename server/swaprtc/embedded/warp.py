@@ -55,18 +55,6 @@ class Grid:
             borderMode=cv2.BORDER_REPLICATE,
         )
 
-    def downsample(self, image: np.ndarray) -> np.ndarray:
-        """Sample a full-resolution box image at the grid points (bilinear, no prefilter)."""
-        fwd = np.array([[self.step, 0.0, 0.0], [0.0, self.step, 0.0]])
-        rows, cols = self.shape
-        return cv2.warpAffine(
-            image,
-            fwd,
-            (cols, rows),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-
 
 def face_grid(points: np.ndarray, frame_shape: tuple[int, ...], max_cells: int = 96) -> Grid | None:
     """The integer box around ``points`` clipped to the frame, with a step giving at most

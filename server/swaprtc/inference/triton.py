@@ -33,6 +33,8 @@ from swaprtc.inference.runner import TensorSpec
 
 if TYPE_CHECKING:
     from swaprtc.inference.loader import NeuralRunners
+    from swaprtc.inference.runner import ModelRunner
+    from swaprtc.inference.triton_repo import PixelInput
     from swaprtc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -403,6 +405,44 @@ class TritonRunner:
             self._slots.close()
 
 
+class PixelInputRunner:
+    """The detector's float NCHW contract over a Triton model that takes uint8 NHWC pixels
+    (``swaprtc triton-repo`` writes detectors so: a quarter of the bytes per call). The float
+    input is turned back into the pixels it was made from, exactly, and the server's prefix makes
+    the same float input again."""
+
+    def __init__(self, inner: TritonRunner, pixel: PixelInput) -> None:
+        self.inner = inner
+        self.pixel = pixel
+        (spec,) = inner.inputs
+        n, h, w, _ = spec.shape
+        self.inputs = [TensorSpec("input", (n, 3, h, w), np.float32)]
+        self.outputs = inner.outputs
+        self.max_batch = inner.max_batch
+        self._mean = np.asarray(pixel.mean, np.float32)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        blob = np.asarray(feeds[self.inputs[0].name], np.float32)
+        pixels = np.rint(blob.transpose(0, 2, 3, 1) / np.float32(self.pixel.scale) + self._mean)
+        return self.inner.run({self.inner.inputs[0].name: np.clip(pixels, 0, 255).astype(np.uint8)})
+
+    def describe(self) -> dict[str, object]:
+        return {**self.inner.describe(), "input": "uint8 pixels"}
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def takes_pixels(info: ModelInfo) -> bool:
+    """A uint8 NHWC image input: the detector form ``swaprtc triton-repo`` writes."""
+    return (
+        len(info.inputs) == 1
+        and info.inputs[0].dtype == np.uint8
+        and len(info.inputs[0].shape) == 4
+        and info.inputs[0].shape[3] == 3
+    )
+
+
 # --- what the pipeline needs from each stage's model --------------------------------------------
 Check = Callable[[ModelInfo], str | None]
 
@@ -419,8 +459,8 @@ def _check_detector(kind: str) -> Check:
     want_outputs = 9 if kind == "scrfd" else 3
 
     def check(info: ModelInfo) -> str | None:
-        if len(info.inputs) != 1 or not _image_input(info.inputs[0]):
-            return "the detector needs one image input [N,3,H,W]"
+        if not takes_pixels(info) and (len(info.inputs) != 1 or not _image_input(info.inputs[0])):
+            return "the detector needs one image input [N,3,H,W] (float) or [N,H,W,3] (uint8 pixels)"
         if len(info.outputs) != want_outputs:
             return f"the {kind} detector needs {want_outputs} outputs, the model has {len(info.outputs)}"
         return None
@@ -539,7 +579,7 @@ def triton_neural_runners(settings: Settings) -> NeuralRunners:
     """The neural engine's runners on the Triton server at ``settings.inference_url``, each model
     checked against what its pipeline stage needs, and InSwapper's emap fetched once."""
     from swaprtc.inference.loader import NeuralRunners
-    from swaprtc.inference.triton_repo import EMAP_SUFFIX, SWAPPERS
+    from swaprtc.inference.triton_repo import EMAP_SUFFIX, PIXEL_INPUTS, SWAPPERS
 
     pool = connect(settings.inference_url)
     shared = choose_shared_memory(pool, settings.inference_shared_memory)
@@ -549,7 +589,10 @@ def triton_neural_runners(settings: Settings) -> NeuralRunners:
 
     det_name = "det_10g" if settings.detector == "scrfd" else "retinaface_mnet025"
     swap_name = next((n for n in SWAPPERS if _ready(pool, n)), SWAPPERS[0])
-    detector = runner(det_name, _check_detector(settings.detector))
+    det_runner = runner(det_name, _check_detector(settings.detector))
+    detector: ModelRunner = det_runner
+    if takes_pixels(det_runner.info):
+        detector = PixelInputRunner(det_runner, PIXEL_INPUTS[settings.detector])
     embedder = runner("w600k_r50", _check_embedder)
     swapper = runner(swap_name, _check_swapper)
     emap_runner = runner(swap_name + EMAP_SUFFIX, _check_emap)

@@ -64,6 +64,26 @@ _TRITON_TYPES: dict[int, str] = {
     TensorProto.BOOL: "TYPE_BOOL",
 }
 
+
+@dataclass(frozen=True)
+class PixelInput:
+    """How a detector's float NCHW input is made from 8-bit pixels: (pixel - mean) * scale, in the
+    channel order the model wants. The repository's detectors take the pixels themselves (uint8
+    NHWC, a quarter of the bytes) and do this first; the client undoes it exactly (integers and
+    powers of two are exact in float32), so the model sees the very same input."""
+
+    mean: tuple[float, float, float]
+    scale: float
+
+
+# By detector kind (Settings.detector): RetinaFace BGR - (104, 117, 123); SCRFD (RGB - 127.5) / 128.
+PIXEL_INPUTS = {
+    "retinaface": PixelInput((104.0, 117.0, 123.0), 1.0),
+    "scrfd": PixelInput((127.5, 127.5, 127.5), 1.0 / 128.0),
+}
+DETECTOR_KINDS = {"retinaface_mnet025": "retinaface", "det_10g": "scrfd"}
+PIXEL_INPUT_NAME = "pixels"
+
 # (model bytes, largest batch) -> rewritten model bytes with a dynamic batch axis, or None when the
 # numeric check fails. Supplied by the local inference code so both paths decide alike.
 BatchRewriter = Callable[[bytes, int], bytes | None]
@@ -198,6 +218,45 @@ def config_pbtxt(model: RepoModel, options: RepoOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_pixel_input(model: onnx.ModelProto, pixel: PixelInput) -> onnx.ModelProto:
+    """A copy of a one-input NCHW image model that takes uint8 NHWC pixels instead."""
+    inputs, _ = graph_io(model)
+    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
+        raise ModelError(f"{model.graph.name}: a pixel input needs one NCHW image input")
+    original = inputs[0]
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [i for i in out.graph.input if i.name != original.name]
+    del out.graph.input[:]
+    n, _, h, w = list(original.type.tensor_type.shape.dim)
+
+    def dim(d: onnx.TensorShapeProto.Dimension) -> int | str:
+        return d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+
+    shape = [dim(n), dim(h), dim(w), 3]
+    out.graph.input.extend([helper.make_tensor_value_info(PIXEL_INPUT_NAME, TensorProto.UINT8, shape), *keep])
+    names = ("swaprtc_pixels_f", "swaprtc_pixels_c", "swaprtc_pixels_s")
+    prefix = [
+        helper.make_node("Cast", [PIXEL_INPUT_NAME], [names[0]], to=TensorProto.FLOAT),
+        helper.make_node("Sub", [names[0], "swaprtc_pixel_mean"], [names[1]]),
+        helper.make_node("Mul", [names[1], "swaprtc_pixel_scale"], [names[2]]),
+        helper.make_node("Transpose", [names[2]], [original.name], perm=[0, 3, 1, 2]),
+    ]
+    nodes = list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend([*prefix, *nodes])
+    out.graph.initializer.extend(
+        [
+            numpy_helper.from_array(
+                np.asarray(pixel.mean, np.float32).reshape(1, 1, 1, 3), "swaprtc_pixel_mean"
+            ),
+            numpy_helper.from_array(np.asarray(pixel.scale, np.float32), "swaprtc_pixel_scale"),
+        ]
+    )
+    onnx.checker.check_model(out)
+    return out
+
+
 def emap_model(emap: np.ndarray) -> onnx.ModelProto:
     """latent = embedding @ emap, for any number of rows (the client normalises)."""
     dim = int(emap.shape[0])
@@ -270,6 +329,10 @@ def repo_entry(
         why = "batch fixed at 1 in the file"
     else:
         why = "inputs/outputs without a common batch axis"
+    if name in DETECTOR_KINDS:
+        model = with_pixel_input(model, PIXEL_INPUTS[DETECTOR_KINDS[name]])
+        data = model.SerializeToString()
+        why += "; takes uint8 NHWC pixels"
     inputs, outputs = graph_io(model)
     batched = max_batch > 0
     entry = RepoModel(

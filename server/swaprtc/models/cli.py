@@ -42,6 +42,9 @@ def describe(store: ModelStore, name: str, effective: tuple[list[str], str] | No
         "size": entry.size if entry.size is not None else (target.stat().st_size if present else None),
         "licence": entry.licence,
         "sha256": store.expected_sha256(name),
+        # Where the pinned digest comes from, so an operator can check it independently.
+        "digest_source": entry.digest_source or None,
+        "notes": entry.notes or None,
         "digest_pinned": store.expected_sha256(name) is not None,
         "present": present,
         "verified": verified,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ class ModelEntry:
     sources: tuple[Source, ...]
     digest_source: str = ""
     notes: str = ""
-    contract: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def trust_env(self) -> str:
@@ -184,5 +183,4 @@ def _entry(raw: Mapping[str, Any]) -> ModelEntry:
         sources=tuple(_source(s, name) for s in raw.get("sources", [])),
         digest_source=str(raw.get("digest_source", "")),
         notes=str(raw.get("notes", "")),
-        contract=dict(raw.get("contract", {})),
     )

@@ -120,6 +120,7 @@ class Metrics:
             self.session_ends.labels(reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        self.uploads.labels("ok")
 
     # --- recording -----------------------------------------------------------------------------
     def observe_stages(self, timings_ms: Mapping[str, float]) -> None:

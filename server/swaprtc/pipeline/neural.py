@@ -22,11 +22,14 @@ from swaprtc.errors import NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
 from swaprtc.inference.runner import ModelRunner, describe_runner, runner_providers
 from swaprtc.inference.scheduler import BatchScheduler, InferenceTimeout
-from swaprtc.pipeline.aligner import estimate_arcface, warp_crop
+from swaprtc.pipeline.aligner import estimate_arcface, estimate_ffhq, transform_points, warp_crop
+from swaprtc.pipeline.color import match_color
 from swaprtc.pipeline.detector import Detector, RetinaFaceDetector, ScrfdDetector
 from swaprtc.pipeline.embedder import ArcFaceEmbedder
+from swaprtc.pipeline.enhance_cadence import EnhanceCadence, mix
 from swaprtc.pipeline.enhancer import GfpganEnhancer
 from swaprtc.pipeline.keypoints import carry_points
+from swaprtc.pipeline.mouth_mask import mouth_mask, restore_region
 from swaprtc.pipeline.paste import paste_into
 from swaprtc.pipeline.swapper import InSwapper, blend_latents
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
@@ -42,7 +45,14 @@ log = logging.getLogger(__name__)
 
 ENGINE_NAME = "neural"
 # Live settings (SwapOptions keys) this engine acts on; the enhancer's only when it is loaded.
-CONTROLS = ("many_faces", "strength")
+CONTROLS = (
+    "many_faces",
+    "strength",
+    "mouth_mask",
+    "mouth_mask_blur",
+    "mouth_mask_padding",
+    "color_correction",
+)
 ENHANCER_CONTROLS = ("enhance", "enhance_blend", "enhance_every")
 
 
@@ -225,12 +235,14 @@ class NeuralStream:
             )
         # track id -> (detector points, mesh) of the last frame the detector saw that face
         self._anchors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.cadence = EnhanceCadence()  # enhance every Nth frame, reusing the last restored face
 
     def reset(self) -> None:
         """Forget tracked faces: the next frame runs the detector."""
         if self.tracker is not None:
             self.tracker.reset()
         self._anchors.clear()
+        self.cadence.reset()
 
     def locate(
         self, frame: np.ndarray, follow_all: bool, timestamp_s: float | None, timings: dict[str, float]
@@ -262,7 +274,9 @@ class NeuralStream:
                 kps = carry_points(points, mesh_then, tf.mesh)
             else:  # not seen by the detector yet (kept by its mesh alone): the mesh's own points
                 kps = five_points(tf.mesh)
-            faces.append(Face(bbox=mesh_bbox(tf.mesh), score=tf.score, kps=kps, mesh=tf.mesh))
+            faces.append(
+                Face(bbox=mesh_bbox(tf.mesh), score=tf.score, kps=kps, mesh=tf.mesh, track=tf.track_id)
+            )
         alive = {tf.track_id for tf in update.faces}
         for gone in set(self._anchors) - alive:
             del self._anchors[gone]
@@ -336,21 +350,58 @@ class NeuralStream:
             timings["swap"] = (time.perf_counter() - t) * 1000
             return result(frame, [])
         timings["swap"] = (time.perf_counter() - t) * 1000
+        if options.color_correction:
+            t = time.perf_counter()
+            swapped = [match_color(s, c) for s, c in zip(swapped, crops, strict=True)]
+            timings["adjust"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
         out = frame.copy()
         done: list[Face] = []
         for (face, _), crop, m in zip(chosen, swapped, matrices, strict=True):
             # No region: the aligned crop maps entirely outside the frame, so nothing was replaced.
-            (done if paste_into(out, crop, m) is not None else unswapped).append(face)
+            if paste_into(out, crop, m) is None:
+                unswapped.append(face)
+                continue
+            done.append(face)
+            if options.mouth_mask:
+                keep_target_mouth(out, frame, m, face.kps, size, options)
         timings["paste"] = (time.perf_counter() - t) * 1000
 
         if options.enhance and stages.enhancer is not None and done:
             t = time.perf_counter()
             try:
-                for face in done:
-                    stages.enhancer.enhance_into(out, face.kps, options.enhance_blend)
+                self._enhance(stages.enhancer, out, done, options)
             except InferenceTimeout:
                 log.debug("enhancer past the deadline: frame sent swapped but not enhanced")
             timings["enhance"] = (time.perf_counter() - t) * 1000
         return result(out, done)
+
+    def _enhance(
+        self, enhancer: GfpganEnhancer, out: np.ndarray, faces: list[Face], options: SwapOptions
+    ) -> None:
+        """Restore the swapped faces in place; on frames between every Nth, paste the last restored
+        face again (at the face's current alignment) instead of running the enhancer."""
+        run_now = self.cadence.tick(options.enhance_every)
+        aligned = [estimate_ffhq(face.kps, enhancer.size) for face in faces]
+        crops = [warp_crop(out, m, enhancer.size) for m in aligned]
+        restored = [self.cadence.reuse(slot, run_now) for slot in range(len(faces))]
+        missing = [slot for slot, r in enumerate(restored) if r is None]
+        fresh_crops = enhancer.restore_many([crops[s] for s in missing]) if missing else []
+        for slot, fresh in zip(missing, fresh_crops, strict=True):
+            restored[slot] = fresh
+            self.cadence.remember(slot, fresh, len(faces))
+        for m, crop, face_restored in zip(aligned, crops, restored, strict=True):
+            assert face_restored is not None
+            paste_into(out, mix(face_restored, crop, options.enhance_blend), m)
+
+
+def keep_target_mouth(
+    out: np.ndarray, frame: np.ndarray, m: np.ndarray, kps: np.ndarray, size: int, options: SwapOptions
+) -> None:
+    """Put the target's own mouth interior (from ``frame``) back into ``out``, in place: the mask is
+    drawn in the aligned crop, so it follows the mouth's angle, and applied in frame pixels, so
+    the mouth comes back exactly as the camera saw it."""
+    corners = transform_points(m, kps[3:5])
+    mask = mouth_mask(corners, size, options.mouth_mask_padding, options.mouth_mask_blur)
+    restore_region(out, frame, mask, m)

@@ -189,7 +189,7 @@ async def _put_source(request: web.Request) -> web.Response:
     session = live_session(request)
     settings = app[SETTINGS]
     uploads = app[UPLOADS]
-    with uploads.reserve():
+    with uploads.reserve(client_of(request)):
         data, fields = await read_upload(request, settings)
         name = check_name(fields.get("name") or DEFAULT_SOURCE)
         face = parse_face_index(fields.get("face"))
@@ -214,7 +214,7 @@ async def select_source(request: web.Request) -> web.Response:
     if face is None:
         raise BadFaceIndexError("face is required: the index of a face in the source's photo")
     entry = session.sources.get(check_name(name))
-    with app[UPLOADS].reserve():  # decodes the kept photo again
+    with app[UPLOADS].reserve(client_of(request)):  # decodes the kept photo again
         picked = await app[UPLOADS].run(repick, app[ENGINE], entry, face, app[SETTINGS].max_upload_pixels)
     if session.closed:
         raise UnknownSessionError("the session was closed while the face was prepared")
@@ -323,6 +323,8 @@ def access_middlewares(settings: Settings) -> list[Any]:
         ("POST", "/api/session"): RateLimiter(settings.rate_session_per_min, burst),
         ("POST", "/api/offer"): RateLimiter(settings.rate_offer_per_min, burst),
         ("POST", "/api/source"): RateLimiter(settings.rate_source_per_min, burst),
+        # A re-pick decodes the kept photo again: limited like uploads, in its own bucket.
+        ("POST", "/api/source/select"): RateLimiter(settings.rate_source_per_min, burst),
     }
     return [
         origin_middleware(settings.allowed_origins, exempt=via_unix_socket),
@@ -391,7 +393,9 @@ def create_app(
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[POOL] = pool
-    app[UPLOADS] = UploadPool(settings.upload_threads, settings.max_queued_uploads)
+    app[UPLOADS] = UploadPool(
+        settings.upload_threads, settings.max_queued_uploads, settings.max_uploads_per_client
+    )
     app[METRICS] = metrics
     app[SESSIONS] = SessionManager(engine, pool, settings, policy, metrics, id_prefix=session_prefix, **extra)
     app[ICE_FOR_BROWSER] = [s.for_browser() for s in ice_servers]
@@ -455,6 +459,8 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, engine)
     scheme = "https" if ssl_context else "http"
     log.info("serving %s on %s://%s:%d", WEB_DIR, scheme, settings.host, settings.port)
+    if settings.token:
+        log.info("every API call needs the access token (--token / SWAPRTC_TOKEN)")
     return run_public(app, settings, ssl_context)
 
 

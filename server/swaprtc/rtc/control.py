@@ -9,11 +9,11 @@ the sources and the people.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from swaprtc.http.body import BadJsonError, parse_json
 from swaprtc.types import SwapOptions
 
 BOOL_KEYS = ("many_faces", "enhance", "mouth_mask", "color_correction")
@@ -53,8 +53,10 @@ def error(code: str, message: str) -> dict[str, Any]:
 def handle_message(text: str | bytes, options: SwapOptions, show_stats: bool) -> ControlResult:
     unchanged = ControlResult(options, show_stats)
     try:
-        msg = json.loads(text)
-    except (ValueError, TypeError):
+        # Depth-checked: a deeply nested message would raise RecursionError in the channel's
+        # receive path instead of getting an error reply.
+        msg = parse_json(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    except BadJsonError:
         return replace(unchanged, replies=(error("bad_json", "control messages are JSON objects"),))
     if not isinstance(msg, dict):
         return replace(unchanged, replies=(error("bad_message", "control messages are JSON objects"),))

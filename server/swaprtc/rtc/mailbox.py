@@ -43,10 +43,6 @@ class NewestMailbox(Generic[T]):
         self._closed = True
         self._event.set()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _take(self) -> T:
         item = self._item
         self._item, self._has_item = None, False

@@ -13,19 +13,14 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps
 
-from swaprtc.errors import BadImageError, SwapRTCError, UnsupportedFormatError
+from swaprtc.errors import BadImageError, UnsupportedFormatError
+
+# The body reader's errors, with the same stable codes (413 too_large, 400 missing_image).
+from swaprtc.http.body import BodyTooLargeError as TooLargeError
+from swaprtc.http.body import MissingPartError as MissingImageError
 
 SUPPORTED = ("JPEG", "PNG", "WebP", "BMP")
 SUPPORTED_TEXT = ", ".join(SUPPORTED)
-
-
-class TooLargeError(SwapRTCError):
-    code = "too_large"
-    http_status = 413
-
-
-class MissingImageError(SwapRTCError):
-    code = "missing_image"
 
 
 def sniff_format(data: bytes) -> str:

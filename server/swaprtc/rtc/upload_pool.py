@@ -1,9 +1,13 @@
 """The executor uploads run on: decoding a photo and preparing the source face.
 
 Uploads get their own few threads, never the inference executor live video runs on, so a burst of
-uploads queues behind itself instead of in front of every session's frames. At most
-``max_queued`` uploads wait for a thread; more are refused (503 busy, Retry-After) rather than
-holding their bodies in memory while they wait.
+uploads queues behind itself instead of in front of every session's frames. Two bounds keep a
+burst (or a slow sender) from costing more than that:
+
+- each client address reads at most ``per_client`` upload bodies at once (``429 busy``), so slow
+  senders tie up their own places only, and buffered bodies are bounded per client;
+- at most ``max_queued`` read uploads wait for a thread (``503 busy``), so the queue in front of
+  the decoder stays short and its wait bounded.
 """
 
 from __future__ import annotations
@@ -27,29 +31,45 @@ class UploadsBusyError(RetryLaterError):
 
 
 class UploadPool:
-    def __init__(self, threads: int = 1, max_queued: int = 8) -> None:
+    def __init__(self, threads: int = 1, max_queued: int = 8, per_client: int = 2) -> None:
         self.threads = max(1, threads)
         self.max_queued = max(1, max_queued)
+        self.per_client = max(1, per_client)
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="swaprtc-upload")
-        self.in_flight = 0  # running or waiting for a thread
+        self.queued = 0  # running or waiting for a thread
+        self.clients: dict[str, int] = {}  # uploads in progress per client address
 
     @contextmanager
-    def reserve(self) -> Iterator[None]:
-        """A place in the queue, taken before the body is read (bodies of refused uploads are
-        never buffered); 503 ``busy`` when every place is taken."""
-        if self.in_flight >= self.threads + self.max_queued:
+    def reserve(self, client: str) -> Iterator[None]:
+        """A place for one upload of ``client``, taken before its body is read."""
+        held = self.clients.get(client, 0)
+        if held >= self.per_client:
+            busy = UploadsBusyError(
+                f"your address already has {held} uploads in progress; wait for them",
+                retry_after_s=BUSY_RETRY_AFTER_S,
+            )
+            busy.http_status = 429
+            raise busy
+        self.clients[client] = held + 1
+        try:
+            yield
+        finally:
+            left = self.clients.pop(client, 1) - 1
+            if left > 0:
+                self.clients[client] = left
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn`` on an upload thread; 503 ``busy`` when the queue in front of it is full."""
+        if self.queued >= self.threads + self.max_queued:
             raise UploadsBusyError(
                 "the server is busy with other uploads; try again in a moment",
                 retry_after_s=BUSY_RETRY_AFTER_S,
             )
-        self.in_flight += 1
+        self.queued += 1
         try:
-            yield
+            return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args))
         finally:
-            self.in_flight -= 1
-
-    def run(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
-        return asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args))
+            self.queued -= 1
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

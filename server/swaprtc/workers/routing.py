@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from aiohttp import web
+
+from swaprtc.http.body import BadJsonError, parse_json
 
 SESSION_ID = re.compile(r"^w(\d{1,4})\.")
 # Requests that make a new session; everything else with a session id goes to that session's worker.
@@ -23,11 +24,15 @@ def worker_of(session_id: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def body_session_id(body: bytes) -> Any:
-    """``session_id`` of a JSON offer body; None when absent or the body is not a JSON object."""
+def body_session_id(body: bytes, max_bytes: int = 64 * 1024) -> Any:
+    """``session_id`` of a JSON offer body; None when absent or the body is not a JSON object.
+    Bodies over ``max_bytes`` or nested too deep are not parsed here (on the supervisor's event
+    loop): the worker they go to refuses them."""
+    if len(body) > max_bytes:
+        return None
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = parse_json(body)
+    except BadJsonError:
         return None
     return parsed.get("session_id") if isinstance(parsed, dict) else None
 
