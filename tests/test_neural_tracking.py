@@ -215,3 +215,22 @@ def test_carry_points_is_exact_for_similarity_motion() -> None:
     m[:, 2] += (12.5, -7.25)
     np.testing.assert_allclose(carry_points(kps, mesh, apply(m, mesh)), apply(m, kps), atol=1e-3)
     np.testing.assert_allclose(similarity_fit(mesh, apply(m, mesh)), m, atol=1e-9)
+
+
+def test_a_face_the_mesh_rejects_is_swapped_with_the_detectors_points(
+    engine: NeuralEngine, source: SourceFace, grace_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The neural swap needs only five points: a face the mesh cannot follow (a profile, a hand
+    over it) is still swapped, with the detector's points, and the detector runs on every frame."""
+    assert engine.tracking is not None
+    mesh_model = engine.tracking.mesh_model
+    real = mesh_model.run3d
+    monkeypatch.setattr(mesh_model, "run3d", lambda frame, roi: (real(frame, roi)[0], 0.1))
+    stream = engine.open_stream()
+    assert stream.tracker is not None
+    detected = engine.detector.detect(grace_bgr)[0]
+    for i in range(3):
+        result = stream.process(grace_bgr, source, SwapOptions(), timestamp_s=i / 30)
+        assert result.swapped == 1 and result.unswapped == ()
+        np.testing.assert_allclose(result.faces[0].kps, detected.kps)
+        assert stream.tracker.detector_calls == i + 1
