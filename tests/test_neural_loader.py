@@ -39,3 +39,16 @@ def test_the_detector_setting_picks_the_model_and_its_decoder(
     assert len(found) == faces
     if faces:
         np.testing.assert_allclose(found[0].bbox, [80 - 16, 96 - 24, 80 + 32, 96 + 40], atol=1e-3)
+
+
+def test_onnx_sessions_are_created_in_one_place() -> None:
+    """Every ONNX Runtime session of the service (embedded engine, model store, neural engine,
+    bench) comes from swaprtc.inference.sessions.create_session, so provider and GPU options
+    apply alike everywhere."""
+    package = Path(__file__).resolve().parent.parent / "server" / "swaprtc"
+    makers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "InferenceSession(" in path.read_text()
+    )
+    assert makers == ["inference/sessions.py"], makers

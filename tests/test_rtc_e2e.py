@@ -190,12 +190,18 @@ async def test_two_sessions_at_once_are_independent(
         plain._channel.send("this is not json")
         await plain.send_settings(strength=7)
         n = len(plain.received)
-        await asyncio.sleep(0.5)
+        for _ in range(50):  # a new frame and both replies within 5 s, even on a machine this busy
+            await asyncio.sleep(0.1)
+            replied = {m.get("code") for m in plain.messages if m.get("type") == "error"}
+            if len(plain.received) > n and len(replied) == 2:
+                break
         assert len(plain.received) > n
     errors = [m for m in plain.messages if m.get("type") == "error"]
     assert {e["code"] for e in errors} == {"bad_json", "bad_settings"}
     assert min(diffs(r, astronaut_bgr)[0] for r in swapped.received[-5:]) > 12
-    assert max(diffs(r, astronaut_bgr)[0] for r in plain.received[-5:]) < 6
+    # Not painted (a painted face differs by ~100 grey levels); the real-time encoder's noise on a
+    # busy machine reached 6.5 here, so the bound leaves room for codec noise only.
+    assert max(diffs(r, astronaut_bgr)[0] for r in plain.received[-5:]) < 10
 
 
 LOOPBACK_ONLY = r"""

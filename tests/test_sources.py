@@ -229,3 +229,13 @@ async def test_upload_warns_when_much_of_the_face_is_hidden(model_store: ModelSt
         assert body["faces"][0]["warnings"] == body["warnings"]
         status, body = await api.upload(load_bgr("obama.jpg"))
         assert status == 200 and body["warnings"] == [], body
+
+
+async def test_a_crowd_photo_lists_the_largest_twenty_faces(api: Api, astronaut_bgr: np.ndarray) -> None:
+    tile = cv2.resize(astronaut_bgr[30:230, 130:330], (120, 120), interpolation=cv2.INTER_AREA)
+    crowd = np.vstack([np.hstack([tile] * 5)] * 5)  # 25 faces
+    status, body = await api.upload(crowd)
+    assert status == 200, body
+    assert body["faces_found"] == 25 and len(body["faces"]) == 20
+    status, body = await api.call("POST", "/api/source/select", json={"name": "default", "face": 20})
+    assert (status, body["error"]["code"]) == (400, "bad_face_index")

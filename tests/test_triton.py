@@ -482,13 +482,14 @@ async def test_real_server_streams_two_sessions_through_triton(
     astronaut_bgr: np.ndarray,
     grace_bgr: np.ndarray,
 ) -> None:
-    """``swaprtc serve --inference-url``: two aiortc sessions stream through the shared tier.
+    """``swaprtc serve --workers 2 --inference-url``: two aiortc sessions, one per worker process,
+    stream through the shared tier (the worker processes of a box share one model server).
 
     Batch formation is asserted by the lockstep FrameProcessor test above: here each session's
     calls follow one another, so whether two sessions' calls meet in Triton's queue depends on
     the machine's load, and a test must not."""
     before = {m: triton.batch_sizes(m) for m in ("retinaface_mnet025", "inswapper_128")}
-    env = {"SWAPRTC_ENGINE": "auto", "SWAPRTC_INFERENCE_THREADS": "2"}
+    env = {"SWAPRTC_ENGINE": "auto", "SWAPRTC_WORKERS": "2"}
     with server_process(["--inference-url", triton.url], env=env) as server:
         async with SwapClient(server.base) as one, SwapClient(server.base) as two:
             for client in (one, two):
@@ -500,6 +501,7 @@ async def test_real_server_streams_two_sessions_through_triton(
                 assert detector["shared_memory"] is True and engine["gpu"]["inference_url"] == triton.url
                 status, body = await client.upload_source(cv2.imencode(".png", grace_bgr)[1].tobytes())
                 assert status == 200, body
+            assert {one.session_id[:3], two.session_id[:3]} == {"w0.", "w1."}  # one per worker
             await asyncio.gather(
                 one.connect(SyntheticCamera(astronaut_bgr, 15)),
                 two.connect(SyntheticCamera(astronaut_bgr, 15)),

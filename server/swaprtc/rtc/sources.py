@@ -21,6 +21,7 @@ from swaprtc.rtc.upload import decode_image
 from swaprtc.types import Face, SourceFace
 
 MAX_SOURCES = 8
+MAX_FACES = 20  # faces listed per photo (largest first): a crowd photo stays a small response
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")
 
 
@@ -85,6 +86,7 @@ class NamedSource:
     faces: tuple[FoundFace, ...]  # largest first, as the engine's detector orders them
     selected: int
     source: SourceFace
+    found: int  # faces the detector found (``faces`` keeps the largest MAX_FACES)
 
     def warnings_of(self, index: int) -> list[dict[str, str]]:
         """A face's photo-quality warnings; for the selected face also what the engine found
@@ -100,11 +102,11 @@ class NamedSource:
         """The JSON of POST /api/source and /api/source/select (docs/API.md)."""
         return {
             "name": self.name,
-            "faces_found": len(self.faces),
+            "faces_found": self.found,
             "box": [round(float(v), 1) for v in self.source.face.bbox[:4]],
             "image_size": list(self.image_size),
             "thumbnail": data_url(self.source.thumbnail_jpeg),
-            "warning": "several_faces" if len(self.faces) > 1 else None,
+            "warning": "several_faces" if self.found > 1 else None,
             "warnings": self.warnings_of(self.selected),
             "selected": self.selected,
             "faces": [
@@ -135,15 +137,15 @@ def analyse_photo(
         )
     faces = tuple(
         FoundFace(face, face_thumbnail(image, face.bbox), tuple(face_warnings(image, face)))
-        for face in detected
+        for face in detected[:MAX_FACES]
     )
-    return _pick(engine, name, photo, image, faces, face_index)
+    return _pick(engine, name, photo, image, faces, face_index, len(detected))
 
 
 def repick(engine: Engine, entry: NamedSource, face_index: int, max_pixels: int) -> NamedSource:
     """Another face of the same photo, without the client uploading it again."""
     image = decode_image(entry.photo, max_pixels)
-    return _pick(engine, entry.name, entry.photo, image, entry.faces, face_index)
+    return _pick(engine, entry.name, entry.photo, image, entry.faces, face_index, entry.found)
 
 
 def _pick(
@@ -153,14 +155,15 @@ def _pick(
     image: np.ndarray,
     faces: tuple[FoundFace, ...],
     face_index: int | None,
+    found: int,
 ) -> NamedSource:
     index = 0 if face_index is None else face_index
     if index >= len(faces):
         raise BadFaceIndexError(
-            f"face {index} does not exist: the photo has {len(faces)} face(s), numbered from 0"
+            f"face {index} does not exist: pick one of the {len(faces)} face(s) listed, numbered from 0"
         )
     source = engine.prepare_source(image, faces[index].face)
-    return NamedSource(name, photo, (image.shape[1], image.shape[0]), faces, index, source)
+    return NamedSource(name, photo, (image.shape[1], image.shape[0]), faces, index, source, found)
 
 
 class SourceBook:
