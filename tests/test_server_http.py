@@ -485,7 +485,12 @@ async def test_damaged_offers_never_get_a_500(engine: PaintEngine) -> None:
         damaged[j] = damaged[j][:cut] + str(rng.choice(["", "x", ":", " 999", "=", "\x00"]))
         variants.append("\r\n".join(damaged))
     app = create_app(
-        Settings(max_sessions=len(variants) + 1, max_pending_per_client=len(variants) + 1, **UNLIMITED),
+        Settings(
+            max_sessions=len(variants) + 1,
+            max_pending_sessions=len(variants) + 1,
+            max_pending_per_client=len(variants) + 1,
+            **UNLIMITED,
+        ),
         engine,
     )
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
