@@ -52,6 +52,9 @@ def test_bench_reports_json_for_each_suite(
     embedded = results["embedded"]
     assert embedded["swapped_frames"] == embedded["frames"] > 0
     assert set(embedded["median_ms"]) >= {"landmarks", "warp", "color", "blend", "total"}
+    side = embedded["side_by_side"]
+    assert side["frames"] > 0 and side["ratio"] > 0
+    assert side["cpu_ms_median"]["today"] > 0 and side["cpu_ms_median"]["before_issue_10"] > 0
 
 
 def test_bench_rejects_unknown_suite(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 from skimage.metrics import structural_similarity
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.engine import EmbeddedEngine, SourceTexture
+from swaprtc.embedded.source import with_ring
 from swaprtc.embedded.warp import face_grid, warp_texture
 from swaprtc.errors import NoFaceError
 from swaprtc.settings import Settings
@@ -59,13 +60,14 @@ def test_prepare_source_builds_texture_mesh_and_thumbnail(
     payload = src.payload
     assert src.engine == "embedded" and src.faces_found == 1
     assert isinstance(payload, SourceTexture)
-    assert payload.mesh.shape == (468, 2) and payload.triangles.shape[1] == 3
+    assert payload.mesh.shape == (468 + 36, 2) and payload.triangles.shape[1] == 3  # mesh and its ring
     assert len(payload.triangles) > 800  # a dense triangulation over all 468 points
     h, w = payload.texture.shape[:2]
     assert max(h, w) <= 512
     # Texture levels down to the smallest face size, each half the last.
     assert len(payload.levels) >= 2 and payload.levels[1].shape[0] == payload.levels[0].shape[0] // 2
-    assert (payload.mesh >= -1).all() and (payload.mesh[:, 0] <= w).all() and (payload.mesh[:, 1] <= h).all()
+    face = payload.mesh[:468]
+    assert (face >= -1).all() and (face[:, 0] <= w).all() and (face[:, 1] <= h).all()
     thumb = cv2.imdecode(np.frombuffer(src.thumbnail_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert thumb is not None and max(thumb.shape[:2]) == 128
     # The source face box matches the detector's idea of where the astronaut's face is.
@@ -118,7 +120,7 @@ def test_swap_moves_the_face_toward_the_source_and_keeps_the_pose(
     # like the source texture warped onto the target's mesh than like the target itself.
     payload = source.payload
     grid = face_grid(mesh[m.FACE_OVAL], target.shape, 10_000)
-    warped = warp_texture(payload.texture, payload.mesh, mesh, payload.triangles, grid)
+    warped = warp_texture(payload.texture, payload.mesh, with_ring(mesh), payload.triangles, grid)
     box = (slice(grid.y0, grid.y1), slice(grid.x0, grid.x1))
     gray = [cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for img in (result.frame[box], warped, target[box])]
     region = skin[box]
@@ -277,3 +279,31 @@ def test_lighting_follows_the_target(
     # The evenly lit source alone reads ~1.0 here. The whole inner face is the source's now, so
     # the patches also hold her features rather than Obama's: a looser bound than the light alone.
     assert abs(out_ratio - target_ratio) < 0.15, (out_ratio, target_ratio)
+
+
+def test_keep_weights_follow_openness(engine: EmbeddedEngine, grace_bgr: np.ndarray) -> None:
+    # Grace's real mesh, with her upper lids and lower lip moved: the target's own eye interior is
+    # kept only while an eye closes or opens far wider than the source's, her mouth interior only
+    # while it opens wider than the source's; every weight ramps, none is a fixed hole.
+    from swaprtc.embedded.blend import keep_weights
+
+    mesh = engine.open_stream().process(grace_bgr, None, SwapOptions()).faces[0].mesh
+    eyes = m.eye_openness(mesh)
+
+    def lids(factor: float) -> np.ndarray:
+        moved = mesh.copy()
+        for upper, lower in (m.LEFT_LIDS, m.RIGHT_LIDS):
+            moved[upper] = mesh[lower] + (mesh[upper] - mesh[lower]) * factor
+        return moved
+
+    same = keep_weights(mesh, eyes, m.mouth_openness(mesh))
+    assert (same.left_eye, same.right_eye, same.mouth) == (0.0, 0.0, 0.0)
+    closing = keep_weights(lids(0.45), eyes)
+    assert 0.0 < closing.left_eye < 1.0 and 0.0 < closing.right_eye < 1.0  # blended, not switched
+    assert keep_weights(lids(0.1), eyes).left_eye == 1.0
+    assert keep_weights(lids(2.5), eyes).right_eye == 1.0  # far more open than the source's
+    opened = mesh.copy()
+    opened[m.LIP_MIDS[1]] += np.array([0.0, 0.3]) * np.linalg.norm(mesh[m.MOUTH_LEFT] - mesh[m.MOUTH_RIGHT])
+    assert keep_weights(opened, eyes, source_mouth=0.02).mouth == 1.0
+    assert keep_weights(opened, eyes, source_mouth=0.35).mouth == 0.0  # the source's teeth fit
+    assert keep_weights(mesh, eyes, mouth_mask=True).mouth == 1.0

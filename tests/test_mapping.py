@@ -113,7 +113,11 @@ async def test_a_clicked_face_gets_its_source_and_keeps_it_while_moving(
         await client.connect(camera)
 
         # One-face mode: the astronaut (largest) gets the default source, Grace is hidden.
-        stats = await wait_for(lambda: latest(client, "stats", lambda m: len(m["people"]) == 2))
+        stats = await wait_for(
+            lambda: latest(
+                client, "stats", lambda m: sorted(p["state"] for p in m["people"]) == ["hidden", "swapped"]
+            )
+        )
         people = {p["state"]: p for p in stats["people"]}
         assert people["swapped"]["source"] == "default" and people["hidden"]["source"] is None
         assert stats["hidden_reason"].startswith("1 face hidden: only the largest is swapped")

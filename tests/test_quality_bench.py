@@ -68,4 +68,5 @@ def test_quality_suite_judges_swaps(
     assert methods["embedded"]["median_id_transfer"] > methods["embedded_before"]["median_id_transfer"] + 0.05
     image = cv2.imread(str(sheet))
     assert image is not None and report["contact_sheet"]["pairs"] == 6
-    assert image.shape[0] > 6 // 2 * 112 and image.shape[1] > 2 * 6 * 112
+    # Two tiles a row, each source | target | naive_paste | embedded_before | embedded.
+    assert image.shape[0] > 6 // 2 * 112 and image.shape[1] == 2 * (5 * 112 + 6)

@@ -141,18 +141,25 @@ async def test_real_server_shuts_down_gracefully(
 
 
 # --- in-process server with a test double: codec, slow engine, two sessions ---------------------
-async def test_h264_is_negotiated_when_configured(
-    detector: RetinaFaceDetector, astronaut_bgr: np.ndarray
-) -> None:
-    async with paint_server(detector, codec="h264") as (base, _), SwapClient(base) as client:
+async def test_h264_is_negotiated_when_configured(astronaut_bgr: np.ndarray) -> None:
+    painted = np.array(PAINT_BGR, np.int16)
+
+    def last_painted(client: SwapClient) -> bool:
+        return bool(np.abs(client.received[-1].image[FACE].astype(np.int16) - painted).mean() < 20)
+
+    # A fixed-face detector: on a busy machine the real one can miss the swap deadline for the
+    # whole first second (frames then go out hidden), which is not what this test is about.
+    async with paint_server(FixedFaceDetector(), codec="h264") as (base, _), SwapClient(base) as client:
         await client.create_session()
         status, _ = await client.upload_source(jpg(astronaut_bgr), "image/jpeg")
         assert status == 200
         await stream(client, astronaut_bgr, 1.0)
+        for _ in range(50):  # H264 frames arrive painted once the first swap is in
+            if last_painted(client):
+                break
+            await asyncio.sleep(0.2)
+        assert last_painted(client)
     assert client.codec == "h264"
-    painted = np.array(PAINT_BGR, np.int16)
-    last = client.received[-1].image[FACE].astype(np.int16)
-    assert np.abs(last - painted).mean() < 20
 
 
 async def test_latency_stays_bounded_with_a_slow_engine_and_no_face_leaks(astronaut_bgr: np.ndarray) -> None:

@@ -117,6 +117,8 @@ async def test_two_workers_route_restart_and_drain(
         # Global admission: the third session fits, the fourth is refused with 503 + Retry-After.
         status, third = await get_json(http, f"{base}/api/session", method="POST")
         assert status == 201
+        async with http.get(f"{base}/readyz") as resp:  # global: every slot of both workers taken
+            assert resp.status == 503 and (await resp.json())["error"]["code"] == "full"
         async with http.post(f"{base}/api/session") as resp:
             assert resp.status == 503 and resp.headers["Retry-After"]
             assert (await resp.json())["error"]["code"] == "over_capacity"

@@ -241,12 +241,14 @@ def _embedded_engine(settings: Settings) -> Any:
 
 def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
     """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
-    from swaprtc.embedded.bench import bench_embedded, live_frames
+    from swaprtc.embedded.bench import bench_before_after, bench_embedded, live_frames
 
     engine = _embedded_engine(settings)
     source = engine.prepare_source(_photo("astronaut.png"))
     stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
-    return bench_embedded(engine, stream, source)
+    result = bench_embedded(engine, stream, source)
+    result["side_by_side"] = bench_before_after(engine, stream, _photo("astronaut.png"))
+    return result
 
 
 def _resolutions(args: argparse.Namespace) -> list[str]:
@@ -287,8 +289,8 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
     from swaprtc.inference.bench import load_models
     from swaprtc.types import SwapOptions
 
-    # Detector on every frame, no batching: what one call of each stage costs.
-    models = load_models(replace(settings, detect_every=1, batch_window_ms=0))
+    # Detector on every frame, no batching (so no batch-axis check at load): one call per stage.
+    models = load_models(replace(settings, detect_every=1, batch_window_ms=0, max_batch=1))
     engine = models.engine(batching=False)
     weights = models.label
     source = engine.prepare_source(_photo("astronaut.png"))

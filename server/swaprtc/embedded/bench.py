@@ -93,6 +93,49 @@ def bench_embedded(
     }
 
 
+def bench_before_after(
+    engine: EmbeddedEngine, frames: Sequence[np.ndarray], source_image: np.ndarray, warmup: int = 5
+) -> dict[str, object]:
+    """CPU time per frame of today's engine and of the engine before issue 10 (frozen in
+    swaprtc.quality.reference), interleaved frame by frame on the same stream, one thread each.
+    Both track the face the same way; only the swap differs."""
+    from swaprtc.embedded import mesh as m
+    from swaprtc.quality.reference import legacy_swap, legacy_texture
+
+    source = engine.prepare_source(source_image)
+    assert source.face.mesh is not None
+    texture, tex_mesh = legacy_texture(source_image, source.face.mesh)
+    triangles = m.triangulate(tex_mesh)
+    now, before = engine.open_stream(), engine.open_stream()
+    options = SwapOptions()
+
+    def legacy(frame: np.ndarray) -> None:
+        faces = before.tracker.update(frame, False).faces
+        if faces:
+            legacy_swap(frame, faces[0].mesh, texture, tex_mesh, triangles)
+
+    cases = {"today": lambda f: now.process(f, source, options), "before_issue_10": legacy}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(engine.threads)
+    try:
+        for i, frame in enumerate(frames):
+            for name, run in cases.items():
+                start = time.process_time()
+                run(frame)
+                if i >= warmup:
+                    cpu[name].append((time.process_time() - start) * 1000)
+    finally:
+        cv2.setNumThreads(cv_threads)
+    medians = {name: round(statistics.median(v), 2) for name, v in cpu.items()}
+    return {
+        "frames": len(frames) - warmup,
+        "cpu_ms_median": medians,
+        "cpu_ms_p90": {name: round(float(np.percentile(v, 90)), 2) for name, v in cpu.items()},
+        "ratio": round(medians["today"] / max(medians["before_issue_10"], 1e-6), 2),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))

@@ -5,8 +5,8 @@ upsampled, so the full-resolution work per frame is one multiply-add and one ble
 
 The whole inner face comes from the source. The target's own eye interior is kept only while an
 eye is closing or far more open than the source's, and its mouth interior only while the mouth is
-open (or always, with the mouth mask): each by a weight from 0 to 1 that follows the openness, so
-nothing is a fixed hole.
+open wider than the source's (or always, with the mouth mask): each by a weight from 0 to 1 that
+follows the openness, so nothing is a fixed hole.
 """
 
 from __future__ import annotations
@@ -18,24 +18,27 @@ import numpy as np
 
 from swaprtc.embedded import mesh as m
 
-_SHIFT = 4  # fixed-point bits for sub-pixel polygon filling
-_ONE = 1 << _SHIFT
+SHIFT = 4  # fixed-point bits for sub-pixel polygon filling
+_ONE = 1 << SHIFT
 # Eye keep weight: ramps up as the target's lid gap falls below CLOSING × the source's, or rises
 # above OPENING × the source's.
 CLOSING = (0.55, 0.3)  # ratio where keeping starts, where it is complete
 OPENING = (1.6, 2.1)
-OVAL_SHRINK = 0.3  # the blend edge sits this many feathers inside the face oval
-MOUTH_OPEN = (0.015, 0.05)  # target's lip gap / mouth width where keeping starts, is complete
+OVAL_SHRINK = 0.0  # the blend edge sits this many feathers inside the face oval
+FOREHEAD_KEEP = 0.7  # share of the forehead (above the eyes) swapped; the rest keeps the hairline
+# How much wider the target's lip gap (/ mouth width) is than the source's where keeping its mouth
+# interior starts and is complete: the source's own teeth are shown while they fit.
+MOUTH_OPEN = (0.015, 0.05)
 # Eyebrows and outer lips: not used for skin colour statistics.
 LEFT_BROW = np.array([70, 63, 105, 66, 107, 55, 65, 52, 53, 46])
 RIGHT_BROW = np.array([300, 293, 334, 296, 336, 285, 295, 282, 283, 276])
 
 
-def _poly(points: np.ndarray) -> np.ndarray:
+def fixed_point(points: np.ndarray) -> np.ndarray:
     return np.round(points * _ONE).astype(np.int32)
 
 
-def _scaled(points: np.ndarray, factor: float, pad: float) -> np.ndarray:
+def scaled_polygon(points: np.ndarray, factor: float, pad: float) -> np.ndarray:
     """Grow a polygon about its centroid by ``factor`` plus ``pad`` pixels outward."""
     centre = points.mean(axis=0)
     offset = points - centre
@@ -61,6 +64,7 @@ class Keep:
 def keep_weights(
     target_mesh: np.ndarray,
     source_eyes: tuple[float, float],
+    source_mouth: float = 0.0,
     mouth_mask: bool = False,
     mouth_padding: float = 0.0,
 ) -> Keep:
@@ -69,7 +73,7 @@ def keep_weights(
     for t, s in zip(m.eye_openness(target_mesh), source_eyes, strict=True):
         ratio = t / max(s, 0.02)
         eyes.append(max(1.0 - _ramp(ratio, CLOSING[1], CLOSING[0]), _ramp(ratio, *OPENING)))
-    mouth = 1.0 if mouth_mask else _ramp(m.mouth_openness(target_mesh), *MOUTH_OPEN)
+    mouth = 1.0 if mouth_mask else _ramp(m.mouth_openness(target_mesh) - source_mouth, *MOUTH_OPEN)
     return Keep(eyes[0], eyes[1], mouth, mouth_mask, mouth_padding if mouth_mask else 0.0)
 
 
@@ -89,10 +93,10 @@ def face_masks(
     # Shrink the oval so the feathered edge lies inside the face and never reaches the box edge.
     cv2.fillPoly(
         oval,
-        [_poly(_scaled(m.blend_outline(grid_mesh), 1.0, -OVAL_SHRINK * feather))],
+        [fixed_point(scaled_polygon(m.blend_outline(grid_mesh, FOREHEAD_KEEP), 1.0, -OVAL_SHRINK * feather))],
         255,
         lineType=cv2.LINE_AA,
-        shift=_SHIFT,
+        shift=SHIFT,
     )
     sigma = max(feather / 2.0, 0.5)
     soft_oval = cv2.GaussianBlur(oval, (0, 0), sigma).astype(np.float32) * np.float32(1 / 255)
@@ -115,7 +119,11 @@ def face_masks(
             continue
         hole = np.zeros((rows, cols), np.uint8)
         cv2.fillPoly(
-            hole, [_poly(_scaled(grid_mesh[ring], factor, pad))], 255, lineType=cv2.LINE_AA, shift=_SHIFT
+            hole,
+            [fixed_point(scaled_polygon(grid_mesh[ring], factor, pad))],
+            255,
+            lineType=cv2.LINE_AA,
+            shift=SHIFT,
         )
         # Doubled and clipped: the whole interior is kept, the feather lies on its edge only.
         soft = np.minimum(cv2.GaussianBlur(hole, (0, 0), max(blur, 0.5)).astype(np.float32) * (2 / 255), 1.0)
@@ -130,7 +138,7 @@ def face_masks(
         (RIGHT_BROW, 1.3),
         (m.OUTER_LIPS, 1.2),
     ):
-        cv2.fillPoly(features, [_poly(_scaled(grid_mesh[ring], grow, 0.5))], 255, shift=_SHIFT)
+        cv2.fillPoly(features, [fixed_point(scaled_polygon(grid_mesh[ring], grow, 0.5))], 255, shift=SHIFT)
     skin = ((oval > 127) & (features < 128)).astype(np.float32)
     boundary = ((soft_oval > 0.3) & (soft_oval < 0.9)).astype(np.float32)
     return Masks(alpha, skin, boundary)

@@ -105,8 +105,11 @@ def color_transfer(
     # glasses, background): they are left out rather than smeared over the face.
     diff = t - (s * gain + offset)
     band = boundary * (np.abs(diff).max(axis=2) < MEMBRANE_LIMIT)
+    # Where little of the edge is skin on both sides, its few points say little: trust them less.
+    trust = min(1.0, 2.0 * float(band.sum()) / max(float(boundary.sum()), 1.0))
     if band.sum() >= 4:
-        offset = offset + _masked_blur(diff * band[..., None], band.astype(np.float32), 1.5 * sigma)
+        membrane = _masked_blur(diff * band[..., None], band.astype(np.float32), 1.5 * sigma)
+        offset = offset + membrane * np.float32(trust)
     if grey:
         offset[:] = offset.mean(axis=2, keepdims=True)
     # Thumbnails average peaks away, hence the 99th percentile plus a margin as the ceiling.

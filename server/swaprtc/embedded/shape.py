@@ -39,7 +39,7 @@ def similarity_3d(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, 
 def follower_weights(xyz: np.ndarray) -> np.ndarray:
     """(followers, anchors) row-normalised Gaussian weights: how each eyelid/lip point follows
     the anchors around it. Computed once per source face (its geometry is close enough)."""
-    pts = xyz[:, :2].astype(np.float64)
+    pts = xyz[: m.NUM_POINTS, :2].astype(np.float64)
     width = float(np.ptp(pts[m.FACE_OVAL, 0])) or 1.0
     d2 = ((pts[FOLLOWERS, None] - pts[None, ANCHORS]) ** 2).sum(-1)
     w = np.exp(-d2 / (2 * (SPREAD * width) ** 2))
@@ -47,10 +47,11 @@ def follower_weights(xyz: np.ndarray) -> np.ndarray:
 
 
 def shape_offsets(
-    target_xyz: np.ndarray, source_xyz: np.ndarray, amount: float, weights: np.ndarray
+    target_xyz: np.ndarray, source_xyz: np.ndarray, amount: float, weights: np.ndarray, contour: bool = False
 ) -> np.ndarray:
     """(468, 2) image-plane offsets moving the target's inner landmarks ``amount`` (0..1) of the
-    way to the source's proportions; zero on the face outline. ``weights``: follower_weights()."""
+    way to the source's proportions; the face outline too with ``contour`` (the caller then warps
+    the picture around it), else zero there. ``weights``: follower_weights()."""
     out = np.zeros((m.NUM_POINTS, 2), np.float32)
     if amount <= 0:
         return out
@@ -59,4 +60,7 @@ def shape_offsets(
     aligned = (s * (rot @ source_xyz[ANCHORS].astype(np.float64).T)).T + tr
     out[ANCHORS] = (aligned - t[ANCHORS])[:, :2] * amount
     out[FOLLOWERS] = weights @ out[ANCHORS]
+    if contour:
+        outline = (s * (rot @ source_xyz[m.FACE_OVAL].astype(np.float64).T)).T + tr
+        out[m.FACE_OVAL] = (outline - t[m.FACE_OVAL])[:, :2] * amount
     return out

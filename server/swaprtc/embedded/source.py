@@ -19,7 +19,10 @@ MIN_LEVEL_SIZE = 48  # smallest level kept (px, long side)
 # (projected area relative to 3-D area) is turned away: its texture is blended over to the mirror
 # image's, completely below MIRROR_FULL. A smooth per-point weight, so no triangle edge shows.
 MIRROR_START, MIRROR_FULL = 0.6, 0.35
-HIDDEN_WARNING = 0.12  # share of the face's 3-D area filled from the mirror that earns a warning
+# Fixed points around the face (the oval grown by this factor about its centre): the shape change
+# warps the picture between them and the face outline, so a moved jaw line leaves no seam.
+RING = 1.2
+HIDDEN_WARNING = 0.2  # share of the face's 3-D area filled from the mirror that earns a warning
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,11 +30,12 @@ class SourceTexture:
     """The embedded engine's SourceFace payload."""
 
     levels: tuple[np.ndarray, ...]  # BGR uint8 crops of the face, largest first, each half the last
-    mesh: np.ndarray  # (468, 2) float32 mesh in level-0 pixels
+    mesh: np.ndarray  # (468 + ring, 2) float32 mesh and its surrounding ring in level-0 pixels
     xyz: np.ndarray  # (468, 3) float32 mesh with depth, in photo pixels (for shape transfer)
-    triangles: np.ndarray  # (K, 3) int32 fixed topology, reused for every frame
-    mirror_weight: np.ndarray  # (468,) float32: 0 = own texture, 1 = the mirror image's
-    symmetry: np.ndarray  # (468,) int64 symmetry.symmetry_map(), kept at hand for every frame
+    triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh and its ring, every frame
+    inner: np.ndarray  # (k, 3) int32 the triangles of the face itself (no ring point)
+    mirror_weight: np.ndarray  # (468 + ring,) float32: 0 = own texture, 1 = the mirror image's
+    symmetry: np.ndarray  # (468 + ring,) int64 symmetry.symmetry_map() extended to the ring
     mirrored: np.ndarray  # (K,) bool: triangle mostly textured from its mirror image
     hidden_fraction: float  # share of the face's 3-D area hidden in the photo
     eye_open: tuple[float, float]  # openness of the image-left and image-right eye
@@ -45,7 +49,7 @@ class SourceTexture:
     def level_for(self, face_px: float) -> tuple[np.ndarray, np.ndarray]:
         """The smallest texture level still at least ``face_px`` across (no minification
         aliasing, no upsampling while avoidable), and the mesh in its pixels."""
-        size0 = float(max(np.ptp(self.mesh, axis=0)))
+        size0 = float(max(np.ptp(self.mesh[: m.NUM_POINTS], axis=0)))
         level = 0
         while level + 1 < len(self.levels) and size0 / 2 ** (level + 1) >= face_px:
             level += 1
@@ -112,17 +116,38 @@ def mirror_weights(xyz: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, 
     return weight.astype(np.float32), per_triangle > 0.5, share
 
 
+def with_ring(mesh: np.ndarray) -> np.ndarray:
+    """The (468, 2) mesh followed by a ring of points around it (the oval grown by RING)."""
+    oval = mesh[m.FACE_OVAL, :2]
+    centre = oval.mean(axis=0)
+    return np.concatenate([mesh[:, :2], centre + (oval - centre) * RING]).astype(np.float32)
+
+
+def ring_symmetry() -> np.ndarray:
+    """symmetry_map() extended to the ring points, which mirror as their oval points do."""
+    sym = symmetry_map()
+    where = {int(p): i for i, p in enumerate(m.FACE_OVAL)}
+    ring = np.array([m.NUM_POINTS + where[int(sym[p])] for p in m.FACE_OVAL])
+    return np.concatenate([sym, ring])
+
+
 def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
     levels, tex_mesh = texture_levels(image, xyz)
+    tex_mesh = with_ring(tex_mesh)
     triangles = m.triangulate(tex_mesh)
-    weight, mirrored, share = mirror_weights(xyz, triangles)
+    inner = np.ascontiguousarray(triangles[(triangles < m.NUM_POINTS).all(axis=1)])
+    weight, mirrored_inner, share = mirror_weights(xyz, inner)
+    weight = np.concatenate([weight, np.zeros(len(m.FACE_OVAL), np.float32)])
+    mirrored = np.zeros(len(triangles), bool)
+    mirrored[(triangles < m.NUM_POINTS).all(axis=1)] = mirrored_inner
     return SourceTexture(
         levels=levels,
         mesh=tex_mesh,
         xyz=xyz.astype(np.float32),
         triangles=triangles,
+        inner=inner,
         mirror_weight=weight,
-        symmetry=symmetry_map(),
+        symmetry=ring_symmetry(),
         mirrored=mirrored,
         hidden_fraction=share,
         eye_open=m.eye_openness(xyz[:, :2]),

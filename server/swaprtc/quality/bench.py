@@ -13,7 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from swaprtc.embedded.engine import EmbeddedEngine, SourceTexture
+from swaprtc.embedded import mesh as m
+from swaprtc.embedded.engine import EmbeddedEngine
 from swaprtc.quality.photos import QualityPhoto
 from swaprtc.quality.recognizer import DlibRecognizer
 from swaprtc.quality.reference import legacy_swap, legacy_texture, naive_paste
@@ -53,9 +54,7 @@ class Methods:
         if mesh is None or source.face.mesh is None:
             return tgt.image
         texture, tex_mesh = legacy_texture(src.image, source.face.mesh)
-        payload = source.payload
-        assert isinstance(payload, SourceTexture)
-        return legacy_swap(tgt.image, mesh, texture, tex_mesh, payload.triangles)
+        return legacy_swap(tgt.image, mesh, texture, tex_mesh, m.triangulate(tex_mesh))
 
     def naive(self, src: QualityPhoto, tgt: QualityPhoto) -> np.ndarray:
         mesh = self._target_mesh(tgt)
@@ -124,7 +123,8 @@ def run_quality(
             row[name] = score.row()
         rows.append(row)
         if sheet_path is not None and ((src.public_domain and tgt.public_domain) or not sheet_public_only):
-            sheet_rows.append((f"{src.name} -> {tgt.name}", [src.image, tgt.image, *outputs]))
+            shown = [out for name, out in zip(methods, outputs, strict=True) if name != "unchanged"]
+            sheet_rows.append((f"{src.name} -> {tgt.name}", [src.image, tgt.image, *shown]))
     report: dict[str, Any] = {
         "recognizer": f"dlib_face_recognition_resnet_model_v1 ({recognizer.version})",
         "photos": [{"name": p.name, "origin": p.origin} for p in photos],
@@ -136,7 +136,8 @@ def run_quality(
         "rows": rows,
     }
     if sheet_path is not None:
-        sheet = contact_sheet(sheet_rows, ["source", "target", *methods])
+        # "unchanged" is the target again: not worth a column.
+        sheet = contact_sheet(sheet_rows, ["source", "target", *(n for n in methods if n != "unchanged")])
         sheet_path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(sheet_path), sheet)
         report["contact_sheet"] = {"path": str(sheet_path), "pairs": len(sheet_rows)}

@@ -12,35 +12,27 @@ import cv2
 import numpy as np
 
 from swaprtc.embedded import mesh as m
+from swaprtc.embedded.blend import SHIFT, fixed_point, scaled_polygon
 from swaprtc.embedded.warp import face_grid, warp_texture
 
 LEGACY_TEXTURE = 256
-_SHIFT = 4
-_ONE = 1 << _SHIFT
-
-
-def _poly(points: np.ndarray) -> np.ndarray:
-    return np.round(points * _ONE).astype(np.int32)
-
-
-def _scaled(points: np.ndarray, factor: float, pad: float) -> np.ndarray:
-    centre = points.mean(axis=0)
-    offset = points - centre
-    norm = np.linalg.norm(offset, axis=1, keepdims=True) + 1e-6
-    return centre + offset * factor + offset / norm * pad
 
 
 def _legacy_masks(
     grid_mesh: np.ndarray, shape: tuple[int, int], feather: float
 ) -> tuple[np.ndarray, np.ndarray]:
     oval = np.zeros(shape, np.uint8)
-    outline = _scaled(m.blend_outline(grid_mesh), 1.0, -1.2 * feather)
-    cv2.fillPoly(oval, [_poly(outline)], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+    outline = scaled_polygon(m.blend_outline(grid_mesh), 1.0, -1.2 * feather)
+    cv2.fillPoly(oval, [fixed_point(outline)], 255, lineType=cv2.LINE_AA, shift=SHIFT)
     holes = np.zeros(shape, np.uint8)
     pad = 0.6 * feather
     for ring in (m.LEFT_EYE, m.RIGHT_EYE, m.INNER_LIPS):
         cv2.fillPoly(
-            holes, [_poly(_scaled(grid_mesh[ring], 1.15, pad))], 255, lineType=cv2.LINE_AA, shift=_SHIFT
+            holes,
+            [fixed_point(scaled_polygon(grid_mesh[ring], 1.15, pad))],
+            255,
+            lineType=cv2.LINE_AA,
+            shift=SHIFT,
         )
     soft_oval = cv2.GaussianBlur(oval, (0, 0), max(feather / 2.0, 0.5)).astype(np.float32) / 255
     soft_holes = cv2.GaussianBlur(holes, (0, 0), max(pad / 2.5, 0.5)).astype(np.float32) / 255

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -117,12 +118,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    ready = sum(w.ready for w in pool.workers)
-    ok = ready > 0 and not pool.stopping
-    return web.json_response(
-        {"ok": ok, "workers_ready": ready, "workers": pool.count}, status=200 if ok else 503
-    )
+    """Like one process's /readyz, for the whole server: at least one worker ready, not shutting
+    down, and a free session slot under the global limit; 503 with Retry-After otherwise."""
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    loads = {} if pool.stopping else await pool.loads()
+    sessions = sum(loads.values())
+    body: dict[str, Any] = {
+        "ready": True,
+        "sessions": sessions,
+        "max_sessions": settings.max_sessions,
+        "workers_ready": len(loads),
+        "workers": pool.count,
+    }
+    if pool.stopping:
+        reason, message = "shutting_down", "the server is shutting down"
+    elif not loads:
+        reason, message = "starting", "no worker is ready yet"
+    elif sessions >= settings.max_sessions:
+        reason, message = "full", "every session slot is taken"
+    else:
+        return web.json_response(body)
+    body["ready"] = False
+    body["error"] = {"code": reason, "message": message}
+    return web.json_response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def metrics(request: web.Request) -> web.Response:
