@@ -59,8 +59,15 @@ def _mesh(engine: EmbeddedEngine, image: np.ndarray) -> np.ndarray:
     return faces[0].mesh
 
 
-PHOTOS = ["astronaut.png", "grace_hopper.jpg", "obama.jpg", "biden.jpg"]
-PAIRS = [(s, t) for s in PHOTOS for t in PHOTOS if s != t]
+# Every photo once as source and as target; biden -> obama is where the old 4x gain blew out.
+PAIRS = [
+    ("biden.jpg", "obama.jpg"),
+    ("obama.jpg", "astronaut.png"),
+    ("astronaut.png", "grace_hopper.jpg"),
+    ("grace_hopper.jpg", "biden.jpg"),
+    ("astronaut.png", "biden.jpg"),
+    ("obama.jpg", "grace_hopper.jpg"),
+]
 
 
 @pytest.mark.parametrize(("source_name", "target_name"), PAIRS)

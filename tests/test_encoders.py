@@ -36,6 +36,7 @@ def test_vp8_options_and_limits_are_per_encoder(astronaut_bgr: np.ndarray) -> No
         assert payloads
         theirs.encode(frame(astronaut_bgr, i))
     assert ours.codec.applied_options["cpu-used"] == "-10"
+    assert ours.codec.applied_options["noise-sensitivity"] == "0"
     assert ours.codec.applied_options["deadline"] == "realtime"  # aiortc's own options stay
     assert ours.codec.bit_rate == 1_200_000
     assert not hasattr(theirs.codec, "applied_options")  # aiortc's own encoder is left alone
