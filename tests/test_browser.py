@@ -914,9 +914,15 @@ def test_browser_chooses_faces_and_maps_people(
             "document.querySelector('[data-testid=hidden-reason]')?.innerText.startsWith('1 face hidden')",
             timeout=15_000,
         )
-        remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+        # A busy machine sends some frames with every face hidden while a swap catches up.
+        deadline = time.monotonic() + 8
+        while True:
+            remote = _decode(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+            flat = sorted(_flat_share(remote, box) for box in boxes)
+            if flat[1] > 0.85 > flat[0] or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(300)
         _save("browser_two_people_hidden.png", remote)
-        flat = sorted(_flat_share(remote, box) for box in boxes)
         assert flat[1] > 0.85 > flat[0], f"one face should be pixelated, one swapped: flat shares {flat}"
 
         # A second, named source, clicked onto the hidden person.

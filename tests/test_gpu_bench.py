@@ -14,16 +14,22 @@ from swaprtc.models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = """
-import importlib.abc, json, sys
-from pathlib import Path
+BLOCK = """
+import importlib.abc, sys
 
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("av", "aiortc", "aiohttp", "aioice"):
+        if name.split(".")[0] in ("av", "aiortc", "aiohttp", "aioice", "tqdm", "prometheus_client"):
             raise ImportError("not on the device image: " + name)
 
 sys.meta_path.insert(0, Block())
+"""
+
+SCRIPT = (
+    BLOCK
+    + """
+import json
+from pathlib import Path
 from swaprtc.inference.bench import BenchModels, run_gpu_suite
 from swaprtc.inference.loader import local_neural_runners, neural_tracking
 from swaprtc.settings import Settings
@@ -40,6 +46,7 @@ report = run_gpu_suite(bench, frames=4, levels=(1, 4), seconds=1.0)
 assert not [m for m in sys.modules if m.split(".")[0] in ("av", "aiortc", "aiohttp")]
 print(json.dumps(report))
 """
+)
 
 
 def test_gpu_suite_runs_on_tiny_models_without_aiortc(tmp_path: Path, model_store: ModelStore) -> None:
@@ -68,3 +75,26 @@ def test_gpu_suite_runs_on_tiny_models_without_aiortc(tmp_path: Path, model_stor
     assert report["gpu"]["settings"]["batch_window_ms"] == 100
     assert report["memory"]["max_rss_mib"] > 0
     assert report["swapper"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_the_bench_command_needs_only_the_device_packages(tmp_path: Path) -> None:
+    """``swaprtc bench --suite gpu`` itself imports nothing the device image lacks: without real
+    weights it reports that, not an ImportError."""
+    script = BLOCK + "import runpy; runpy.run_module('swaprtc', run_name='__main__')"
+    argv = [
+        "bench",
+        "--suite",
+        "gpu",
+        "--weights",
+        "real",
+        "--models-dir",
+        str(tmp_path),
+        "--no-auto-download",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    skipped = json.loads(done.stdout)["results"]["gpu"]["skipped"]
+    assert skipped.startswith("FileNotFoundError: real neural weights not in"), skipped

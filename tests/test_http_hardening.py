@@ -188,6 +188,19 @@ def test_every_format_is_refused_by_its_header_size(fmt: str) -> None:
     assert abs(int(image[450, 500, 1]) - 200) < 8 and abs(int(image[450, 500, 2]) - 10) < 8  # BGR
 
 
+def test_uploads_are_turned_upright_by_their_exif_orientation() -> None:
+    """A phone photo stored sideways with EXIF orientation 6 decodes upright (as cv2 did)."""
+    wide = Image.new("RGB", (64, 32), (200, 30, 10))
+    exif = wide.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    buf = io.BytesIO()
+    wide.save(buf, "JPEG", exif=exif.tobytes())
+    assert decode_image(buf.getvalue(), 10_000).shape == (64, 32, 3)
+    plain = io.BytesIO()
+    wide.save(plain, "JPEG")
+    assert decode_image(plain.getvalue(), 10_000).shape == (32, 64, 3)
+
+
 class RecordingEngine(PaintEngine):
     """Records which threads prepare sources and how many run at once."""
 

@@ -95,3 +95,12 @@ def test_cpu_session_reports_no_cuda_graph(tmp_path: Path) -> None:
 def test_bad_io_binding_mode() -> None:
     with pytest.raises(ValueError):
         OrtRunner(session(arcface_model()), io_binding="maybe")
+
+
+def test_no_tensorrt_cache_folder_where_tensorrt_is_absent(tmp_path: Path) -> None:
+    model = tmp_path / "arc.onnx"
+    model.write_bytes(arcface_model().SerializeToString())
+    cache = tmp_path / "trt-cache"
+    options = RuntimeOptions(providers=(TENSORRT, CPU), trt_cache_dir=cache, quiet=True)
+    assert create_session(model, options).get_providers() == [CPU]
+    assert not cache.exists()  # this onnxruntime has no TensorRT: nothing written to the models folder

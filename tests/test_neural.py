@@ -121,15 +121,6 @@ def test_swap_changes_the_face_and_nothing_else(
     assert result.timings_ms["total"] >= result.timings_ms["swap"] > 0
 
 
-@pytest.fixture(scope="module")
-def two_faces(grace_bgr: np.ndarray, obama_bgr: np.ndarray) -> np.ndarray:
-    h = 300
-    left = cv2.resize(grace_bgr, (round(grace_bgr.shape[1] * h / grace_bgr.shape[0]), h))
-    right = cv2.resize(obama_bgr, (round(obama_bgr.shape[1] * (h - 40) / obama_bgr.shape[0]), h - 40))
-    right = cv2.copyMakeBorder(right, 20, 20, 0, 0, cv2.BORDER_CONSTANT, value=(90, 90, 90))
-    return np.hstack([left, right])
-
-
 def test_many_faces_swaps_every_face(engine: NeuralEngine, source: SourceFace, two_faces: np.ndarray) -> None:
     stream = engine.open_stream()
     one = stream.process(two_faces, source, SwapOptions(many_faces=False))

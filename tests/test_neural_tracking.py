@@ -196,15 +196,6 @@ def test_two_faces_tracked_and_swapped(
     assert all(r.swapped == 1 and len(r.unswapped) == 1 for r in single)
 
 
-@pytest.fixture(scope="module")
-def two_faces(grace_bgr: np.ndarray, obama_bgr: np.ndarray) -> np.ndarray:
-    h = 300
-    left = cv2.resize(grace_bgr, (round(grace_bgr.shape[1] * h / grace_bgr.shape[0]), h))
-    right = cv2.resize(obama_bgr, (round(obama_bgr.shape[1] * (h - 40) / obama_bgr.shape[0]), h - 40))
-    right = cv2.copyMakeBorder(right, 20, 20, 0, 0, cv2.BORDER_CONSTANT, value=(90, 90, 90))
-    return np.hstack([left, right])
-
-
 def test_detector_jitter_is_measured(engine: NeuralEngine, grace_bgr: np.ndarray) -> None:
     """The reference the issue names (a fresh detection per frame) is itself noisy: recorded here."""
     jitter = []
@@ -224,3 +215,22 @@ def test_carry_points_is_exact_for_similarity_motion() -> None:
     m[:, 2] += (12.5, -7.25)
     np.testing.assert_allclose(carry_points(kps, mesh, apply(m, mesh)), apply(m, kps), atol=1e-3)
     np.testing.assert_allclose(similarity_fit(mesh, apply(m, mesh)), m, atol=1e-9)
+
+
+def test_a_face_the_mesh_rejects_is_swapped_with_the_detectors_points(
+    engine: NeuralEngine, source: SourceFace, grace_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The neural swap needs only five points: a face the mesh cannot follow (a profile, a hand
+    over it) is still swapped, with the detector's points, and the detector runs on every frame."""
+    assert engine.tracking is not None
+    mesh_model = engine.tracking.mesh_model
+    real = mesh_model.run3d
+    monkeypatch.setattr(mesh_model, "run3d", lambda frame, roi: (real(frame, roi)[0], 0.1))
+    stream = engine.open_stream()
+    assert stream.tracker is not None
+    detected = engine.detector.detect(grace_bgr)[0]
+    for i in range(3):
+        result = stream.process(grace_bgr, source, SwapOptions(), timestamp_s=i / 30)
+        assert result.swapped == 1 and result.unswapped == ()
+        np.testing.assert_allclose(result.faces[0].kps, detected.kps)
+        assert stream.tracker.detector_calls == i + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from swaprtc.cli import main
 from swaprtc.errors import BadImageError, NoFaceError, UnsupportedFormatError
+from swaprtc.inference.runner import ModelRunner
 from swaprtc.offline import UnreadableFileError, frame_time, swap_file
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.pipeline.embedder import ArcFaceEmbedder
@@ -23,6 +25,7 @@ from tests.tiny_models import arcface_model, inswapper_model, make_emap, session
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+    from swaprtc.models.store import ModelStore
 
 W, H, FPS, N_FRAMES, SAMPLE_RATE = 320, 240, 12, 12, 44100
 
@@ -326,3 +329,42 @@ def test_video_to_webm_reencodes_audio(
         assert c.streams.video[0].codec_context.name == "vp9"
         samples = sum(f.samples for f in c.decode(audio=0))
     assert abs(samples / 48000 - 1.0) < 0.1  # about one second of sound survived
+
+
+def test_slow_models_still_swap_every_face_offline(
+    tmp_path: Path, model_store: ModelStore, grace_bgr: np.ndarray, astronaut_bgr: np.ndarray
+) -> None:
+    """A file has no live deadline: a swap slower than --swap-deadline-ms (a neural model on a
+    CPU) is waited for, where a live stream hides the face instead."""
+    from dataclasses import replace
+
+    from swaprtc.inference.loader import local_neural_runners, neural_batching
+    from swaprtc.offline import offline_settings
+    from swaprtc.settings import Settings
+
+    from tests.tiny_models import TinyStore
+
+    models = {"w600k_r50": arcface_model(), "inswapper_128": inswapper_model("invert", emap=make_emap())}
+    store = TinyStore(tmp_path, models, {"retinaface_mnet025": model_store.ensure("retinaface_mnet025")})
+    live = Settings(swap_deadline_ms=20, batch_window_ms=2, detect_every=1)
+    runners = local_neural_runners(store, live)  # type: ignore[arg-type]
+    runners = replace(runners, swapper=_Slow(runners.swapper, 0.2))
+    results = {}
+    for name, settings in {"live": live, "offline": offline_settings(live)}.items():
+        batching = neural_batching(runners, settings)
+        engine = NeuralEngine.from_runners(runners, batching=batching)
+        source = engine.prepare_source(astronaut_bgr)
+        results[name] = engine.open_stream().process(grace_bgr, source, SwapOptions()).swapped
+        if batching is not None:
+            batching.close()
+    assert results == {"live": 0, "offline": 1}
+
+
+class _Slow:
+    def __init__(self, runner: ModelRunner, delay_s: float) -> None:
+        self.runner, self.delay_s = runner, delay_s
+        self.inputs, self.outputs, self.max_batch = runner.inputs, runner.outputs, runner.max_batch
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        time.sleep(self.delay_s)
+        return self.runner.run(feeds)

@@ -238,13 +238,13 @@ async def test_never_connected_sessions_expire(api: Api, astronaut_bgr: np.ndarr
 async def test_unused_sessions_free_their_slot_soon(engine: PaintEngine, astronaut_bgr: np.ndarray) -> None:
     """Sessions without a source or a connection are retired soon (a short injected lifetime
     here), and the page's next upload gets unknown_session (it then creates a new session)."""
-    app = create_app(Settings(max_sessions=2, max_pending_per_client=2, **UNLIMITED), engine, unused_s=1.0)
+    app = create_app(Settings(max_sessions=2, max_pending_per_client=2, **UNLIMITED), engine, unused_s=3.0)
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         api = Api(base, http, app)
         bare, kept = await api.session(), await api.session()
-        assert (await api.upload(kept, jpg(astronaut_bgr), "image/jpeg"))[0] == 200
         assert_error(*await api.call("POST", "/api/session"), 429, "too_many_sessions")
-        for _ in range(50):  # the janitor runs once a second
+        assert (await api.upload(kept, jpg(astronaut_bgr), "image/jpeg"))[0] == 200
+        for _ in range(80):  # the janitor runs once a second
             if (await api.call("GET", "/api/health"))[1]["sessions"] < 2:
                 break
             await asyncio.sleep(0.1)
@@ -484,7 +484,15 @@ async def test_damaged_offers_never_get_a_500(engine: PaintEngine) -> None:
         cut = int(rng.integers(len(damaged[j]) + 1))
         damaged[j] = damaged[j][:cut] + str(rng.choice(["", "x", ":", " 999", "=", "\x00"]))
         variants.append("\r\n".join(damaged))
-    app = create_app(Settings(max_sessions=len(variants) + 1, **UNLIMITED), engine)
+    app = create_app(
+        Settings(
+            max_sessions=len(variants) + 1,
+            max_pending_sessions=len(variants) + 1,
+            max_pending_per_client=len(variants) + 1,
+            **UNLIMITED,
+        ),
+        engine,
+    )
     async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
         api = Api(base, http, app)
         for sdp in variants:

@@ -230,17 +230,21 @@ def test_cli_writes_the_installed_models(tmp_path: Path, model_store: ModelStore
 
 
 def test_serve_stops_with_a_clear_error_when_triton_is_not_there(model_store: ModelStore) -> None:
+    """One process: the serving path imports no tritonclient until ``--inference-url`` is given,
+    then ``swaprtc serve`` with no Triton there stops with a clear error, not a traceback."""
     model_store.ensure("retinaface_mnet025")
     url = f"grpc://127.0.0.1:{free_port()}"
     env = {**os.environ, "SWAPRTC_MODELS_DIR": str(models_cache_dir()), "SWAPRTC_AUTO_DOWNLOAD": "false"}
-    result = subprocess.run(
-        [sys.executable, "-m", "swaprtc", "serve", "--port", str(free_port()), "--inference-url", url],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    code = (
+        "import sys, swaprtc.factory, swaprtc.rtc.app, swaprtc.pipeline.neural, swaprtc.inference.loader\n"
+        "print('tritonclient' in sys.modules, flush=True)\n"
+        "from swaprtc.cli import main\n"
+        f"sys.exit(main(['serve', '--port', '{free_port()}', '--inference-url', '{url}']))\n"
     )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.splitlines()[0] == "False"
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"error [inference_unreachable]: cannot reach the inference server at {url}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -530,12 +534,3 @@ async def test_real_server_streams_two_sessions_through_triton(
         served[model] = sum(b * n for b, n in after.items()) - sum(b * n for b, n in sizes.items())
     # Every processed frame of both sessions went through Triton's detector and swapper.
     assert min(served.values()) >= 2 * 5, served
-
-
-def test_the_serving_path_imports_tritonclient_only_with_an_inference_url() -> None:
-    code = (
-        "import sys, swaprtc.factory, swaprtc.rtc.app, swaprtc.pipeline.neural, swaprtc.inference.loader; "
-        "print('tritonclient' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "False"

@@ -2,6 +2,7 @@
 
     python tools/build_standins.py [--out DIR] [--only det_10g,w600k_r50,inswapper_128,gfpgan_1.4]
     python tools/build_standins.py --time-only      # re-time files already built (no torch needed)
+    python tools/build_standins.py --fp16           # inswapper_128_fp16.onnx from the built fp32 one
 
 The stand-ins have the real architectures and I/O contracts (DESIGN.md §4) but random weights: their
 outputs are meaningless, they exist so `swaprtc bench` measures realistic compute. Building needs
@@ -21,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from standins import timing
+from standins.fp16 import FP16_MISSING, write_fp16
 from standins.specs import SPECS, StandinSpec
 
 DEFAULT_OUT = Path.home() / ".cache" / "swaprtc" / "standins"
@@ -40,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-time", action="store_true", help="skip the ONNX Runtime timing")
     parser.add_argument("--time-only", action="store_true", help="time the files in --out, build nothing")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights")
+    parser.add_argument(
+        "--fp16", action="store_true", help="only convert inswapper_128.onnx in --out to fp16 (no torch)"
+    )
     return parser.parse_args(argv)
 
 
@@ -91,6 +96,17 @@ def build(spec: StandinSpec, path: Path, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     specs = select(args.only)
+    if args.fp16:
+        if importlib.util.find_spec("onnxconverter_common") is None:
+            print(FP16_MISSING, file=sys.stderr)
+            return 2
+        src, dst = args.out / "inswapper_128.onnx", args.out / "inswapper_128_fp16.onnx"
+        if not src.is_file():
+            print(f"{src} missing: build it first", file=sys.stderr)
+            return 2
+        write_fp16(src, dst)
+        print(f"inswapper_128_fp16 {dst}  {dst.stat().st_size / 1e6:.1f} MB", flush=True)
+        return 0
     if args.time_only:
         for spec in specs:
             path = args.out / spec.file

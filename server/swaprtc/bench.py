@@ -289,8 +289,8 @@ def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:
     from swaprtc.inference.bench import load_models
     from swaprtc.types import SwapOptions
 
-    # Detector on every frame, no batching: what one call of each stage costs.
-    models = load_models(replace(settings, detect_every=1, batch_window_ms=0))
+    # Detector on every frame, no batching (so no batch-axis check at load): one call per stage.
+    models = load_models(replace(settings, detect_every=1, batch_window_ms=0, max_batch=1))
     engine = models.engine(batching=False)
     weights = models.label
     source = engine.prepare_source(_photo("astronaut.png"))

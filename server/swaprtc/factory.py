@@ -43,9 +43,16 @@ def choose_engine(settings: Settings, store: ModelStore) -> str:
 
 
 def build_engine(settings: Settings, store: ModelStore | None = None) -> Engine:
-    store = store or ModelStore(
-        settings.models_dir, settings.providers, allow_download=settings.auto_download
-    )
+    if store is None:
+        from swaprtc.inference.loader import runtime_options
+
+        # The same session options (TensorRT caches in the models folder, ...) for every model.
+        store = ModelStore(
+            settings.models_dir,
+            settings.providers,
+            allow_download=settings.auto_download,
+            runtime=runtime_options(settings),
+        )
     # The small embedded detector is needed by both engines and by the GPU probe.
     store.ensure("retinaface_mnet025")
     name = choose_engine(settings, store)

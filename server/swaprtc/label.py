@@ -17,7 +17,6 @@ from swaprtc.engine import Casting, FrameProcessor
 from swaprtc.types import SourceFace, SwapOptions, SwapResult
 
 TEXT = "AI-generated"
-POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 HEIGHT_FRACTION = 0.045  # label box height as a fraction of the frame height
 MIN_HEIGHT = 16  # px: below this the text stops being legible
 MARGIN_FRACTION = 0.4  # distance from the frame edges, in label heights

@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
@@ -289,6 +289,12 @@ def _transcode(
     return frames, swapped
 
 
+def offline_settings(settings: Settings) -> Settings:
+    """One file is one stream: no batching across sessions, and so no live swap deadline on model
+    calls (on a CPU a neural swap takes seconds; every face must still be swapped, however slowly)."""
+    return replace(settings, batch_window_ms=0)
+
+
 def run_swap(args: argparse.Namespace, settings: Settings) -> int:
     source, target, output = Path(args.source), Path(args.target), Path(args.output)
     if not 0.0 <= args.strength <= 1.0:
@@ -297,7 +303,7 @@ def run_swap(args: argparse.Namespace, settings: Settings) -> int:
     credentials = credentials_for(settings.c2pa, settings.c2pa_cert, settings.c2pa_key)
     from swaprtc.factory import build_engine
 
-    engine = build_engine(settings)
+    engine = build_engine(offline_settings(settings))
     options = SwapOptions(many_faces=args.many_faces, strength=args.strength, enhance=args.enhance)
     labeler = labeler_for(settings.label, settings.label_position, settings.label_opacity)
     stats = swap_file(

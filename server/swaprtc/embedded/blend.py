@@ -24,14 +24,12 @@ _ONE = 1 << SHIFT
 # above OPENING × the source's.
 CLOSING = (0.55, 0.3)  # ratio where keeping starts, where it is complete
 OPENING = (1.6, 2.1)
-OVAL_SHRINK = 0.0  # the blend edge sits this many feathers inside the face oval
+OVAL_SHRINK = 0.25  # the blend edge sits this many feathers inside the face oval
 FOREHEAD_KEEP = 0.7  # share of the forehead (above the eyes) swapped; the rest keeps the hairline
 # How much wider the target's lip gap (/ mouth width) is than the source's where keeping its mouth
 # interior starts and is complete: the source's own teeth are shown while they fit.
 MOUTH_OPEN = (0.015, 0.05)
-# Eyebrows and outer lips: not used for skin colour statistics.
-LEFT_BROW = np.array([70, 63, 105, 66, 107, 55, 65, 52, 53, 46])
-RIGHT_BROW = np.array([300, 293, 334, 296, 336, 285, 295, 282, 283, 276])
+LEFT_BROW, RIGHT_BROW = m.LEFT_BROW, m.RIGHT_BROW  # not used for skin colour statistics
 
 
 def fixed_point(points: np.ndarray) -> np.ndarray:

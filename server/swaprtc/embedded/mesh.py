@@ -124,6 +124,8 @@ OUTER_LIPS = np.array(
     [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185],
     dtype=np.int64,
 )
+LEFT_BROW = np.array([70, 63, 105, 66, 107, 55, 65, 52, 53, 46], dtype=np.int64)
+RIGHT_BROW = np.array([300, 293, 334, 296, 336, 285, 295, 282, 283, 276], dtype=np.int64)
 NOSE_TIP = 1
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 EYE_OUTER_LEFT, EYE_OUTER_RIGHT = 33, 263  # used for the roll angle, as MediaPipe does

@@ -22,6 +22,10 @@ MIRROR_START, MIRROR_FULL = 0.6, 0.35
 # Fixed points around the face (the oval grown by this factor about its centre): the shape change
 # warps the picture between them and the face outline, so a moved jaw line leaves no seam.
 RING = 1.2
+# Forehead points whose colour is this far from the cheeks' (in standard deviations, Lab) show
+# hair, a hat or a fringe in the photo, not skin: there the target's own forehead stays.
+NOT_SKIN = (3.0, 6.0)  # distance where the source starts to give way, where it is gone
+SKIN_REFERENCE = np.array([50, 280, 4, 5, 195, 101, 330, 205, 425])  # cheeks and nose
 HIDDEN_WARNING = 0.2  # share of the face's 3-D area filled from the mirror that earns a warning
 
 
@@ -35,6 +39,7 @@ class SourceTexture:
     triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh and its ring, every frame
     inner: np.ndarray  # (k, 3) int32 the triangles of the face itself (no ring point)
     mirror_weight: np.ndarray  # (468 + ring,) float32: 0 = own texture, 1 = the mirror image's
+    skin_weight: np.ndarray  # (468 + ring,) float32: 1 = skin, 0 = hair or a hat over the forehead
     symmetry: np.ndarray  # (468 + ring,) int64 symmetry.symmetry_map() extended to the ring
     mirrored: np.ndarray  # (K,) bool: triangle mostly textured from its mirror image
     hidden_fraction: float  # share of the face's 3-D area hidden in the photo
@@ -131,6 +136,28 @@ def ring_symmetry() -> np.ndarray:
     return np.concatenate([sym, ring])
 
 
+def forehead_skin(texture: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+    """(468,) float32: how much each point above the brows looks like the face's own skin (1)
+    rather than hair or a hat (0); 1 everywhere below the brows."""
+    size = float(max(np.ptp(mesh, axis=0)))
+    lab = cv2.cvtColor(cv2.GaussianBlur(texture, (0, 0), max(1.0, 0.015 * size)), cv2.COLOR_BGR2LAB)
+    pts = np.clip(np.round(mesh).astype(int), 0, [texture.shape[1] - 1, texture.shape[0] - 1])
+    colour = lab[pts[:, 1], pts[:, 0]].astype(np.float32)
+    ref = colour[SKIN_REFERENCE]
+    spread = np.maximum(ref.std(axis=0), np.array([8.0, 4.0, 4.0], np.float32))
+    distance = np.sqrt((((colour - ref.mean(axis=0)) / spread) ** 2).sum(axis=1))
+    weight = np.clip((NOT_SKIN[1] - distance) / (NOT_SKIN[1] - NOT_SKIN[0]), 0.0, 1.0)
+    # Only the forehead: eyes, brows, lips and shadows differ from the cheeks by nature.
+    left, right = mesh[m.LEFT_EYE].mean(axis=0), mesh[m.RIGHT_EYE].mean(axis=0)
+    axis = (right - left) / (np.linalg.norm(right - left) + 1e-6)
+    up = np.array([axis[1], -axis[0]])
+    if np.dot(mesh[m.NOSE_TIP] - (left + right) / 2, up) > 0:
+        up = -up
+    height = (mesh - (left + right) / 2) @ up
+    brows = float(height[np.concatenate([m.LEFT_BROW, m.RIGHT_BROW])].max())
+    return np.where(height > brows, weight, 1.0).astype(np.float32)
+
+
 def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
     levels, tex_mesh = texture_levels(image, xyz)
     tex_mesh = with_ring(tex_mesh)
@@ -147,6 +174,9 @@ def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
         triangles=triangles,
         inner=inner,
         mirror_weight=weight,
+        skin_weight=np.concatenate(
+            [forehead_skin(levels[0], tex_mesh[: m.NUM_POINTS]), np.ones(len(m.FACE_OVAL))]
+        ).astype(np.float32),
         symmetry=ring_symmetry(),
         mirrored=mirrored,
         hidden_fraction=share,

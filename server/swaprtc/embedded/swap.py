@@ -75,11 +75,11 @@ def swap_face(
     texture, tex_mesh = source.level_for(face_px)
     sources: list[tuple[np.ndarray, np.ndarray | None]] = [(tex_mesh, None)]
     mirror = bool(source.mirror_weight.max() > 0)
+    # Per-point weights are interpolated like coordinates: (mirror weight, forehead skin weight).
+    sources.append((np.column_stack([source.mirror_weight, source.skin_weight]), None))
     if mirror:
-        # Hidden parts read the mirror image (the same map through the symmetry), blended by a
-        # per-point weight interpolated like a coordinate.
-        weight_points = np.column_stack([source.mirror_weight, np.zeros_like(source.mirror_weight)])
-        sources += [(tex_mesh[source.symmetry], None), (weight_points, None)]
+        # Hidden parts read the mirror image: the same map through the symmetry.
+        sources.append((tex_mesh[source.symmetry], None))
     dst_grid = grid_mesh
     if offsets is not None:
         dst_grid = (
@@ -94,9 +94,12 @@ def swap_face(
     map_x, map_y = maps[0]
     covered = coverage(map_x)
     warped = remap_coarse(texture, map_x, map_y, grid)
+    weights = maps[1]
+    # Uncovered points read OUTSIDE: clipped to 0 (coverage removes them anyway).
+    skin = np.clip(weights[1], 0.0, 1.0)
     if mirror:
-        mirrored = remap_coarse(texture, *maps[1], grid)
-        w = grid.upsample(np.clip(maps[2][0], 0.0, 1.0))[..., None]
+        mirrored = remap_coarse(texture, *maps[2], grid)
+        w = grid.upsample(np.clip(weights[0], 0.0, 1.0))[..., None]
         warped = (warped + (mirrored.astype(np.float32) - warped) * w + 0.5).astype(np.uint8)
     if offsets is not None:
         target_box = remap_coarse(target_box, *_identity_outside(*maps[-1], grid.step), grid)
@@ -119,7 +122,7 @@ def swap_face(
     k = max(width, height) / LIGHT_CELLS
     small = (max(2, round(width / k)), max(2, round(height / k)))
     t_small = cv2.resize(target_box, small, interpolation=cv2.INTER_AREA)
-    skin_small = cv2.resize(masks.skin * covered, small, interpolation=cv2.INTER_AREA)
+    skin_small = cv2.resize(masks.skin * covered * skin, small, interpolation=cv2.INTER_AREA)
     grey = is_grey(t_small, skin_small)
     if grey:
         warped = to_grey(warped)
@@ -137,7 +140,7 @@ def swap_face(
     t_color = time.perf_counter()
 
     strength = float(np.clip(options.strength, 0.0, 1.0))
-    alpha = grid.upsample(masks.alpha * covered * np.float32(strength))
+    alpha = grid.upsample(masks.alpha * covered * skin * np.float32(strength))
     out[grid.y0 : grid.y1, grid.x0 : grid.x1] = composite(
         target_box, warped, gain, offset, transfer.cap, alpha
     )

@@ -103,7 +103,8 @@ def create_session(
     left on the CPU, dynamic shapes) is dropped with a log line instead of failing the load."""
     label = label or ("an in-memory model" if isinstance(model, bytes) else str(model))
     source = model if isinstance(model, bytes) else str(model)
-    if options.trt_cache_dir is not None and TENSORRT in options.providers:
+    available = ort.get_available_providers()
+    if options.trt_cache_dir is not None and TENSORRT in options.providers and TENSORRT in available:
         try:
             options.trt_cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -111,7 +112,7 @@ def create_session(
                 "TensorRT cache folder %s is not writable (%s): no engine cache", options.trt_cache_dir, exc
             )
             options = replace(options, trt_cache_dir=None)
-    providers = provider_list(options, ort.get_available_providers())
+    providers = provider_list(options, available)
     try:
         return ort.InferenceSession(source, sess_options=_session_options(options), providers=providers)
     except Exception as exc:  # ORT raises its own exception types

@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from swaprtc.errors import ModelError
 from swaprtc.models.integrity import sha256_file
 
@@ -124,6 +122,10 @@ def _fetch_once(url: str, part: Path, *, size: int | None, policy: DownloadPolic
             have = 0
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else size
+        # Imported here: loading models that are already present (the GPU benchmark on a bare
+        # device image) must not need the progress bar package.
+        from tqdm import tqdm
+
         try:
             with (
                 open(part, mode) as out,

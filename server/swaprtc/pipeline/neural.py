@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from swaprtc.embedded.mesh import five_points, mesh_bbox
+from swaprtc.embedded.tracker import FaceTracker
 from swaprtc.engine import Casting, single_source
 from swaprtc.errors import NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
@@ -34,7 +36,7 @@ from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
 
 if TYPE_CHECKING:
     from swaprtc.embedded.landmarks import FaceMeshModel
-    from swaprtc.embedded.tracker import FaceTracker, TrackUpdate
+    from swaprtc.embedded.tracker import TrackUpdate
     from swaprtc.inference.loader import NeuralRunners
     from swaprtc.models.store import ModelStore
     from swaprtc.settings import Settings
@@ -228,8 +230,6 @@ class NeuralStream:
         self.stages = engine.stages_for(self)
         self.tracker: FaceTracker | None = None
         if engine.tracking is not None and engine.tracking.detect_every > 1:
-            from swaprtc.embedded.tracker import FaceTracker
-
             self.tracker = FaceTracker(
                 engine.detector, engine.tracking.mesh_model, engine.tracking.detect_every, smoothing=False
             )
@@ -264,8 +264,6 @@ class NeuralStream:
 
     def tracked_faces(self, update: TrackUpdate) -> list[Face]:
         """Faces with five points: the detector's where it ran, else carried by the mesh."""
-        from swaprtc.embedded.mesh import mesh_bbox
-
         faces: list[Face] = []
         for tf in update.faces:
             if tf.detection is not None:
@@ -275,8 +273,6 @@ class NeuralStream:
                 points, mesh_then = self._anchors[tf.track_id]
                 kps = carry_points(points, mesh_then, tf.mesh)
             else:  # not seen by the detector yet (kept by its mesh alone): the mesh's own points
-                from swaprtc.embedded.mesh import five_points
-
                 kps = five_points(tf.mesh)
             faces.append(
                 Face(bbox=mesh_bbox(tf.mesh), score=tf.score, kps=kps, mesh=tf.mesh, track=tf.track_id)

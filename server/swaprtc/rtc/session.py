@@ -42,6 +42,9 @@ NEVER_CONNECTED_S = 300.0  # a page may upload a source long before the camera s
 # A session with neither a source nor a peer connection costs nothing to recreate (the page does so
 # by itself on unknown_session), so anonymous POST /api/session calls only hold a slot briefly.
 UNUSED_S = 60.0
+# An offer that has not led to a connection by then never will (ICE and DTLS take seconds, also
+# through TURN); until then the session holds a capacity slot.
+CONNECTING_S = 30.0
 JANITOR_PERIOD_S = 1.0
 CAPACITY_RETRY_AFTER_S = 10.0
 
@@ -119,6 +122,7 @@ class Session:
         self.channel: RTCDataChannel | None = None
         self.last_message_at: float | None = None
         self.connected = False
+        self.offered_at: float | None = None  # when the current peer connection was offered
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -135,6 +139,7 @@ class Session:
         validate_offer(sdp)
         pc = RTCPeerConnection(rtc_configuration(policy.ice_servers))
         self.pc = pc
+        self.offered_at = time.monotonic()
         # Codec preferences must be on the transceiver before the offer is applied.
         transceiver = pc.addTransceiver("video", direction="sendrecv")
         prefer_codec(transceiver, policy.codec)
@@ -296,7 +301,12 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     def expired(
-        self, now: float, idle_s: float, never_connected_s: float, unused_s: float = UNUSED_S
+        self,
+        now: float,
+        idle_s: float,
+        never_connected_s: float,
+        unused_s: float = UNUSED_S,
+        connecting_s: float = CONNECTING_S,
     ) -> str | None:
         """Why this session should be retired now (a ``metrics.END_REASONS`` code), or None."""
         if not self.connected:
@@ -305,6 +315,8 @@ class Session:
                 return "unused"  # no source, no connection
             if age > never_connected_s:
                 return "never_connected"
+            if self.pc is not None and self.offered_at is not None and now - self.offered_at > connecting_s:
+                return "never_connected"  # offered, but ICE/DTLS never completed
         if (
             self.channel is not None
             and self.last_message_at is not None
@@ -383,7 +395,8 @@ class SessionManager:
 
     def create(self, client: str = "") -> Session:
         self._check_capacity()
-        pending = [s for s in self.sessions.values() if s.pc is None]
+        # Not connected yet, whether offered or not: one address cannot hold more of these.
+        pending = [s for s in self.sessions.values() if not s.connected]
         if len(pending) >= self.settings.max_pending_sessions:
             raise TooManySessionsError(
                 "too many sessions are waiting to connect; try again later",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import struct
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from swaprtc.errors import BadImageError, UnsupportedFormatError
 
@@ -111,13 +112,20 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[fmt]]) as opened:
             check_pixels(*opened.size, max_pixels)
-            upright = ImageOps.exif_transpose(opened)  # as a phone meant the photo to be seen
-            rgb = upright.convert("RGB")
+            picture: Image.Image = opened
+            # Turned as a phone meant the photo to be seen; each step copies, so only if needed.
+            if opened.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                picture = ImageOps.exif_transpose(picture)
+            if picture.mode != "RGB":
+                picture = picture.convert("RGB")
+            rgb = np.asarray(picture)
     except Image.DecompressionBombError as exc:
         raise TooLargeError(f"the image is far too large: {exc}", code="too_many_pixels") from None
     except PIL_DECODE_ERRORS:
         raise BadImageError(f"the {fmt.upper()} image could not be decoded (damaged or truncated?)") from None
-    image = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
+    if rgb.size == 0:
+        raise BadImageError(f"the {fmt.upper()} image is empty")
+    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # one pass, contiguous (a [..., ::-1] copy is slow)
     if image.size == 0:
         raise BadImageError(f"the {fmt.upper()} image is empty")
     return image
