@@ -96,10 +96,10 @@ async def route(request: web.Request) -> web.StreamResponse:
 
 async def info(request: web.Request) -> web.StreamResponse:
     response = await route(request)
-    if not isinstance(response, web.Response) or response.status != 200 or response.body is None:
-        return response
-    assert isinstance(response.body, bytes)
-    data = json.loads(response.body)
+    body = response.body if isinstance(response, web.Response) else None
+    if response.status != 200 or not isinstance(body, bytes) or response.headers.get("Content-Encoding"):
+        return response  # an error, or an encoding this supervisor does not unpack: as it is
+    data = json.loads(body)
     data["workers"] = await request.app[POOL].describe()
     return web.json_response(data)
 
