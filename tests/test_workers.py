@@ -23,7 +23,7 @@ from swaprtc.workers.metrics import merge_scrapes
 from swaprtc.workers.routing import session_prefix, worker_of
 
 from tests.rtc_client import SwapClient, SyntheticCamera
-from tests.server_process import ServerProcess, server_process
+from tests.server_process import ServerProcess, free_port, server_process
 
 
 def jpg(image: np.ndarray) -> bytes:
@@ -188,3 +188,30 @@ def test_metrics_are_merged_with_a_worker_label() -> None:
     assert merged.count("# TYPE s_sessions gauge") == 1
     assert merged.index('s_sessions{worker="0"} 2.0') + 1 == merged.index('s_sessions{worker="1"} 1.0')
     assert 'rtt{worker="0",path="a b"} 1' in merged
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_a_clear_error(tmp_path: Path) -> None:
+    """No models and no download allowed: the first worker exits at start-up, and so does the
+    supervisor, with a stable error code instead of a traceback or a half-running server."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp_path),
+        "SWAPRTC_MODELS_DIR": str(tmp_path / "no-models"),
+        "SWAPRTC_AUTO_DOWNLOAD": "false",
+        "SWAPRTC_ENGINE": "embedded",
+        "SWAPRTC_WORKERS": "2",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "swaprtc", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "swaprtc: error [worker_start_failed]: worker 0 exited during start-up" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("swaprtc-workers-*"))
