@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.label_check import carries_label, corner_distances, unchanged_corner
 from tests.y4m import fit_frame, write_y4m
 
 if TYPE_CHECKING:
@@ -326,7 +327,7 @@ def _save(name: str, image: np.ndarray | bytes) -> Path:
 
 
 def test_browser_swaps_the_camera_face(
-    page: Page, server_url: str, camera_face_box: tuple[int, int, int, int]
+    page: Page, server_url: str, camera_frame: np.ndarray, camera_face_box: tuple[int, int, int, int]
 ) -> None:
     # Upload first (before connecting), through the page's real file input.
     page.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
@@ -403,6 +404,9 @@ def test_browser_swaps_the_camera_face(
     )
     # A changed face could also be a hidden (pixelated) one; a swapped face keeps its detail.
     assert detail_ratio > 0.4, f"face region lost its detail (hidden, not swapped?): {detail_ratio:.2f}"
+    # The server burns its "AI-generated" label into swapped frames (on by default): the user sees it
+    # in the swapped video's corner, where the camera picture has none.
+    assert carries_label(remote, camera_frame), corner_distances(remote, camera_frame)
 
     # A new source while streaming takes effect without reconnecting.
     first_thumb = thumb.get_attribute("src")
@@ -465,6 +469,45 @@ def test_browser_negotiates_h264_when_the_server_asks(
                 "document.querySelector('[data-testid=stat-codec]').textContent !== '–'", timeout=5_000
             )
             assert page.get_by_test_id("stat-codec").inner_text() == "h264"
+        finally:
+            context.close()
+
+
+def test_browser_shows_no_label_when_the_operator_turns_it_off(
+    browser: Browser,
+    model_store: ModelStore,
+    tmp_path_factory: pytest.TempPathFactory,
+    camera_frame: np.ndarray,
+    camera_face_box: tuple[int, int, int, int],
+) -> None:
+    """``--label off`` (here SWAPRTC_LABEL=off): swapped frames reach the page without the label,
+    and the page does not claim there is one."""
+    with _running_server(model_store, tmp_path_factory.mktemp("server-no-label"), SWAPRTC_LABEL="off") as url:
+        assert _get_json(f"{url}/api/info")["label"]["enabled"] is False
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+        try:
+            pg = context.new_page()
+            pg.goto(url + "/")
+            pg.get_by_test_id("source-input").set_input_files(str(DATA / "obama.jpg"))
+            pg.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
+            pg.get_by_test_id("start-button").click()
+            _wait_playing(pg, "remote-video")
+            pg.wait_for_function(
+                "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",
+                timeout=10_000,
+            )
+            deadline = time.monotonic() + 8
+            while True:
+                remote = _decode(pg.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+                face_diff, background_diff = _region_diffs(camera_frame, remote, camera_face_box)
+                if face_diff > max(8.0, 5 * background_diff) or time.monotonic() > deadline:
+                    break
+                pg.wait_for_timeout(300)
+            _save("browser_remote_no_label.png", remote)
+            # The frame really is a swapped one, and still its corner is the camera's own picture.
+            assert face_diff > max(8.0, 5 * background_diff), (face_diff, background_diff)
+            assert unchanged_corner(remote, camera_frame), corner_distances(remote, camera_frame)
+            assert pg.get_by_test_id("label-note").is_hidden()
         finally:
             context.close()
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from swaprtc.cli import build_parser
-from swaprtc.label import Labeler, LabelStyle, RenderedLabel, render_label
+from swaprtc.label import Labeler, LabelStyle, render_label
 from swaprtc.offline import swap_file
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.rtc.app import create_app
@@ -21,6 +21,7 @@ from swaprtc.settings import Settings, SettingsError
 from swaprtc.types import SwapOptions
 
 from tests.engine_doubles import PAINT_BGR, PaintEngine
+from tests.label_check import carries_label, corner_distances, label_box, unchanged_corner
 from tests.rtc_client import Received, SwapClient, SyntheticCamera, draw_frame_id, serve_in_process
 
 if TYPE_CHECKING:
@@ -31,37 +32,6 @@ def jpg(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return data.tobytes()
-
-
-def label_box(shape: tuple[int, ...], style: LabelStyle | None = None) -> RenderedLabel:
-    label = render_label(shape[1], shape[0], style or LabelStyle())
-    assert label is not None
-    return label
-
-
-def label_region(image: np.ndarray, label: RenderedLabel) -> np.ndarray:
-    h, w = label.alpha.shape
-    return image[label.y : label.y + h, label.x : label.x + w].astype(np.int16)
-
-
-def corner_distances(received: np.ndarray, sent: np.ndarray) -> tuple[float, float]:
-    """Mean difference of the label's corner from (the sent frame, the sent frame labelled here)."""
-    label = label_box(sent.shape)
-    got = label_region(received, label)
-    plain = label_region(sent, label)
-    labelled = label_region(Labeler(LabelStyle()).draw(sent.copy()), label)
-    return float(np.abs(got - plain).mean()), float(np.abs(got - labelled).mean())
-
-
-def carries_label(received: np.ndarray, sent: np.ndarray) -> bool:
-    """The corner looks like the labelled frame (up to codec noise), far from the unlabelled one."""
-    from_plain, from_labelled = corner_distances(received, sent)
-    return from_plain > 25 and from_labelled < from_plain / 3
-
-
-def unchanged_corner(received: np.ndarray, sent: np.ndarray) -> bool:
-    label = label_box(sent.shape)
-    return float(np.abs(label_region(received, label) - label_region(sent, label)).mean()) < 8
 
 
 def test_label_rendering() -> None:

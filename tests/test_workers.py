@@ -48,8 +48,8 @@ def supervisor(tmp_path: Path, face_landmark_path: Path) -> Iterator[tuple[Serve
         "TMPDIR": str(sockets),
         "SWAPRTC_WORKERS": "2",
         "SWAPRTC_MAX_SESSIONS": "3",
-        # Six POST /api/session per client, then (almost) no refill: the test makes exactly seven.
-        "SWAPRTC_RATE_BURST": "6",
+        # Eight POST /api/session per client, then (almost) no refill: the test makes exactly nine.
+        "SWAPRTC_RATE_BURST": "8",
         "SWAPRTC_RATE_SESSION_PER_MIN": "0.001",
     }
     with server_process(env=env) as server:
@@ -114,17 +114,25 @@ async def test_two_workers_route_restart_and_drain(
         )
         assert (status, body["error"]["code"]) == (404, "unknown_session")
 
-        # Global admission: the third session fits, the fourth is refused with 503 + Retry-After.
-        status, third = await get_json(http, f"{base}/api/session", method="POST")
-        assert status == 201
-        async with http.get(f"{base}/readyz") as resp:  # global: every slot of both workers taken
-            assert resp.status == 503 and (await resp.json())["error"]["code"] == "full"
-        async with http.post(f"{base}/api/session") as resp:
-            assert resp.status == 503 and resp.headers["Retry-After"]
-            assert (await resp.json())["error"]["code"] == "over_capacity"
-        await get_json(
-            http, f"{base}/api/session", method="DELETE", headers={"X-Session-Id": third["session_id"]}
-        )
+        # Global admission counts live sessions only, as one process does: two bare sessions (no
+        # peer connection) hold no slot, so a third real user still gets the last one of three.
+        bare = []
+        for _ in range(2):
+            status, made = await get_json(http, f"{base}/api/session", method="POST")
+            assert status == 201, made
+            bare.append(made["session_id"])
+        async with SwapClient(base) as c:
+            await c.create_session()
+            await c.connect(SyntheticCamera(astronaut_bgr, 15))
+            assert await frames_during(c, 1.0) >= 1
+            # Now every slot of both workers is taken: refused with 503 + Retry-After.
+            async with http.get(f"{base}/readyz") as resp:
+                assert resp.status == 503 and (await resp.json())["error"]["code"] == "full"
+            async with http.post(f"{base}/api/session") as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"]
+                assert (await resp.json())["error"]["code"] == "over_capacity"
+        for sid in bare:
+            await get_json(http, f"{base}/api/session", method="DELETE", headers={"X-Session-Id": sid})
 
         # SIGKILL the worker holding session a: a's session ends, b keeps streaming.
         victim = workers[worker_of(a.session_id) or 0]["pid"]

@@ -276,6 +276,9 @@ async def readyz(request: web.Request) -> web.Response:
         "ready": True,
         "engine": request.app[ENGINE].name,
         "sessions": len(manager.sessions),
+        # Sessions holding a peer connection: what counts against max_sessions (a multi-worker
+        # supervisor admits on these).
+        "live": manager.active(),
         "max_sessions": manager.settings.max_sessions,
     }
     reason = "shutting_down" if manager.closing else None if manager.has_capacity() else "full"

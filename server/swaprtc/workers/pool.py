@@ -33,6 +33,15 @@ MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 30.0  # a worker that lived this long restarts without waiting
 
 
+@dataclass(frozen=True)
+class Load:
+    """A worker's sessions: all open ones (spread evenly) and the live ones (held against capacity:
+    connecting or connected; bare sessions hold no capacity, as in one process)."""
+
+    sessions: int
+    live: int
+
+
 class WorkerStartError(SwapRTCError):
     code = "worker_start_failed"
 
@@ -173,24 +182,36 @@ class WorkerPool:
         Path(worker.socket_path).unlink(missing_ok=True)
 
     # --- asking the workers --------------------------------------------------------------------
-    async def sessions_of(self, worker: Worker, *, require_ready: bool = True) -> int | None:
-        """The worker's open sessions from its /api/health, None if it does not answer."""
+    async def load_of(self, worker: Worker, *, require_ready: bool = True) -> Load | None:
+        """The worker's sessions from its /readyz (answered 503 when the worker is full: still a
+        load), None if it does not answer."""
         if worker.client is None or (require_ready and not worker.ready):
             return None
         try:
             async with worker.client.get(
-                "http://worker/api/health", timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
+                "http://worker/readyz", timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
             ) as resp:
-                if resp.status != 200:
+                if resp.status not in (200, 503):
                     return None
-                return int((await resp.json())["sessions"])
+                ready = await resp.json()
+                return Load(int(ready["sessions"]), int(ready["live"]))
         except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
             return None
 
-    async def loads(self) -> dict[int, int]:
-        """Sessions plus pending admissions of every worker that answers."""
-        counts = await asyncio.gather(*(self.sessions_of(w) for w in self.workers))
-        return {w.index: n + w.pending for w, n in zip(self.workers, counts, strict=True) if n is not None}
+    async def sessions_of(self, worker: Worker, *, require_ready: bool = True) -> int | None:
+        """The worker's open sessions, None if it does not answer."""
+        load = await self.load_of(worker, require_ready=require_ready)
+        return None if load is None else load.sessions
+
+    async def loads(self) -> dict[int, Load]:
+        """Every answering worker's load; admissions in flight count as open and live (they are
+        about to create or connect a session)."""
+        found = await asyncio.gather(*(self.load_of(w) for w in self.workers))
+        return {
+            w.index: Load(load.sessions + w.pending, load.live + w.pending)
+            for w, load in zip(self.workers, found, strict=True)
+            if load is not None
+        }
 
     def get(self, index: int | None) -> Worker | None:
         if index is None or not 0 <= index < len(self.workers):

@@ -63,12 +63,12 @@ async def _admit(request: web.Request, body: bytes) -> web.Response:
         loads = await pool.loads()
         if not loads:
             return unavailable("worker_unavailable", "no worker is ready; try again")
-        if sum(loads.values()) >= settings.max_sessions:
+        if sum(load.live for load in loads.values()) >= settings.max_sessions:
             return unavailable(
                 "over_capacity",
                 f"the server is at its limit of {settings.max_sessions} sessions; try again later",
             )
-        worker = pool.workers[min(loads, key=lambda i: (loads[i], i))]
+        worker = pool.workers[min(loads, key=lambda i: (loads[i].sessions, i))]
         worker.pending += 1
     try:
         return await _to_worker(worker, request, body, about_session=False)
@@ -122,7 +122,7 @@ async def readyz(request: web.Request) -> web.Response:
     down, and a free session slot under the global limit; 503 with Retry-After otherwise."""
     pool, settings = request.app[POOL], request.app[SETTINGS]
     loads = {} if pool.stopping else await pool.loads()
-    sessions = sum(loads.values())
+    sessions = sum(load.live for load in loads.values())
     body: dict[str, Any] = {
         "ready": True,
         "sessions": sessions,
