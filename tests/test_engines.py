@@ -15,6 +15,7 @@ from swaprtc.factory import build_engine, choose_engine
 from swaprtc.models.store import ModelStore
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.settings import Settings
+from swaprtc.types import Face, SourceFace
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -137,3 +138,13 @@ def test_swap_command_with_the_default_engine(
     outside = np.ones(diff.shape, bool)
     outside[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40] = False
     assert diff[outside].max() == 0  # nothing else did
+
+
+def test_an_engine_refuses_a_source_another_engine_prepared() -> None:
+    face = Face(np.zeros(4, np.float32), 1.0, np.zeros((5, 2), np.float32))
+    source = SourceFace(engine="neural", face=face, faces_found=1, thumbnail_jpeg=b"", payload="latent")
+    assert source.payload_for("neural", str) == "latent"
+    with pytest.raises(ValueError, match="prepared by the 'neural' engine, not 'embedded'"):
+        source.payload_for("embedded", str)
+    with pytest.raises(ValueError):  # the right engine, but not the payload it makes
+        source.payload_for("neural", bytes)

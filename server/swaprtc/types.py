@@ -7,7 +7,7 @@ Arrays inside frozen dataclasses are treated as read-only by convention.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class Face:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
 
+P = TypeVar("P")
+
+
 @dataclass(frozen=True, eq=False)
 class SourceFace:
     """A prepared source identity: computed once per upload, kept in memory only.
@@ -51,6 +54,12 @@ class SourceFace:
     # (code, message) problems the engine found while preparing it, e.g. ("turned", ...) when
     # much of the face is hidden in the photo; shown to the user with the upload's warnings.
     warnings: tuple[tuple[str, str], ...] = ()
+
+    def payload_for(self, engine: str, kind: type[P]) -> P:
+        """The payload, checked to be ``engine``'s own (a source made by another engine is refused)."""
+        if self.engine != engine or not isinstance(self.payload, kind):
+            raise ValueError(f"source face was prepared by the {self.engine!r} engine, not {engine!r}")
+        return self.payload
 
 
 @dataclass(frozen=True)

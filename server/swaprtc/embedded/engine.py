@@ -212,12 +212,6 @@ class EmbeddedEngine:
         return EmbeddedProcessor(self)
 
 
-def _texture_of(source: SourceFace) -> SourceTexture:
-    if source.engine != NAME or not isinstance(source.payload, SourceTexture):
-        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {NAME!r}")
-    return source.payload
-
-
 class EmbeddedProcessor:
     """One stream's state: its tracker (detector cadence, smoothing). Not thread-safe."""
 
@@ -289,7 +283,7 @@ class EmbeddedProcessor:
                         out,
                         face.mesh,
                         depths.get(id(face)),
-                        _texture_of(chosen),
+                        chosen.payload_for(NAME, SourceTexture),
                         options,
                         self.engine.max_cells,
                         timings,

@@ -89,8 +89,8 @@ def retina_priors(size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-class RetinaFaceDetector:
-    """RetinaFace-MNet0.25: input BGR - (104, 117, 123); outputs loc, conf (softmaxed), landmarks."""
+class _Detector:
+    """What both detectors share: one letterboxed square input, a score threshold and NMS."""
 
     def __init__(
         self,
@@ -104,6 +104,19 @@ class RetinaFaceDetector:
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.input_name = self.runner.inputs[0].name
+
+
+class RetinaFaceDetector(_Detector):
+    """RetinaFace-MNet0.25: input BGR - (104, 117, 123); outputs loc, conf (softmaxed), landmarks."""
+
+    def __init__(
+        self,
+        runner: ModelRunner | ort.InferenceSession,
+        input_size: int = 640,
+        score_threshold: float = 0.5,
+        nms_iou: float = 0.4,
+    ) -> None:
+        super().__init__(runner, input_size, score_threshold, nms_iou)
         names = [o.name for o in self.runner.outputs]
         # Outputs are matched by name where the model names them, else by position.
         self._order = [
@@ -151,7 +164,7 @@ def scrfd_heads(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray,
     return list(zip(groups[1], groups[4], groups[10], strict=True))
 
 
-class ScrfdDetector:
+class ScrfdDetector(_Detector):
     """SCRFD-10G-KPS: input (RGB - 127.5) / 128; 9 outputs (scores, boxes, kps per stride)."""
 
     def __init__(
@@ -161,11 +174,7 @@ class ScrfdDetector:
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
     ) -> None:
-        self.runner = as_runner(runner)
-        self.input_size = input_size
-        self.score_threshold = score_threshold
-        self.nms_iou = nms_iou
-        self.input_name = self.runner.inputs[0].name
+        super().__init__(runner, input_size, score_threshold, nms_iou)
         if len(self.runner.outputs) != 9:
             raise ValueError("SCRFD model must have 9 outputs (scores, boxes, kps for 3 strides)")
 

@@ -215,12 +215,6 @@ class NeuralEngine:
         return NeuralStream(self)
 
 
-def _identity(source: SourceFace) -> NeuralIdentity:
-    if source.engine != ENGINE_NAME or not isinstance(source.payload, NeuralIdentity):
-        raise ValueError(f"source face was prepared by the {source.engine!r} engine, not {ENGINE_NAME!r}")
-    return source.payload
-
-
 class NeuralStream:
     """Per-stream processor: where the faces are (detector, or tracked mesh between detector
     runs), then align → swap → paste → enhance. Not thread-safe: one stream, one user."""
@@ -334,7 +328,7 @@ class NeuralStream:
         timings["align"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
-        latents = [_identity(s).latent for _, s in chosen]
+        latents = [s.payload_for(ENGINE_NAME, NeuralIdentity).latent for _, s in chosen]
         try:
             if options.strength < 1.0:
                 targets = stages.embedder.embed_crops([stages.embedder.crop(frame, f.kps) for f, _ in chosen])
