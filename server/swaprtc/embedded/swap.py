@@ -49,6 +49,10 @@ class FaceLayer:
     offset: np.ndarray
     cap: np.ndarray
     alpha: np.ndarray  # (h, w) float32, how much of the face to show
+    # With a change of shape: the coarse maps (box pixels, grid step ``step``) that moved the
+    # target's own picture into ``under``, so a later frame's picture can be moved alike.
+    reshape: tuple[np.ndarray, np.ndarray] | None = None
+    step: float = 1.0
 
 
 def render_face(
@@ -113,8 +117,10 @@ def render_face(
         mirrored = remap_coarse(texture, *maps[2], grid)
         w = grid.upsample(np.clip(weights[0], 0.0, 1.0))[..., None]
         warped = (warped + (mirrored.astype(np.float32) - warped) * w + 0.5).astype(np.uint8)
+    reshape = None
     if offsets is not None:
-        target_box = remap_coarse(target_box, *_identity_outside(*maps[-1], grid.step), grid)
+        reshape = _identity_outside(*maps[-1], grid.step)
+        target_box = remap_coarse(target_box, *reshape, grid)
         grid_mesh = dst_grid
     grid_mesh = grid_mesh[: m.NUM_POINTS]
     t_warp = time.perf_counter()
@@ -157,7 +163,15 @@ def render_face(
     timings["color"] += (t_color - t_warp) * 1000
     timings["blend"] += (time.perf_counter() - t_color) * 1000  # the alpha is blend work
     return FaceLayer(
-        (grid.x0, grid.y0, grid.x1, grid.y1), target_box, warped, gain, offset, transfer.cap, alpha
+        (grid.x0, grid.y0, grid.x1, grid.y1),
+        target_box,
+        warped,
+        gain,
+        offset,
+        transfer.cap,
+        alpha,
+        reshape,
+        grid.step,
     )
 
 
