@@ -44,6 +44,8 @@ SERVE = [
     "pixel_threads",
     "workers",
     "detect_every",
+    "detect_every_tracked",
+    "swap_every",
     "label",
     "label_position",
     "label_opacity",
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_settings_flags(swap, [*COMMON, "detect_every", *DISCLOSURE, *GPU])
+    add_settings_flags(
+        swap, [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *DISCLOSURE, *GPU]
+    )
 
     models = sub.add_parser("models", help="list, download and verify models")
     models.add_argument("action", choices=["list", "download", "verify"])
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", choices=["auto", "real", "standins"], default="auto", help="gpu: which neural models"
     )
     bench.add_argument("--enhance", action="store_true", help="gpu: run the enhancer too")
-    add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
+    add_settings_flags(bench, [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *GPU])
 
     repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")
     repo.add_argument("out", help="repository folder to write (models are copied, or linked with --link)")

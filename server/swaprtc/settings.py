@@ -70,6 +70,13 @@ class Settings:
     # "1" keeps everything in one process (docs/RTC.md, "Worker processes").
     workers: str = "1"
     detect_every: int = 5  # run the detector every N frames while tracking holds
+    # Embedded engine, one-face mode, while its face is followed surely: the detector only looks for
+    # a new face, so it can run less often (docs/BENCHMARKS.md, "Embedded engine").
+    detect_every_tracked: int = 15
+    # Embedded engine: a full swap every N frames; the frames between move its rendered face by the
+    # face's measured motion (a keyframe comes at once when the motion is unsure or large). 1 = every
+    # frame in full.
+    swap_every: int = 3
     # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
     io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
     cuda_graph: bool = True  # capture CUDA graphs for the fixed-shape models (swapper, enhancer)
@@ -132,6 +139,8 @@ class Settings:
             "inference_threads",
             "pixel_threads",
             "detect_every",
+            "detect_every_tracked",
+            "swap_every",
             "swap_deadline_ms",
             "max_batch",
             "rate_burst",
