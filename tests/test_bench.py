@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from swaprtc.benchmarks.session_cost import THREAD_ROLES
 from swaprtc.cli import main
 from swaprtc.settings import Settings
 
@@ -76,20 +77,31 @@ def test_session_cost_measures_every_step(
     model_store: ModelStore, face_landmark_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["bench", "--suite", "session_cost", "--resolution", "480p", "--frames", "10"]
+    args += ["--rounds", "1", "--step-s", "2"]
     assert main([*args, "--models-dir", str(model_store.models_dir)]) == 0
     cost = json.loads(capsys.readouterr().out)["results"]["session_cost"]["480p"]
     steps = {"rtp_in", "decode", "to_bgr", "engine", "to_i420", "encode", "rtp_out"}
     for codec in ("vp8", "h264"):
-        for label in ("before", "after"):
+        for label in ("aiortc", "before", "after"):
             run = cost[codec][label]
             assert set(run["ms_per_frame"]) == steps and run["ms_per_frame"]["engine"] > 0
             # Per-session CPU from the mean per step (the engine's keyframes make medians undercount).
             assert run["cores_at_30fps"] == pytest.approx(run["total_mean_ms"] * 0.03, abs=0.002)
             assert set(run["mean_ms_per_frame"]) == steps
-    # The steps before the encoder are shared, measured once for both encoders.
+        assert cost[codec]["decode_threads"]["one_ms"] > 0
+    # The steps before the encoder are shared, measured once for every encoder.
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
     # The session runs the engine with the settings' keyframe cadence.
     assert 0 < cost["vp8"]["engine"]["keyframes"] < cost["vp8"]["frames"]
+    # The whole-process figure: a real server with a real client, before and after, frames received.
+    whole = cost["whole_process"]
+    assert whole["env"]["before"] != whole["env"]["after"]
+    for label in ("before", "after"):
+        assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] > 0, whole
+        (run,) = whole[label]["runs"]
+        # py-spy (dev extra) names the threads: the event loop and the swap job both took CPU.
+        roles = run["threads_ms_per_frame"]
+        assert roles[THREAD_ROLES[0][1]] > 0 and roles[THREAD_ROLES[1][1]] > 0, roles
 
 
 def test_capacity_suite_runs_real_sessions_against_two_workers(

@@ -261,7 +261,17 @@ def _bench_session_cost(args: argparse.Namespace, settings: Settings) -> dict[st
 
     engine = _embedded_engine(settings)
     source = engine.prepare_source(_photo("astronaut.png"))
-    return bench_session_cost(engine, source, _photo("obama.jpg"), args.frames, _resolutions(args))
+    return bench_session_cost(
+        engine,
+        source,
+        _photo("obama.jpg"),
+        args.frames,
+        _resolutions(args),
+        settings=settings,
+        seconds=args.step_s,
+        rounds=args.rounds,
+        repo=REPO_DATA.parent.parent,
+    )
 
 
 def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

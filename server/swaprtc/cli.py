@@ -41,6 +41,7 @@ SERVE = [
     "session_idle_s",
     "swap_deadline_ms",
     "inference_threads",
+    "pixel_threads",
     "workers",
     "detect_every",
     "detect_every_tracked",
@@ -108,7 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--resolution", default=None, help="session_cost/capacity: 480p,720p (default both)")
     bench.add_argument("--max-sessions", type=int, default=12, help="capacity: stop the ramp here")
-    bench.add_argument("--step-s", type=float, default=8.0, help="capacity: seconds measured per step")
+    bench.add_argument(
+        "--step-s", type=float, default=8.0, help="capacity: seconds per step; session_cost: per server run"
+    )
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="session_cost: whole-process before/after server runs each (0 = step table only)",
+    )
     bench.add_argument(
         "--ramp-all", action="store_true", help="capacity: measure every step, even after failures"
     )

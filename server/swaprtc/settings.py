@@ -62,6 +62,10 @@ class Settings:
     # Longest a frame waits for its swap before it goes out with faces hidden instead.
     swap_deadline_ms: int = 200
     inference_threads: int = 1
+    # OpenCV threads per serving process, for the per-frame pixel work (conversions, engine glue).
+    # 1: each session's frame runs on its own executor thread; a pool would spin-wait between calls
+    # and cost ~2 ms CPU per 480p frame (docs/BENCHMARKS.md, "One session's server CPU").
+    pixel_threads: int = 1
     # Worker processes behind one public port: a number, or "auto" for the usable cores.
     # "1" keeps everything in one process (docs/RTC.md, "Worker processes").
     workers: str = "1"
@@ -133,6 +137,7 @@ class Settings:
             "max_upload_bytes",
             "max_upload_pixels",
             "inference_threads",
+            "pixel_threads",
             "detect_every",
             "detect_every_tracked",
             "swap_every",
