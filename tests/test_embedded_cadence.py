@@ -228,3 +228,24 @@ def test_a_covered_face_forces_a_keyframe_at_once(
     counter = _CountingMesh(stream)
     stream.process(covered, source, SwapOptions())
     assert counter.ran()
+
+
+def test_every_face_is_moved_in_many_faces_mode(
+    cadenced: EmbeddedEngine, astronaut_bgr: np.ndarray, two_faces: np.ndarray
+) -> None:
+    source = cadenced.prepare_source(astronaut_bgr)
+    frames = [np.ascontiguousarray(np.roll(two_faces, i, axis=1)) for i in range(2 * N)]
+    stream = cadenced.open_stream()
+    counter = _CountingMesh(stream)
+    ran = []
+    for frame in frames:
+        result = stream.process(frame, source, SwapOptions(many_faces=True))
+        ran.append(counter.ran())
+        assert result.swapped == 2 and result.unswapped == ()
+        for face in result.faces:
+            assert face.mesh is not None
+            mask = _inner(frame.shape, face.mesh)
+            assert _face_diff(result.frame, frame, mask) > 12.0
+    # Keyframes on the cadence, and where the detector runs (every 5th frame in this mode: it may
+    # find a new face, which needs its mesh).
+    assert ran == [i % N == 0 or i % 5 == 0 for i in range(len(frames))]
