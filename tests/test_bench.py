@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from swaprtc.benchmarks.session_cost import THREAD_ROLES
 from swaprtc.cli import main
+from swaprtc.settings import Settings
 
 if TYPE_CHECKING:
     from swaprtc.models.store import ModelStore
@@ -52,6 +54,15 @@ def test_bench_reports_json_for_each_suite(
     embedded = results["embedded"]
     assert embedded["swapped_frames"] == embedded["frames"] > 0
     assert set(embedded["median_ms"]) >= {"landmarks", "warp", "color", "blend", "total"}
+    # A full swap of every frame against the settings' cadence, interleaved on the same frames.
+    cadence = embedded["cadence"]
+    every, cadenced = cadence["every_frame"], cadence["cadenced"]
+    assert every["swap_every"] == 1 and cadenced["swap_every"] == Settings().swap_every > 1
+    assert every["keyframes"] == 0 and every["mesh_calls"] >= cadence["frames"]
+    assert cadenced["keyframes"] > 0 and cadenced["mesh_calls"] < every["mesh_calls"]
+    assert cadence["reuse_error"]["reused_frames"] > 0
+    assert cadence["reuse_error"]["vs_full_swap_at_same_mesh"]["mean"] > 0
+    assert cadenced["cpu_ms"]["mean"] > 0 and every["cpu_ms"]["p90"] > 0
     side = embedded["side_by_side"]
     assert side["frames"] > 0 and side["ratio"] > 0
     assert side["cpu_ms_median"]["today"] > 0 and side["cpu_ms_median"]["before_issue_10"] > 0
@@ -66,16 +77,31 @@ def test_session_cost_measures_every_step(
     model_store: ModelStore, face_landmark_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["bench", "--suite", "session_cost", "--resolution", "480p", "--frames", "10"]
+    args += ["--rounds", "1", "--step-s", "2"]
     assert main([*args, "--models-dir", str(model_store.models_dir)]) == 0
     cost = json.loads(capsys.readouterr().out)["results"]["session_cost"]["480p"]
     steps = {"rtp_in", "decode", "to_bgr", "engine", "to_i420", "encode", "rtp_out"}
     for codec in ("vp8", "h264"):
-        for label in ("before", "after"):
+        for label in ("aiortc", "before", "after"):
             run = cost[codec][label]
             assert set(run["ms_per_frame"]) == steps and run["ms_per_frame"]["engine"] > 0
-            assert run["cores_at_30fps"] == pytest.approx(run["total_ms"] * 0.03, abs=0.002)
-    # The steps before the encoder are shared, measured once for both encoders.
+            # Per-session CPU from the mean per step (the engine's keyframes make medians undercount).
+            assert run["cores_at_30fps"] == pytest.approx(run["total_mean_ms"] * 0.03, abs=0.002)
+            assert set(run["mean_ms_per_frame"]) == steps
+        assert cost[codec]["decode_threads"]["one_ms"] > 0
+    # The steps before the encoder are shared, measured once for every encoder.
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
+    # The session runs the engine with the settings' keyframe cadence.
+    assert 0 < cost["vp8"]["engine"]["keyframes"] < cost["vp8"]["frames"]
+    # The whole-process figure: a real server with a real client, before and after, frames received.
+    whole = cost["whole_process"]
+    assert whole["env"]["before"] != whole["env"]["after"]
+    for label in ("before", "after"):
+        assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] > 0, whole
+        (run,) = whole[label]["runs"]
+        # py-spy (dev extra) names the threads: the event loop and the swap job both took CPU.
+        roles = run["threads_ms_per_frame"]
+        assert roles[THREAD_ROLES[0][1]] > 0 and roles[THREAD_ROLES[1][1]] > 0, roles
 
 
 def test_capacity_suite_runs_real_sessions_against_two_workers(

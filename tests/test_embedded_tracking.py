@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def engine(model_store: ModelStore) -> EmbeddedEngine:
-    return EmbeddedEngine.from_store(model_store, Settings(detect_every=5))
+    # Today's tracking, frame by frame (test_embedded_cadence.py covers the keyframe cadence).
+    return EmbeddedEngine.from_store(
+        model_store, Settings(detect_every=5, detect_every_tracked=5, swap_every=1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +199,7 @@ def test_a_face_whose_swap_fails_is_unswapped(
 ) -> None:
     import swaprtc.embedded.engine as embedded
 
-    monkeypatch.setattr(embedded, "swap_face", lambda *args: False)
+    monkeypatch.setattr(embedded, "render_face", lambda *args: None)
     frame = _frame(obama_bgr)
     result = engine.open_stream().process(frame, source, SwapOptions())
     assert result.swapped == 0 and len(result.faces) == 1

@@ -3,8 +3,10 @@ connection's own, and nothing process-wide changes."""
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
+import av
 import cv2
 import numpy as np
 from aiortc.codecs import get_encoder
@@ -37,6 +39,8 @@ def test_vp8_options_and_limits_are_per_encoder(astronaut_bgr: np.ndarray) -> No
         theirs.encode(frame(astronaut_bgr, i))
     assert ours.codec.applied_options["cpu-used"] == "-10"
     assert ours.codec.applied_options["noise-sensitivity"] == "0"
+    assert ours.codec.applied_options["static-thresh"] == "500"  # near-static blocks are skipped
+    assert ours.codec.thread_count == 1
     assert ours.codec.applied_options["deadline"] == "realtime"  # aiortc's own options stay
     assert ours.codec.bit_rate == 1_200_000
     assert not hasattr(theirs.codec, "applied_options")  # aiortc's own encoder is left alone
@@ -46,12 +50,23 @@ def test_vp8_options_and_limits_are_per_encoder(astronaut_bgr: np.ndarray) -> No
     assert ours.target_bitrate == 600_000
 
 
+def test_aiortc_cannot_give_our_encoder_more_threads() -> None:
+    """aiortc sets VP8's thread_count from the frame size and the machine's cores (2+ threads from
+    720p on 3+ cores): one session's encoder keeps one thread whatever the machine."""
+    ours = RealtimeVp8Encoder(LIMITS)
+    ours.codec = av.CodecContext.create("libvpx", "w")
+    ours.codec.thread_count = 4  # what aiortc does on a many-core machine
+    assert ours.codec.thread_count == 1
+
+
 def test_h264_runs_ultrafast_zerolatency(astronaut_bgr: np.ndarray) -> None:
     ours, theirs = RealtimeH264Encoder(LIMITS), H264Encoder()
     ours_out = b"".join(p for i in range(3) for p in ours.encode(frame(astronaut_bgr, i))[0])
     theirs_out = b"".join(p for i in range(3) for p in theirs.encode(frame(astronaut_bgr, i))[0])
     # libx264 writes its settings into the stream: ultrafast means no subpel refinement at all.
     assert b"subme=0" in ours_out and b"subme=0" not in theirs_out and b"subme=" in theirs_out
+    # ... and one thread, no sliced threads (libx264 alone picks ~1.5 threads per core).
+    assert re.search(rb" threads=1 lookahead_threads=1 sliced_threads=0 ", ours_out), ours_out[:600]
     plain = get_encoder(RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=96))
     assert type(plain) is H264Encoder  # aiortc's factory is untouched
 
@@ -65,5 +80,7 @@ async def test_a_connection_sends_with_the_realtime_encoder(astronaut_bgr: np.nd
         encoders = [getattr(s, SENDER_ENCODER_ATTR) for s in session.pc.getSenders()]
         assert [type(e) for e in encoders] == [RealtimeVp8Encoder]
         assert encoders[0].codec.applied_options["cpu-used"] == "-10"  # it is the one that encodes
+        assert encoders[0].codec.applied_options["static-thresh"] == "500"
+        assert encoders[0].codec.thread_count == 1
         assert encoders[0].target_bitrate >= 500_000  # the server's limits, not aiortc's 250k floor
     assert len(client.received) >= 1

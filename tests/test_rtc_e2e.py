@@ -126,6 +126,16 @@ async def test_real_server_swaps_the_face_and_leaves_the_rest(
     assert any(m.get("type") == "pong" for m in messages)
 
 
+async def test_real_server_runs_opencv_on_one_thread(real_server: ServerProcess) -> None:
+    """--pixel-threads (default 1) reaches the serving process: OpenCV's own pool (one thread per
+    core unless told) would spin between every session's calls (docs/BENCHMARKS.md)."""
+    async with SwapClient(real_server.base) as client, client.http.get(f"{real_server.base}/metrics") as resp:
+        text = await resp.text()
+    assert "swaprtc_pixel_threads 1.0" in text.splitlines(), [
+        line for line in text.splitlines() if "pixel" in line
+    ]
+
+
 async def test_real_server_shuts_down_gracefully(
     retinaface_session: ort.InferenceSession, face_landmark_path: Path, astronaut_bgr: np.ndarray
 ) -> None:

@@ -41,8 +41,11 @@ SERVE = [
     "session_idle_s",
     "swap_deadline_ms",
     "inference_threads",
+    "pixel_threads",
     "workers",
     "detect_every",
+    "detect_every_tracked",
+    "swap_every",
     "label",
     "label_position",
     "label_opacity",
@@ -83,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--strength", type=float, default=1.0, help="identity strength 0..1")
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_settings_flags(swap, [*COMMON, "detect_every", *DISCLOSURE, *GPU])
+    add_settings_flags(
+        swap, [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *DISCLOSURE, *GPU]
+    )
 
     models = sub.add_parser("models", help="list, download and verify models")
     models.add_argument("action", choices=["list", "download", "verify"])
@@ -104,7 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--resolution", default=None, help="session_cost/capacity: 480p,720p (default both)")
     bench.add_argument("--max-sessions", type=int, default=12, help="capacity: stop the ramp here")
-    bench.add_argument("--step-s", type=float, default=8.0, help="capacity: seconds measured per step")
+    bench.add_argument(
+        "--step-s", type=float, default=8.0, help="capacity: seconds per step; session_cost: per server run"
+    )
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="session_cost: whole-process before/after server runs each (0 = step table only)",
+    )
     bench.add_argument(
         "--ramp-all", action="store_true", help="capacity: measure every step, even after failures"
     )
@@ -120,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", choices=["auto", "real", "standins"], default="auto", help="gpu: which neural models"
     )
     bench.add_argument("--enhance", action="store_true", help="gpu: run the enhancer too")
-    add_settings_flags(bench, [*COMMON, "detect_every", *GPU])
+    add_settings_flags(bench, [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *GPU])
 
     repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")
     repo.add_argument("out", help="repository folder to write (models are copied, or linked with --link)")

@@ -62,10 +62,21 @@ class Settings:
     # Longest a frame waits for its swap before it goes out with faces hidden instead.
     swap_deadline_ms: int = 200
     inference_threads: int = 1
+    # OpenCV threads per serving process, for the per-frame pixel work (conversions, engine glue).
+    # 1: each session's frame runs on its own executor thread; a pool would spin-wait between calls
+    # and cost ~2 ms CPU per 480p frame (docs/BENCHMARKS.md, "One session's server CPU").
+    pixel_threads: int = 1
     # Worker processes behind one public port: a number, or "auto" for the usable cores.
     # "1" keeps everything in one process (docs/RTC.md, "Worker processes").
     workers: str = "1"
     detect_every: int = 5  # run the detector every N frames while tracking holds
+    # Embedded engine, one-face mode, while its face is followed surely: the detector only looks for
+    # a new face, so it can run less often (docs/BENCHMARKS.md, "Embedded engine").
+    detect_every_tracked: int = 15
+    # Embedded engine: a full swap every N frames; the frames between move its rendered face by the
+    # face's measured motion (a keyframe comes at once when the motion is unsure or large). 1 = every
+    # frame in full.
+    swap_every: int = 3
     # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
     io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
     cuda_graph: bool = True  # capture CUDA graphs for the fixed-shape models (swapper, enhancer)
@@ -126,7 +137,10 @@ class Settings:
             "max_upload_bytes",
             "max_upload_pixels",
             "inference_threads",
+            "pixel_threads",
             "detect_every",
+            "detect_every_tracked",
+            "swap_every",
             "swap_deadline_ms",
             "max_batch",
             "rate_burst",

@@ -101,7 +101,9 @@ def judge_session(latencies_s: list[float], window_s: float) -> dict[str, Any]:
 
 
 class ServerUnderTest:
-    def __init__(self, settings: Settings, workers: str, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, workers: str, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -116,6 +118,7 @@ class ServerUnderTest:
             "SWAPRTC_RATE_OFFER_PER_MIN": "0",
             "SWAPRTC_RATE_SOURCE_PER_MIN": "0",
             "SWAPRTC_LOG_LEVEL": "warning",
+            **(env or {}),
         }
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(

@@ -1,7 +1,8 @@
 """One capacity-benchmark client, in its own process: a real aiortc session against the server.
 
 It creates a session, uploads a real face photo, streams a real face at 30 fps with a frame-id
-strip (tests/rtc_client.py, imported from the source checkout) and, when the parent asks over its
+strip (tests/rtc_client.py, imported from the source checkout), the picture still or (``motion``)
+drifting like a webcam picture, and, when the parent asks over its
 pipe, reports the frames received and their latencies inside a time window. Only the frame id is
 read from each received frame (from the luma plane), so the client stays cheap.
 """
@@ -26,7 +27,25 @@ def _frame_id(frame: Any, read_frame_id: Any) -> int:
     return int(read_frame_id(luma))
 
 
-async def _session(base: str, photo: bytes, camera_image: np.ndarray, conn: Connection, repo: Path) -> None:
+def drifting_camera(camera_class: Any, image: np.ndarray) -> Any:
+    """A SyntheticCamera whose picture drifts sideways and back every 2 s (60 frames, as
+    ``live_frames`` cuts them), so the server's codecs see motion as from a webcam."""
+    from swaprtc.embedded.bench import live_frames
+
+    h, w = image.shape[:2]
+    frames = live_frames(image, 60, (w, h))
+
+    class Drifting(camera_class):
+        async def recv(self) -> Any:
+            self.image = frames[self._count % len(frames)]
+            return await super().recv()
+
+    return Drifting(frames[0], 30.0)
+
+
+async def _session(
+    base: str, photo: bytes, camera_image: np.ndarray, conn: Connection, repo: Path, motion: bool
+) -> None:
     # The test client lives in the source checkout (tests/rtc_client.py), not in the package.
     sys.path.insert(0, str(repo))
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -59,7 +78,10 @@ async def _session(base: str, photo: bytes, camera_image: np.ndarray, conn: Conn
         if status != 200:
             conn.send(("error", f"upload: {status} {body}"))
             return
-        await client.connect(SyntheticCamera(camera_image, 30.0), timeout=60)
+        camera = SyntheticCamera(camera_image, 30.0)
+        if motion:
+            camera = drifting_camera(SyntheticCamera, camera_image)
+        await client.connect(camera, timeout=60)
         conn.send(("ready", client.session_id))
         while True:
             message = await loop.run_in_executor(None, conn.recv)
@@ -71,10 +93,12 @@ async def _session(base: str, photo: bytes, camera_image: np.ndarray, conn: Conn
                 return
 
 
-def client_main(base: str, photo: bytes, camera_image: np.ndarray, conn: Connection, repo: str) -> None:
+def client_main(
+    base: str, photo: bytes, camera_image: np.ndarray, conn: Connection, repo: str, motion: bool = False
+) -> None:
     """Entry point of a client process (multiprocessing, spawn)."""
     try:
-        asyncio.run(_session(base, photo, camera_image, conn, Path(repo)))
+        asyncio.run(_session(base, photo, camera_image, conn, Path(repo), motion))
     except Exception as exc:
         with contextlib.suppress(Exception):
             conn.send(("error", f"{type(exc).__name__}: {exc}"))

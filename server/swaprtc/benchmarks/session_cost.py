@@ -5,21 +5,41 @@ frame to BGR (``to_bgr``), the engine (``engine``), pixelation of faces left uns
 BGR to I420 (``to_i420``), encode (``encode``, aiortc's encoder with its payload packetiser) and
 RTP + SRTP out (``rtp_out``). Each step's CPU time (``time.process_time``: all threads of this
 process, so multi-threaded codecs count fully) is measured on a real stream: a face photo drifting
-like a webcam picture, encoded as a browser would send it. ``before`` uses aiortc's stock
-encoders, ``after`` this server's per-connection real-time encoders (rtc/encoders.py), run
-interleaved frame by frame. ``cores_at_30fps`` = the step sum × 30 frames/s: what one 30 fps
-session costs, without the event loop's own overhead (the capacity suite measures that too).
+like a webcam picture, encoded as a browser would send it. Three encoders run interleaved frame by
+frame on the same frames: ``aiortc`` (aiortc's stock encoder), ``before`` (this server's
+per-connection encoder as it was before issue 8's second round: VP8 ``cpu-used -10`` without the
+denoiser, H264 ultrafast/zerolatency, aiortc's and libav's thread counts) and ``after`` (today's
+rtc/encoders.py: also VP8 ``static-thresh 500`` and one encoder thread). ``decode_threads``
+compares aiortc's VP8 decoder (libav's automatic thread count) with a one-thread decoder on the
+same packets. ``cores_at_30fps`` = the step sum × 30 frames/s.
+
+The step table misses what happens between the steps: aiortc's per-packet Python work (ICE
+datagrams, DTLS/SRTP, RTCP, jitter buffer, NACK and bitrate estimation), the asyncio wake-ups
+between the event loop and the threads, and OpenCV's thread pool. ``whole_process`` measures that:
+a real ``swaprtc serve`` process (embedded engine) with one real aiortc client in its own process
+streaming a drifting face at 30 fps, the server's CPU time over a window divided by the frames the
+client received; ``before`` runs the server with OpenCV's default thread pool (one thread per core,
+as the server did before ``--pixel-threads``), ``after`` with today's default, alternating
+server runs (rounds) so that machine load hits both alike. With py-spy installed (a dev tool) it
+also names the server's threads and gives each one's share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import multiprocessing
 import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -32,12 +52,26 @@ from pylibsrtp import Policy, Session
 from swaprtc.engine import Engine
 from swaprtc.rtc.encoders import Bitrates, RealtimeH264Encoder, RealtimeVp8Encoder
 from swaprtc.rtc.track import to_video_frame
+from swaprtc.settings import Settings
 from swaprtc.types import SourceFace, SwapOptions
 
 RESOLUTIONS = {"480p": (640, 480), "720p": (1280, 720)}
 BROWSER_BITRATE = 1_500_000  # what the answer's x-google-start-bitrate asks the browser for
 CLOCK = 90000
 SRTP_KEY = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16 key + 14 salt bytes
+
+
+class PreviousVp8Encoder(RealtimeVp8Encoder):
+    """rtc/encoders.py's VP8 encoder before static-thresh and the one-thread rule."""
+
+    options: ClassVar[dict[str, str]] = {"cpu-used": "-10", "noise-sensitivity": "0"}
+    threads = None
+
+
+class PreviousH264Encoder(RealtimeH264Encoder):
+    """rtc/encoders.py's H264 encoder before the one-thread rule (libx264 picked its threads)."""
+
+    threads = None
 
 
 def _srtp_pair() -> tuple[Session, Session]:
@@ -93,15 +127,18 @@ def one_session(
     codec: str,
     warmup: int = 10,
 ) -> dict[str, Any]:
-    """Median CPU ms per step over ``frames``, for stock and real-time encoders side by side."""
+    """Median CPU ms per step over ``frames``, for the three encoders side by side."""
     wire = browser_stream(frames)
     limits = Bitrates(500_000, 1_500_000, 4_000_000)
     stock: dict[str, Any] = {"vp8": vpx.Vp8Encoder, "h264": h264.H264Encoder}
+    previous: dict[str, Any] = {"vp8": PreviousVp8Encoder, "h264": PreviousH264Encoder}
     ours: dict[str, Any] = {"vp8": RealtimeVp8Encoder, "h264": RealtimeH264Encoder}
-    encoders = {"before": stock[codec](), "after": ours[codec](limits)}
-    encoders["before"].target_bitrate = limits.start
+    encoders = {"aiortc": stock[codec](), "before": previous[codec](limits), "after": ours[codec](limits)}
+    encoders["aiortc"].target_bitrate = limits.start
     processor = engine.open_stream()
     decoder = vpx.Vp8Decoder()
+    one_thread = vpx.Vp8Decoder()
+    one_thread.codec.thread_count = 1
     _, unprotect = _srtp_pair()
     protect = {label: _srtp_pair()[0] for label in encoders}  # SRTP refuses a repeated index
     seq = dict.fromkeys(encoders, 0)
@@ -114,6 +151,8 @@ def one_session(
             data = b"".join(vpx.vp8_depayload(p.payload) for p in rtp)
         with shared.timing("decode"):
             frame = decoder.decode(JitterFrame(data, rtp[0].timestamp))[0]
+        with shared.timing("decode_one_thread"):
+            one_thread.decode(JitterFrame(data, rtp[0].timestamp))
         assert isinstance(frame, VideoFrame)
         with shared.timing("to_bgr"):
             image = frame.to_ndarray(format="bgr24")
@@ -132,20 +171,47 @@ def one_session(
                     protect[label].protect(packet.serialize())
     report: dict[str, Any] = {"codec": codec, "frames": len(frames) - warmup}
     common = {k: statistics.median(v[warmup:]) for k, v in shared.ms.items()}
+    report["decode_threads"] = {
+        "auto_ms": round(common["decode"], 3),
+        "one_ms": round(common.pop("decode_one_thread"), 3),
+    }
+    # Steps whose cost varies from frame to frame (the engine's keyframes, the detector, codec
+    # keyframes) make medians undercount: what a session costs is the mean.
+    common_mean = {k: statistics.fmean(v[warmup:]) for k, v in shared.ms.items() if k in common}
     for label, step in steps.items():
         per_step = {**common, **{k: statistics.median(v[warmup:]) for k, v in step.ms.items()}}
-        total = sum(per_step.values())
+        per_step_mean = {**common_mean, **{k: statistics.fmean(v[warmup:]) for k, v in step.ms.items()}}
+        total, total_mean = sum(per_step.values()), sum(per_step_mean.values())
         report[label] = {
             "ms_per_frame": {k: round(v, 3) for k, v in per_step.items()},
+            "mean_ms_per_frame": {k: round(v, 3) for k, v in per_step_mean.items()},
             "total_ms": round(total, 2),
-            "cores_at_30fps": round(total * 30 / 1000.0, 3),
+            "total_mean_ms": round(total_mean, 2),
+            "cores_at_30fps": round(total_mean * 30 / 1000.0, 3),
+            "cores_at_30fps_from_medians": round(total * 30 / 1000.0, 3),
         }
+    report["engine"] = {
+        key: getattr(processor, key)
+        for key in ("keyframes", "mesh_calls", "detector_calls")
+        if hasattr(processor, key)
+    }
     return report
 
 
 def bench_session_cost(
-    engine: Engine, source: SourceFace, photo: np.ndarray, frames: int, resolutions: list[str]
+    engine: Engine,
+    source: SourceFace,
+    photo: np.ndarray,
+    frames: int,
+    resolutions: list[str],
+    *,
+    settings: Settings | None = None,
+    seconds: float = 8.0,
+    rounds: int = 0,
+    repo: Path | None = None,
 ) -> dict[str, Any]:
+    """The step table per resolution and codec; with ``rounds`` > 0 (and ``settings``, ``repo``)
+    also the whole-process figure of each resolution."""
     from swaprtc.embedded.bench import live_frames
 
     cv_threads = cv2.getNumThreads()
@@ -156,6 +222,146 @@ def bench_session_cost(
             size = RESOLUTIONS[label]
             stream = live_frames(photo, max(frames, 20) + 10, size)
             out[label] = {codec: one_session(engine, source, stream, codec) for codec in ("vp8", "h264")}
-        return out
     finally:
         cv2.setNumThreads(cv_threads)
+    if rounds > 0 and settings is not None and repo is not None:
+        for label in resolutions:
+            out[label]["whole_process"] = whole_process(settings, label, seconds, rounds, repo)
+    return out
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _thread_names(pid: int) -> dict[int, str]:
+    """Python thread names by native id, from ``py-spy dump`` when py-spy is installed (dev tool);
+    threads it does not list are native ones (OpenCV, ONNX Runtime, codec pools)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return {}
+    try:
+        dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    names: dict[int, str] = {}
+    for line in dump.stdout.splitlines():
+        if line.startswith("Thread ") and '"' in line:
+            with contextlib.suppress(ValueError):
+                tid = int(line.split()[1], 0)
+                names[tid] = line.split('"')[1]
+    return names
+
+
+# Python thread names (prefixes) -> what the thread does in a session.
+THREAD_ROLES = (
+    ("MainThread", "event loop: RTP/RTCP, SRTP, ICE, DataChannel, asyncio"),
+    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420"),
+    ("video-decoder", "VP8 decode (aiortc's decoder thread)"),
+    ("asyncio", "encode + payload packetiser (aiortc, default executor)"),
+    ("swaprtc-guard", "face hiding while a swap is late"),
+    ("swaprtc-upload", "source photo upload"),
+)
+
+
+def _role(name: str | None) -> str:
+    if name is None:
+        return "native threads (OpenCV/ONNX Runtime/codec pools)"
+    return next((role for prefix, role in THREAD_ROLES if name.startswith(prefix)), name)
+
+
+async def _one_server_run(
+    settings: Settings, resolution: str, env: dict[str, str], seconds: float, repo: Path
+) -> dict[str, Any]:
+    import aiohttp
+
+    from swaprtc.benchmarks.capacity import ServerUnderTest, camera_picture
+    from swaprtc.benchmarks.capacity_client import client_main
+
+    photo = cv2.imread(str(repo / "tests" / "data" / "astronaut.png"))
+    face = cv2.imread(str(repo / "tests" / "data" / "obama.jpg"))
+    if photo is None or face is None:
+        raise FileNotFoundError("tests/data photos missing: run from a source checkout")
+    _, png = cv2.imencode(".png", photo)
+    log_path = Path(tempfile.gettempdir()) / f"session-cost-server-{resolution}.log"
+    server = ServerUnderTest(settings, "1", log_path, env)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    camera = camera_picture(face, RESOLUTIONS[resolution])
+    client = context.Process(
+        target=client_main, args=(server.base, png.tobytes(), camera, child, str(repo), True), daemon=True
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await server.wait_ready(http)
+            client.start()
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(None, parent.poll, 90):
+                raise RuntimeError("the client did not connect")
+            kind, value = parent.recv()
+            if kind != "ready":
+                raise RuntimeError(f"the client failed: {value}")
+            await asyncio.sleep(3.0)  # past the first frames and the encoder's ramp-up
+            pid = server.process.pid
+            names = await loop.run_in_executor(None, _thread_names, pid)
+            threads0, t0 = _thread_cpu(pid), time.monotonic()
+            await asyncio.sleep(seconds)
+            threads1, t1 = _thread_cpu(pid), time.monotonic()
+            parent.send(("window", t0, t1))
+            received = await loop.run_in_executor(None, parent.poll, 30)
+            latencies = parent.recv()[1] if received else []
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send(("stop",))
+        if client.pid is not None:
+            client.join(10)
+            if client.is_alive():
+                client.kill()
+                client.join()
+        server.stop()
+    frames = max(1, len(latencies))
+    roles: dict[str, float] = {}
+    for tid, cpu in threads1.items():
+        role = _role(names.get(tid)) if names else "all threads"
+        roles[role] = roles.get(role, 0.0) + (cpu - threads0.get(tid, 0.0)) * 1000.0 / frames
+    total_s = sum(threads1.values()) - sum(threads0.get(t, 0.0) for t in threads1)
+    return {
+        "fps": round(len(latencies) / (t1 - t0), 1),
+        "latency_p50_ms": round(statistics.median(latencies) * 1000.0, 1) if latencies else None,
+        "server_ms_per_frame": round(total_s * 1000.0 / frames, 2),
+        "server_cores": round(total_s / (t1 - t0), 3),
+        "threads_ms_per_frame": {k: round(v, 2) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def whole_process(
+    settings: Settings, resolution: str, seconds: float, rounds: int, repo: Path
+) -> dict[str, Any]:
+    """Server CPU of one real session, ``before``/``after`` server runs alternating ``rounds`` times."""
+    variants = {
+        "before": {"SWAPRTC_PIXEL_THREADS": str(os.cpu_count() or 1)},
+        "after": {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)},
+    }
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
+    for _ in range(rounds):
+        for label, env in variants.items():
+            runs[label].append(asyncio.run(_one_server_run(settings, resolution, env, seconds, repo)))
+    out: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "env": variants}
+    for label, measured in runs.items():
+        cores = statistics.median(r["server_cores"] for r in measured)
+        out[label] = {
+            "server_ms_per_frame": round(statistics.median(r["server_ms_per_frame"] for r in measured), 2),
+            "server_cores": round(cores, 3),
+            "min_fps": min(r["fps"] for r in measured),
+            "runs": measured,
+        }
+    return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +23,11 @@ import onnxruntime as ort
 
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
+from swaprtc.embedded.motion import MotionAnchor, anchor, estimate, move_points
+from swaprtc.embedded.reuse import ReusableFace, composite_moved, reusable
 from swaprtc.embedded.source import HIDDEN_WARNING, SourceTexture, prepare_texture
-from swaprtc.embedded.swap import swap_face
-from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker
+from swaprtc.embedded.swap import FaceLayer, composite_layer, render_face
+from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker, TrackUpdate
 from swaprtc.engine import Casting, single_source
 from swaprtc.errors import ModelError, NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
@@ -111,8 +114,14 @@ class EmbeddedEngine:
         track_detect_size: int = 320,
         threads: int = 1,
         max_cells: int = 64,
+        swap_every: int = 1,
+        detect_every_tracked: int | None = None,
     ) -> None:
         self.detect_every = detect_every
+        # One-face mode, face followed surely: the detector is only there to find a new face.
+        self.detect_every_tracked = detect_every_tracked or detect_every
+        # Full swap every Nth frame; the frames between move its rendered face by the face's motion.
+        self.swap_every = max(1, swap_every)
         self.threads = threads
         self.max_cells = max_cells
         # Uploaded photos can be large with small faces: detect at full size there; in a live
@@ -144,6 +153,8 @@ class EmbeddedEngine:
             store.ensure(LANDMARK_MODEL),
             threads=1,
             detect_every=settings.detect_every,
+            detect_every_tracked=settings.detect_every_tracked,
+            swap_every=settings.swap_every,
         )
 
     def describe(self) -> dict[str, object]:
@@ -159,6 +170,8 @@ class EmbeddedEngine:
             },
             "threads": self.threads,
             "detect_every": self.detect_every,
+            "detect_every_tracked": self.detect_every_tracked,
+            "swap_every": self.swap_every,
             "method": (
                 "whole inner face warped by the live mesh (piecewise affine), shape moved towards the "
                 "source, hidden triangles mirrored, colour/light matched, membrane-blended"
@@ -212,20 +225,48 @@ class EmbeddedEngine:
         return EmbeddedProcessor(self)
 
 
+@dataclass(frozen=True, eq=False)
+class _Keyframe:
+    """The last full swap, for the frames after it: what it was made from and, per track id,
+    how to measure that face's motion and its rendered face to move."""
+
+    source: SourceFace
+    options: SwapOptions
+    shape: tuple[int, ...]
+    meshes: dict[int, np.ndarray]
+    anchors: dict[int, MotionAnchor]
+    faces: dict[int, ReusableFace]
+
+
 class EmbeddedProcessor:
-    """One stream's state: its tracker (detector cadence, smoothing). Not thread-safe."""
+    """One stream's state: its tracker (detector cadence, smoothing) and its last keyframe.
+    Not thread-safe."""
 
     def __init__(self, engine: EmbeddedEngine, fps: float = 30.0) -> None:
         self.engine = engine
-        self.tracker = FaceTracker(engine.stream_detector, engine.mesh_model, engine.detect_every, fps)
+        self.tracker = FaceTracker(
+            engine.stream_detector,
+            engine.mesh_model,
+            engine.detect_every,
+            fps,
+            detect_every_tracked=engine.detect_every_tracked,
+        )
         self._shape: tuple[int, ...] = ()
+        self._keyframe: _Keyframe | None = None
+        self._since_keyframe = 0
+        self.keyframes = 0  # frames swapped in full (the others moved a keyframe's rendering)
 
     @property
     def detector_calls(self) -> int:
         return self.tracker.detector_calls
 
+    @property
+    def mesh_calls(self) -> int:
+        return self.tracker.mesh_calls
+
     def reset(self) -> None:
         self.tracker.reset()
+        self._keyframe = None
 
     def process(
         self,
@@ -239,24 +280,16 @@ class EmbeddedProcessor:
         frame = np.ascontiguousarray(frame)  # OpenCV needs it; a no-op for decoded video frames
         if frame.shape != self._shape:
             # WebRTC adapts resolution mid-stream; tracked ROIs are in the old frame's pixels.
-            self.tracker.reset()
+            self.reset()
             self._shape = frame.shape
+        reused = self._reuse(frame, source, options, timestamp_s, casting, start)
+        if reused is not None:
+            return reused
+        self._keyframe = None
         track_all = options.many_faces or (casting is not None and casting.assigned)
         update = self.tracker.update(frame, track_all, timestamp_s)
         timings = {**update.timings_ms, "warp": 0.0, "color": 0.0, "blend": 0.0}
-        tracked = tuple(
-            Face(
-                bbox=m.mesh_bbox(t.mesh),
-                score=t.score,
-                kps=m.five_points(t.mesh),
-                mesh=t.mesh,
-                track=t.track_id,
-            )
-            for t in update.faces
-        )
-        depths = {id(f): t.depth for f, t in zip(tracked, update.faces, strict=True)}
-        # Faces the detector found but no mesh follows are still faces in the picture: report them.
-        faces = tracked + tuple(update.untracked)
+        faces, depths = _faces(update)
         strength = float(np.clip(options.strength, 0.0, 1.0))
         out, swapped = frame, 0
         unswapped: list[Face] = list(faces)
@@ -276,22 +309,135 @@ class EmbeddedProcessor:
                 swapped = len(targets)
             elif targets:
                 out = frame.copy()
+                layers: dict[int, FaceLayer] = {}
                 for face, chosen in targets:
                     assert face.mesh is not None
-                    if swap_face(
+                    layer = render_face(
                         frame,
-                        out,
                         face.mesh,
                         depths.get(id(face)),
                         chosen.payload_for(NAME, SourceTexture),
                         options,
                         self.engine.max_cells,
                         timings,
-                    ):
-                        swapped += 1
-                    else:  # too small or off-frame: left as it was, so the caller must hide it
+                    )
+                    if layer is None:  # too small or off-frame: left as it was, so the caller must hide it
                         unswapped.append(face)
+                        continue
+                    swapped += 1
+                    layers[_track(face)] = layer
+                kept = None
+                if source is not None and casting is None and not unswapped:
+                    kept = self._keep(frame, source, options, faces, layers)
+                if kept is None:
+                    for layer in layers.values():
+                        composite_layer(out, layer, timings)
+                else:
+                    # Blended the way the frames after it will be, so that a still face stays
+                    # exactly still from keyframe to reused frame (within a grey level of
+                    # composite_layer otherwise).
+                    t_blend = time.perf_counter()
+                    for rendered in kept.faces.values():
+                        composite_moved(out, frame, rendered, None)
+                    timings["blend"] += (time.perf_counter() - t_blend) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         return SwapResult(
             frame=out, faces=faces, swapped=swapped, timings_ms=timings, unswapped=tuple(unswapped)
         )
+
+    def _keep(
+        self,
+        frame: np.ndarray,
+        source: SourceFace,
+        options: SwapOptions,
+        faces: tuple[Face, ...],
+        layers: dict[int, FaceLayer],
+    ) -> _Keyframe | None:
+        """Keep this full swap for the next frames, when there are any to reuse it on and every
+        face in it can be followed by its motion."""
+        if self.engine.swap_every <= 1 or len(layers) != len(faces):
+            return None
+        meshes = {_track(f): f.mesh for f in faces if f.mesh is not None}
+        anchors = {t: anchor(frame, mesh) for t, mesh in meshes.items()}
+        kept = {t: a for t, a in anchors.items() if a is not None}
+        if len(kept) != len(faces):
+            return None
+        rendered = {t: reusable(layer) for t, layer in layers.items()}
+        self._keyframe = _Keyframe(source, options, frame.shape, meshes, kept, rendered)
+        self._since_keyframe = 0
+        self.keyframes += 1
+        return self._keyframe
+
+    def _reuse(
+        self,
+        frame: np.ndarray,
+        source: SourceFace | None,
+        options: SwapOptions,
+        timestamp_s: float | None,
+        casting: Casting | None,
+        start: float,
+    ) -> SwapResult | None:
+        """This frame made by moving the last keyframe's faces, or None when it must be a keyframe:
+        the cadence is up, anything it was made from changed, the detector is due, or a face's
+        motion is unsure or too large."""
+        key = self._keyframe
+        if (
+            key is None
+            or self._since_keyframe >= self.engine.swap_every - 1
+            or casting is not None
+            or source is not key.source
+            or options != key.options
+            or frame.shape != key.shape
+            or self.tracker.due(options.many_faces)
+            or {t.id for t in self.tracker.tracks} != set(key.faces)
+        ):
+            return None
+        t0 = time.perf_counter()
+        motions = {}
+        for track_id, start_at in key.anchors.items():
+            motion = estimate(start_at, frame)
+            if motion is None:
+                return None
+            motions[track_id] = motion
+        t_motion = time.perf_counter()
+        update = self.tracker.follow(
+            {t: move_points(key.meshes[t], motion) for t, motion in motions.items()}, timestamp_s
+        )
+        faces, _ = _faces(update)
+        out = frame.copy()
+        for face in faces:
+            if not composite_moved(out, frame, key.faces[_track(face)], motions[_track(face)]):
+                return None
+        self._since_keyframe += 1
+        timings = {
+            **update.timings_ms,
+            "motion": (t_motion - t0) * 1000,
+            "warp": 0.0,
+            "color": 0.0,
+            "blend": (time.perf_counter() - t_motion) * 1000,
+            "total": (time.perf_counter() - start) * 1000,
+        }
+        return SwapResult(frame=out, faces=faces, swapped=len(faces), timings_ms=timings, unswapped=())
+
+
+def _track(face: Face) -> int:
+    assert face.track is not None  # faces with a mesh come from tracks
+    return face.track
+
+
+def _faces(update: TrackUpdate) -> tuple[tuple[Face, ...], dict[int, np.ndarray | None]]:
+    """The faces of a tracker update (mesh-tracked first, then those only the detector found),
+    and the depth of each tracked one by ``id(face)``."""
+    tracked = tuple(
+        Face(
+            bbox=m.mesh_bbox(t.mesh),
+            score=t.score,
+            kps=m.five_points(t.mesh),
+            mesh=t.mesh,
+            track=t.track_id,
+        )
+        for t in update.faces
+    )
+    depths = {id(f): t.depth for f, t in zip(tracked, update.faces, strict=True)}
+    # Faces the detector found but no mesh follows are still faces in the picture: report them.
+    return tracked + tuple(update.untracked), depths

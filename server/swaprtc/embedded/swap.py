@@ -4,6 +4,7 @@ live mesh (moved towards the source's proportions), colour and light matched, bl
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -36,20 +37,35 @@ def _identity_outside(map_x: np.ndarray, map_y: np.ndarray, step: float) -> tupl
     return map_x, map_y
 
 
-def swap_face(
+@dataclass(frozen=True, eq=False)
+class FaceLayer:
+    """One face's rendered swap over its frame box: everything the blend needs, so that it can be
+    composited on this frame or, moved, on the frames after it (engine.py's keyframe reuse)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels (exclusive ends)
+    under: np.ndarray  # the target's box the face is blended over (moved with the shape change)
+    warped: np.ndarray  # the source's face warped onto the target, uint8
+    gain: np.ndarray  # colour/light match: min(warped * gain + offset, cap)
+    offset: np.ndarray
+    cap: np.ndarray
+    alpha: np.ndarray  # (h, w) float32, how much of the face to show
+    # With a change of shape: the coarse maps (box pixels, grid step ``step``) that moved the
+    # target's own picture into ``under``, so a later frame's picture can be moved alike.
+    reshape: tuple[np.ndarray, np.ndarray] | None = None
+    step: float = 1.0
+
+
+def render_face(
     frame: np.ndarray,
-    out: np.ndarray,
     mesh: np.ndarray,
     depth: np.ndarray | None,
     source: SourceTexture,
     options: SwapOptions,
     max_cells: int,
     timings: dict[str, float],
-) -> bool:
-    """Warp, colour-match and blend the source onto one target mesh, writing into ``out``.
-
-    Only ``out``'s face box is written. Returns False when the face is too small or off-frame.
-    """
+) -> FaceLayer | None:
+    """Warp and colour-match the source onto one target mesh. None when the face is too small
+    or off-frame."""
     start = time.perf_counter()
     # Strength scales everything the swap does, the change of shape included.
     amount = float(np.clip(options.shape, 0.0, 1.0) * np.clip(options.strength, 0.0, 1.0))
@@ -68,7 +84,7 @@ def swap_face(
         max_cells,
     )
     if grid is None:
-        return False
+        return None
     target_box = frame[grid.y0 : grid.y1, grid.x0 : grid.x1]
     grid_mesh = grid.to_grid(ringed)
     face_px = float(max(np.ptp(mesh[m.FACE_OVAL], axis=0)))
@@ -120,8 +136,10 @@ def swap_face(
         mirrored = remap_coarse(texture, *maps[2], grid)
         w = grid.upsample(np.clip(weights[0], 0.0, 1.0))[..., None]
         warped = (warped + (mirrored.astype(np.float32) - warped) * w + 0.5).astype(np.uint8)
+    reshape = None
     if offsets is not None:
-        target_box = remap_coarse(target_box, *_identity_outside(*maps[-1], grid.step), grid)
+        reshape = _identity_outside(*maps[-1], grid.step)
+        target_box = remap_coarse(target_box, *reshape, grid)
         grid_mesh = dst_grid
     grid_mesh = grid_mesh[: m.NUM_POINTS]
     t_warp = time.perf_counter()
@@ -160,11 +178,46 @@ def swap_face(
 
     strength = float(np.clip(options.strength, 0.0, 1.0))
     alpha = grid.upsample(masks.alpha * covered * skin * np.float32(strength))
-    out[grid.y0 : grid.y1, grid.x0 : grid.x1] = composite(
-        target_box, warped, gain, offset, transfer.cap, alpha
-    )
-    t_blend = time.perf_counter()
     timings["warp"] += (t_warp - start) * 1000
     timings["color"] += (t_color - t_warp) * 1000
-    timings["blend"] += (t_blend - t_color) * 1000
+    timings["blend"] += (time.perf_counter() - t_color) * 1000  # the alpha is blend work
+    return FaceLayer(
+        (grid.x0, grid.y0, grid.x1, grid.y1),
+        target_box,
+        warped,
+        gain,
+        offset,
+        transfer.cap,
+        alpha,
+        reshape,
+        grid.step,
+    )
+
+
+def composite_layer(out: np.ndarray, layer: FaceLayer, timings: dict[str, float]) -> None:
+    """Blend a face layer into ``out`` where it was rendered; only its box is written."""
+    start = time.perf_counter()
+    x0, y0, x1, y1 = layer.box
+    out[y0:y1, x0:x1] = composite(layer.under, layer.warped, layer.gain, layer.offset, layer.cap, layer.alpha)
+    timings["blend"] += (time.perf_counter() - start) * 1000
+
+
+def swap_face(
+    frame: np.ndarray,
+    out: np.ndarray,
+    mesh: np.ndarray,
+    depth: np.ndarray | None,
+    source: SourceTexture,
+    options: SwapOptions,
+    max_cells: int,
+    timings: dict[str, float],
+) -> bool:
+    """Warp, colour-match and blend the source onto one target mesh, writing into ``out``.
+
+    Only ``out``'s face box is written. Returns False when the face is too small or off-frame.
+    """
+    layer = render_face(frame, mesh, depth, source, options, max_cells, timings)
+    if layer is None:
+        return False
+    composite_layer(out, layer, timings)
     return True

@@ -20,6 +20,9 @@ from swaprtc.pipeline.detector import Detector
 from swaprtc.types import Face
 
 PRESENCE_THRESHOLD = 0.5  # face-presence probability below which a track is lost
+# In one-face mode, while the face is followed with at least this presence, the detector (which
+# only finds new faces) runs every ``detect_every_tracked`` frames instead of ``detect_every``.
+SURE_PRESENCE = 0.9
 MATCH_IOU = 0.3  # a detection this close to a track is the same face
 DUPLICATE_IOU = 0.5  # two tracks this close have converged on one face
 
@@ -87,6 +90,7 @@ class FaceTracker:
         detect_every: int = 5,
         fps: float = 30.0,
         smoothing: bool = True,
+        detect_every_tracked: int | None = None,
     ) -> None:
         self.detector = detector
         # Off where the mesh only carries other points (the neural engine): the filter's lag on a
@@ -94,9 +98,11 @@ class FaceTracker:
         self.smoothing = smoothing
         self.mesh_model = mesh_model
         self.detect_every = max(1, int(detect_every))
+        self.detect_every_tracked = max(self.detect_every, int(detect_every_tracked or detect_every))
         self.fps = fps  # nominal rate: the time step when a frame comes without a timestamp
         self.tracks: list[Track] = []
         self.detector_calls = 0
+        self.mesh_calls = 0
         self._since_detect = 0
         self._untracked: list[Face] = []
         self._t: float | None = None
@@ -122,7 +128,7 @@ class FaceTracker:
         found: list[Face] | None = None
         for track in self.tracks:
             track.detection = None
-        if not self.tracks or self._untracked or self._since_detect >= self.detect_every - 1:
+        if self.due(many):
             found = self._detect(frame, many, timings)
         else:
             self._since_detect += 1
@@ -146,6 +152,27 @@ class FaceTracker:
         )
         self._untracked = untracked
         return TrackUpdate(faces, untracked, timings)
+
+    def due(self, many: bool) -> bool:
+        """Whether the next ``update`` runs the detector."""
+        if not self.tracks or self._untracked:
+            return True
+        sure = not many and all(t.score >= SURE_PRESENCE for t in self.tracks)
+        every = self.detect_every_tracked if sure else self.detect_every
+        return self._since_detect >= every - 1
+
+    def follow(self, meshes: dict[int, np.ndarray], timestamp_s: float | None = None) -> TrackUpdate:
+        """A frame where the caller measured each face's motion itself (engine.py's reuse frames):
+        the tracks take the meshes it moved, keyed by track id, and no model runs. Every track
+        must be in ``meshes``; the smoothing filter keeps its state for the next measured mesh."""
+        self._clock(timestamp_s)
+        self._since_detect += 1
+        for track in self.tracks:
+            track.detection = None
+            track.mesh = meshes[track.id]
+            track.roi = _stable_roi(track.roi, roi_from_mesh(track.mesh))
+        faces = [TrackedFace(t.mesh, t.score, t.id, None, t.depth) for t in self.tracks if t.mesh is not None]
+        return TrackUpdate(faces, [], {"detect": 0.0, "landmarks": 0.0})
 
     def _detect(self, frame: np.ndarray, many: bool, timings: dict[str, float]) -> list[Face]:
         """Run the detector and update the track list from it; returns every face it found."""
@@ -185,6 +212,7 @@ class FaceTracker:
         alive = list(alive)
         for track in tracks:
             mesh, score = self.mesh_model.run3d(frame, track.roi)
+            self.mesh_calls += 1
             if track.fresh:
                 # A detector box frames the face differently from a mesh ROI: re-run on the mesh's
                 # own ROI until it settles, so the smoothing filter starts from the mesh the next
@@ -195,6 +223,7 @@ class FaceTracker:
                         break
                     track.roi = settled
                     mesh, score = self.mesh_model.run3d(frame, track.roi)
+                    self.mesh_calls += 1
                 track.fresh = False
             track.score = score
             if score < PRESENCE_THRESHOLD:

@@ -17,6 +17,7 @@ import numpy as np
 
 OUTSIDE = -1.0e4  # map value for pixels no triangle covers: remap reads the border there
 _EPS = 1e-4
+_BOX_PAD = 0.01  # grid cells; _EPS in barycentric units is < 1e-3 cells for triangles < 10 cells
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def triangle_maps(
 
 def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """(K,) twice each triangle's signed area: the sign is its orientation."""
-    t = points[triangles].astype(np.float32)
+    t = np.take(points, triangles, axis=0).astype(np.float32)
     e = t[:, 1:] - t[:, :1]
     return e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
 
@@ -108,9 +109,14 @@ def multi_maps(
     unless ``facing`` (K,) bool says which triangles to draw instead.
     """
     rows, cols = shape
-    t = dst[triangles].astype(np.float32)  # (K, 3, 2)
-    lo = np.maximum(np.floor(t.min(axis=1)), 0).astype(np.int32)  # (K, 2) x, y
-    hi = np.minimum(np.ceil(t.max(axis=1)), np.array([cols - 1, rows - 1])).astype(np.int32)
+    # Row gathers go through np.take: several times faster than fancy indexing for these sizes.
+    t = np.take(dst, triangles, axis=0).astype(np.float32)  # (K, 3, 2)
+    # Only grid points are tested, so a triangle's candidates are the integer points of its box
+    # (grown by far more than the barycentric tolerance reaches): 3-4x fewer than floor/ceil gives.
+    low = np.minimum(np.minimum(t[:, 0], t[:, 1]), t[:, 2])
+    high = np.maximum(np.maximum(t[:, 0], t[:, 1]), t[:, 2])
+    lo = np.maximum(np.ceil(low - _BOX_PAD), 0).astype(np.int32)  # (K, 2) x, y
+    hi = np.minimum(np.floor(high + _BOX_PAD), np.array([cols - 1, rows - 1])).astype(np.int32)
     size = hi - lo + 1
     e = t[:, 1:] - t[:, :1]  # (K, 2, 2) edge vectors t1 - t0, t2 - t0
     det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
@@ -142,21 +148,26 @@ def multi_maps(
     tid = np.repeat(np.arange(len(keep), dtype=np.int32), counts)
     starts = np.cumsum(counts) - counts
     local = np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts.astype(np.int32), counts)
-    width = size[tid, 0]
+    width = np.take(size[:, 0], tid)
     row = local // width
-    px = (lo[tid, 0] + local - row * width).astype(np.float32)
-    py = (lo[tid, 1] + row).astype(np.float32)
-    c = bary[tid]
+    px = (np.take(lo[:, 0], tid) + local - row * width).astype(np.float32)
+    py = (np.take(lo[:, 1], tid) + row).astype(np.float32)
+    c = np.take(bary, tid, axis=0)
     l1 = c[:, 0] * px + c[:, 1] * py + c[:, 2]
     l2 = c[:, 3] * px + c[:, 4] * py + c[:, 5]
     inside = np.flatnonzero((l1 >= -_EPS) & (l2 >= -_EPS) & (l1 + l2 <= 1.0 + _EPS))
     l1, l2 = l1[inside], l2[inside]
     tin = tid[inside]
     flat = py[inside].astype(np.int32) * cols + px[inside].astype(np.int32)
-    for (points, src_tris), (map_x, map_y) in zip(sources, maps, strict=True):
-        s = points[triangles if src_tris is None else src_tris][keep].astype(np.float32)
-        # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0).
-        sc = np.concatenate([s[:, 0], s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=1)[tin]  # (P, 6)
+    # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0): the coefficients of every source gathered
+    # per pixel at once.
+    coefficients = []
+    for points, src_tris in sources:
+        s = np.take(points, (triangles if src_tris is None else src_tris)[keep], axis=0).astype(np.float32)
+        coefficients.append(np.concatenate([s[:, 0], s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=1))
+    gathered = np.take(np.concatenate(coefficients, axis=1), tin, axis=0)  # (P, 6 * sources)
+    for i, (map_x, map_y) in enumerate(maps):
+        sc = gathered[:, 6 * i : 6 * i + 6]
         map_x[flat] = sc[:, 0] + l1 * sc[:, 2] + l2 * sc[:, 4]
         map_y[flat] = sc[:, 1] + l1 * sc[:, 3] + l2 * sc[:, 5]
     return [(mx.reshape(rows, cols), my.reshape(rows, cols)) for mx, my in maps]

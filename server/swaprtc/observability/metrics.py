@@ -91,6 +91,11 @@ class Metrics:
             "Threads running model work (--inference-threads).",
             registry=registry,
         )
+        self.pixel_threads = Gauge(
+            "swaprtc_pixel_threads",
+            "OpenCV threads of this process (--pixel-threads).",
+            registry=registry,
+        )
         self.session_ends = Counter(
             "swaprtc_session_ends", "Sessions ended, by reason.", ["reason"], registry=registry
         )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 from aiohttp import web
 
 from swaprtc import __version__
@@ -384,6 +385,7 @@ def create_app(
     metrics.describe_engine(__version__, engine.describe())
     metrics.session_capacity.set(settings.max_sessions)
     metrics.inference_threads.set(pool.threads)
+    metrics.pixel_threads.set(cv2.getNumThreads())  # what this process really runs with
     app = web.Application(
         middlewares=[
             metrics_middleware,
@@ -444,6 +446,15 @@ async def _on_shutdown(app: web.Application) -> None:
     app[UPLOADS].shutdown()
 
 
+def configure_process(settings: Settings) -> None:
+    """Process-wide library settings of a serving process (one process, or each worker).
+
+    OpenCV's own thread pool fans each call out over every core and its workers spin between
+    calls; in a server the sessions already run in parallel (executor threads, worker processes),
+    so the pool only burns CPU (measured: ~2 ms per 480p frame, docs/BENCHMARKS.md)."""
+    cv2.setNumThreads(settings.pixel_threads)
+
+
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; shutdown closes every peer connection and session.
 
@@ -457,6 +468,7 @@ def serve(settings: Settings) -> int:
         return serve_supervised(settings, count)
 
     ssl_context = tls_context(settings)
+    configure_process(settings)
     engine = build_engine(settings)
     log.info("engine: %s", json.dumps(engine.describe(), default=str))
     app = create_app(settings, engine)

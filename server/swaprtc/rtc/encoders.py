@@ -5,7 +5,12 @@ preset, i.e. libx264's ``medium``) and reads bitrate limits from module constant
 (docs/RTC.md, "Codec and bitrate"): VP8 ``cpu-used -10`` without the temporal denoiser
 (``noise-sensitivity 0``; aiortc uses 4) encodes 480p/720p ~43% cheaper at no PSNR loss (-12
 loses 1.1 dB, -16 loses 7 dB: visibly worse); H264 ``preset ultrafast`` + ``tune zerolatency`` is
-~6-8x cheaper than the default at equal PSNR.
+~6-8x cheaper than the default at equal PSNR. On top of that (docs/BENCHMARKS.md, "One session's
+server CPU"): VP8 ``static-thresh 500`` (aiortc: 1) skips the near-static blocks of a webcam
+picture's background, ~5-12 % less encode CPU for 0.1-0.3 dB PSNR; and one encoder thread
+per session (libx264 otherwise starts ~1.5 threads per core, and aiortc gives VP8 two or more
+threads from 720p on a machine with 3+ cores): extra threads shorten one frame's encode but cost
+CPU to coordinate, and a server full of sessions already keeps every core busy.
 
 Scope: the encoder object is handed to one ``RTCRtpSender`` (``use_realtime_encoder``), so nothing
 process-wide changes: other senders, other apps in the process and aiortc's own defaults are left
@@ -29,8 +34,11 @@ log = logging.getLogger(__name__)
 
 # On top of aiortc's realtime deadline, no lag and CBR. No temporal denoiser: what we encode was
 # decoded from the browser's stream (its encoder already smoothed the camera noise) and then swapped.
-VP8_OPTIONS = {"cpu-used": "-10", "noise-sensitivity": "0"}
+# static-thresh: blocks that barely changed are coded as skipped (a webcam's background); 700+
+# starts to cost visible detail (-0.7 dB at 480p, measured), 1000 loses 1.3 dB.
+VP8_OPTIONS = {"cpu-used": "-10", "noise-sensitivity": "0", "static-thresh": "500"}
 H264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency"}
+ENCODER_THREADS = 1
 SENDER_ENCODER_ATTR = "_RTCRtpSender__encoder"
 
 
@@ -49,11 +57,16 @@ class Bitrates:
 class _WithOptions:
     """aiortc's codec context, with our options laid over the ones aiortc sets on it."""
 
-    def __init__(self, context: Any, overrides: Mapping[str, str]) -> None:
+    def __init__(self, context: Any, overrides: Mapping[str, str], threads: int | None) -> None:
         object.__setattr__(self, "_context", context)
         object.__setattr__(self, "_overrides", overrides)
+        object.__setattr__(self, "_threads", threads)
         # What the codec was opened with (libav consumes the options dict when it opens).
         object.__setattr__(self, "applied_options", {})
+        if threads is not None:
+            # The codec opens on its first frame, so this still decides its threads; aiortc's
+            # own thread_count (VP8) is replaced below.
+            context.thread_count = threads
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -62,6 +75,8 @@ class _WithOptions:
         if name == "options":
             value = {**value, **self._overrides}
             object.__setattr__(self, "applied_options", dict(value))
+        elif name == "thread_count" and self._threads is not None:
+            value = self._threads
         setattr(self._context, name, value)
 
 
@@ -69,6 +84,7 @@ class _Realtime:
     """Our options on the codec context aiortc creates, and this connection's bitrate limits."""
 
     options: ClassVar[Mapping[str, str]] = {}
+    threads: ClassVar[int | None] = ENCODER_THREADS  # None: aiortc's (and libav's) choice
 
     def __init__(self, bitrates: Bitrates) -> None:
         self._bitrates = bitrates
@@ -83,7 +99,7 @@ class _Realtime:
 
     @codec.setter
     def codec(self, context: Any) -> None:
-        self._context = None if context is None else _WithOptions(context, self.options)
+        self._context = None if context is None else _WithOptions(context, self.options, self.threads)
 
     @property
     def target_bitrate(self) -> int:

@@ -39,8 +39,9 @@ def run_worker(settings: Settings, index: int, socket_path: str, parent_pid: int
         format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
     )
     from swaprtc.factory import build_engine
-    from swaprtc.rtc.app import create_app
+    from swaprtc.rtc.app import configure_process, create_app
 
+    configure_process(settings)
     try:
         engine = build_engine(settings)
     except SwapRTCError as exc:

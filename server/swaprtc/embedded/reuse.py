@@ -1,0 +1,91 @@
+"""A keyframe's rendered face moved onto a later frame: one warpAffine of the coloured face and one
+of its alpha by the face's motion (motion.py), blended over that frame's own pixels.
+
+The coloured face is kept in float32 as the keyframe's blend makes it (unclipped: where it is
+brighter than white, the keyframe blends that in, and a reused frame must look the same) and
+blended with cv2.blendLinear, several times cheaper than the same blend in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from swaprtc.embedded.swap import FaceLayer
+from swaprtc.embedded.warp import Grid
+
+
+@dataclass(frozen=True, eq=False)
+class ReusableFace:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the keyframe's face box
+    face: np.ndarray  # (h, w, 3) float32, the colour-matched face over the whole box
+    alpha: np.ndarray  # (h, w) float32
+    # (h, w, 2) float32: where the target's own picture under the face was taken from, relative to
+    # each pixel (the change of shape moves it); None where it was not moved.
+    shift: np.ndarray | None = None
+
+
+def reusable(layer: FaceLayer) -> ReusableFace:
+    """The keyframe's layer as it will be moved: the colour match applied once, here."""
+    face = np.minimum(
+        layer.warped.astype(np.float32) * layer.gain + layer.offset, layer.cap.astype(np.float32)
+    )
+    shift = None
+    if layer.reshape is not None:
+        x0, y0, x1, y1 = layer.box
+        grid = Grid(x0, y0, x1, y1, layer.step)
+        rows, cols = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
+        shift = np.dstack([grid.upsample(layer.reshape[0]) - cols, grid.upsample(layer.reshape[1]) - rows])
+    return ReusableFace(layer.box, face, layer.alpha, shift)
+
+
+def moved_box(
+    box: tuple[int, int, int, int], motion: np.ndarray, frame_shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The integer frame box holding ``box`` moved by ``motion``, clipped to the frame."""
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64) @ motion[:, :2].T + motion[:, 2]
+    lo, hi = np.floor(corners.min(axis=0)), np.ceil(corners.max(axis=0))
+    h, w = frame_shape[:2]
+    return max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1]))
+
+
+def composite_moved(
+    out: np.ndarray, frame: np.ndarray, face: ReusableFace, motion: np.ndarray | None
+) -> bool:
+    """Blend ``face`` moved by ``motion`` (2, 3, frame pixels; None: where it was rendered) over
+    ``frame`` into ``out``; only the moved box is written. False when it lands off the frame."""
+    x0, y0, x1, y1 = face.box if motion is None else moved_box(face.box, motion, frame.shape)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return False
+    size = (x1 - x0, y1 - y0)
+    shift = face.shift
+    if motion is None:  # the keyframe itself
+        moved, alpha = face.face, face.alpha
+        shift = None if shift is None else shift.copy()
+    else:
+        # In box pixels: destination = motion(source box origin + p) - destination origin.
+        local = motion.astype(np.float64).copy()
+        local[:, 2] += motion[:, :2] @ np.array(face.box[:2], np.float64) - np.array([x0, y0], np.float64)
+        moved = cv2.warpAffine(
+            face.face, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        alpha = cv2.warpAffine(
+            face.alpha, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+        if shift is not None:
+            shift = cv2.warpAffine(shift, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    under = frame[y0:y1, x0:x1]
+    if shift is not None:
+        # The keyframe's change of shape, moved along, applied to this frame's own picture, read
+        # within the box as the keyframe does (it remaps the box alone, edges replicated).
+        np.clip(shift[..., 0] + np.arange(x0, x1, dtype=np.float32), x0, x1 - 1, out=shift[..., 0])
+        np.clip(shift[..., 1] + np.arange(y0, y1, dtype=np.float32)[:, None], y0, y1 - 1, out=shift[..., 1])
+        # One two-channel map (map2 None): OpenCV's stubs do not allow it, OpenCV does.
+        under = cv2.remap(frame, shift, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
+    blended = cv2.blendLinear(under.astype(np.float32), moved, 1.0 - alpha, alpha)
+    # Rounded and saturated like the keyframe's blend (negatives are clipped first: Abs).
+    out[y0:y1, x0:x1] = cv2.convertScaleAbs(np.maximum(blended, 0.0, out=blended))
+    return True
