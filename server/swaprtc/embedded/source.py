@@ -19,7 +19,7 @@ MIN_LEVEL_SIZE = 48  # smallest level kept (px, long side)
 # (projected area relative to 3-D area: the target's view of it, or the photo's view of its mirror
 # image if that is worse) is turned away: its texture is blended over to the mirror image's,
 # completely below MIRROR_FULL. A smooth per-point weight, so no triangle edge shows.
-MIRROR_START, MIRROR_FULL = 0.6, 0.35
+MIRROR_START, MIRROR_FULL = 0.75, 0.5
 # Fixed points around the face (the oval grown by this factor about its centre): the shape change
 # warps the picture between them and the face outline, so a moved jaw line leaves no seam.
 RING = 1.2
@@ -27,7 +27,8 @@ RING = 1.2
 # hair, a hat or a fringe in the photo, not skin: there the target's own forehead stays.
 NOT_SKIN = (3.0, 6.0)  # distance where the source starts to give way, where it is gone
 SKIN_REFERENCE = np.array([50, 280, 4, 5, 195, 101, 330, 205, 425])  # cheeks and nose
-VISIBILITY_RINGS = 2  # neighbourhood over which a point's visibility is judged
+MIRROR_MIN_SHARE = 0.02  # below this share of hidden face area a photo is not mirrored at all
+VISIBILITY_RINGS = 4  # neighbourhood over which a point's visibility is judged
 OCCLUSION_DEPTH = 0.02  # a point this far (face sizes) behind a surface in front of it is hidden
 OCCLUSION_EDGE = 0.02  # barycentric margin: a point on a triangle's edge is not behind it
 HIDDEN_WARNING = 0.2  # share of the face's 3-D area filled from the mirror that earns a warning
@@ -43,7 +44,8 @@ class SourceTexture:
     triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh and its ring, every frame
     inner: np.ndarray  # (k, 3) int32 the triangles of the face itself (no ring point)
     mirror_weight: np.ndarray  # (468 + ring,) float32: 0 = own texture, 1 = the mirror image's
-    visibility: np.ndarray  # (468,) float64 point_visibility() of the photo's mesh
+    visibility: np.ndarray  # (468,) float32 point_visibility() of the photo's mesh
+    average: np.ndarray  # (468, 468) float32 neighbourhood() of its topology
     skin_weight: np.ndarray  # (468 + ring,) float32: 1 = skin, 0 = hair or a hat over the forehead
     symmetry: np.ndarray  # (468 + ring,) int64 symmetry.symmetry_map() extended to the ring
     mirrored: np.ndarray  # (K,) bool: triangle mostly textured from its mirror image
@@ -102,28 +104,42 @@ def texture_levels(image: np.ndarray, mesh: np.ndarray) -> tuple[tuple[np.ndarra
 
 def foreshortening(xyz: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per triangle: |n_z| / |n| (1 = facing the camera, 0 = edge-on) and its 3-D area."""
-    p = xyz[triangles].astype(np.float64)
-    n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    area = np.linalg.norm(n, axis=1)
-    return np.abs(n[:, 2]) / np.maximum(area, 1e-9), area / 2
+    # Written out rather than np.cross/np.linalg.norm: this runs per frame, several times faster.
+    p = np.take(xyz.astype(np.float32), triangles, axis=0)
+    a, b = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    nx = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    ny = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    nz = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    area = np.sqrt(nx * nx + ny * ny + nz * nz)
+    return np.abs(nz) / np.maximum(area, 1e-9), area / 2
 
 
-def point_visibility(xyz: np.ndarray, triangles: np.ndarray, hidden: np.ndarray | None = None) -> np.ndarray:
-    """(468,) how openly the photo shows each point's neighbourhood: the area-weighted
+def neighbourhood(triangles: np.ndarray, rings: int = VISIBILITY_RINGS) -> np.ndarray:
+    """(468, 468) float32 averaging over ``rings`` rings of mesh neighbours (row-normalised), so
+    that a feature (an eye in its socket) is judged with the surface around it. Once per upload."""
+    adjacency = np.eye(m.NUM_POINTS, dtype=np.float64)
+    for i in range(3):
+        for j in range(3):
+            adjacency[triangles[:, i], triangles[:, j]] = 1.0
+    adjacency /= adjacency.sum(axis=1, keepdims=True)
+    return np.linalg.matrix_power(adjacency, rings).astype(np.float32)
+
+
+def point_visibility(
+    xyz: np.ndarray, triangles: np.ndarray, average: np.ndarray, hidden: np.ndarray | None = None
+) -> np.ndarray:
+    """(468,) float32 how openly the view shows each point's neighbourhood: the area-weighted
     foreshortening of the triangles around it (1 = facing the camera, 0 = edge-on or, with
-    ``hidden``, behind another part), averaged over VISIBILITY_RINGS rings of neighbours so that a
-    feature (an eye in its socket) is judged with the surface around it."""
+    ``hidden``, behind another part), averaged by ``average`` (neighbourhood())."""
     ratio, area = foreshortening(xyz, triangles)
-    weight = np.repeat(area, 3)
     corners = triangles.ravel()
+    weight = np.repeat(area, 3)
     value = np.repeat(ratio, 3)
     if hidden is not None:
         value = np.where(hidden[corners], 0.0, value)
-    for _ in range(VISIBILITY_RINGS + 1):
-        num = np.bincount(corners, value * weight, m.NUM_POINTS)
-        seen = num / np.maximum(np.bincount(corners, weight, m.NUM_POINTS), 1e-9)
-        value = seen[triangles].mean(axis=1).repeat(3)
-    return seen
+    num = np.bincount(corners, value * weight, m.NUM_POINTS)
+    seen = num / np.maximum(np.bincount(corners, weight, m.NUM_POINTS), 1e-9)
+    return average @ seen.astype(np.float32)
 
 
 def occluded(xyz: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -148,10 +164,11 @@ def occluded(xyz: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return pts[:, 2] > front + OCCLUSION_DEPTH * size
 
 
-def mirror_for(seen: np.ndarray, needed: np.ndarray) -> np.ndarray:
+def mirror_for(seen: np.ndarray, needed: np.ndarray, symmetry: np.ndarray) -> np.ndarray:
     """(468,) float32 mirror weights: ``seen`` is the photo's point_visibility(), ``needed`` how
-    well each point must be seen (the target's visibility, or the mirror image's in the photo)."""
-    relative = seen / np.maximum(np.minimum(needed, seen[symmetry_map()]), 1e-6)
+    well each point must be seen (the target's visibility, or the mirror image's in the photo);
+    ``symmetry``: symmetry_map()."""
+    relative = seen / np.maximum(np.minimum(needed, seen[symmetry]), 1e-6)
     return np.clip((MIRROR_START - relative) / (MIRROR_START - MIRROR_FULL), 0.0, 1.0).astype(np.float32)
 
 
@@ -162,7 +179,7 @@ def mirror_weights(
     camera; per triangle, whether it is mostly mirrored; and the share of the face's 3-D area
     that is hidden (mirror-textured). ``seen``: the photo's visibility of each point."""
     _, area = foreshortening(xyz, triangles)
-    weight = mirror_for(seen, np.ones(m.NUM_POINTS))
+    weight = mirror_for(seen, np.ones(m.NUM_POINTS), symmetry_map())
     per_triangle = weight[triangles].mean(axis=1)
     share = float((per_triangle * area).sum() / max(area.sum(), 1e-9))
     return weight, per_triangle > 0.5, share
@@ -213,8 +230,14 @@ def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
     # triangles fold and overlap on a target looking elsewhere (stripes across the cheek).
     triangles = m.triangulate(with_ring(frontal(xyz)[:, :2]))
     inner = np.ascontiguousarray(triangles[(triangles < m.NUM_POINTS).all(axis=1)])
-    visibility = point_visibility(xyz, inner, occluded(xyz, inner))
+    average = neighbourhood(inner)
+    visibility = point_visibility(xyz, inner, average, occluded(xyz, inner))
     weight, mirrored_inner, share = mirror_weights(visibility, xyz, inner)
+    if share < MIRROR_MIN_SHARE:
+        # A photo facing the camera: specks of "hidden" surface are the mesh's depth noise, and
+        # mirroring them would cost a second texture lookup on every frame for nothing visible.
+        weight[:] = 0.0
+        mirrored_inner[:] = False
     weight = np.concatenate([weight, np.zeros(len(m.FACE_OVAL), np.float32)])
     mirrored = np.zeros(len(triangles), bool)
     mirrored[(triangles < m.NUM_POINTS).all(axis=1)] = mirrored_inner
@@ -226,6 +249,7 @@ def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
         inner=inner,
         mirror_weight=weight,
         visibility=visibility,
+        average=average,
         skin_weight=np.concatenate(
             [forehead_skin(levels[0], tex_mesh[: m.NUM_POINTS]), np.ones(len(m.FACE_OVAL))]
         ).astype(np.float32),

@@ -97,11 +97,12 @@ def render_face(
     # The ring's triangles only matter when the picture around the face is warped.
     triangles = source.triangles if offsets is not None and CONTOUR else source.inner
     mirror_weight = source.mirror_weight
-    if depth is not None:
+    if depth is not None and mirror_weight.max() > 0:  # (a photo facing the camera never mirrors)
         # A part the photo shows foreshortened is only stretched when the target shows it more
         # openly: a head turned the same way as the photo's keeps its own texture.
-        seen = point_visibility(np.column_stack([mesh, depth]), source.inner)
-        mirror_weight = np.concatenate([mirror_for(source.visibility, seen), mirror_weight[m.NUM_POINTS :]])
+        seen = point_visibility(np.column_stack([mesh, depth]), source.inner, source.average)
+        mirrored = mirror_for(source.visibility, seen, source.symmetry[: m.NUM_POINTS])
+        mirror_weight = np.concatenate([mirrored, mirror_weight[m.NUM_POINTS :]])
     mirror = bool(mirror_weight.max() > 0)
     # Per-point weights are interpolated like coordinates: (mirror weight, forehead skin weight).
     weights_at = np.column_stack([mirror_weight, source.skin_weight])
