@@ -29,15 +29,19 @@ class ReusableFace:
 
 def reusable(layer: FaceLayer) -> ReusableFace:
     """The keyframe's layer as it will be moved: the colour match applied once, here."""
-    face = np.minimum(
-        layer.warped.astype(np.float32) * layer.gain + layer.offset, layer.cap.astype(np.float32)
-    )
+    face = layer.warped.astype(np.float32)
+    face *= layer.gain
+    face += layer.offset
+    np.minimum(face, layer.cap.astype(np.float32), out=face)
     shift = None
     if layer.reshape is not None:
         x0, y0, x1, y1 = layer.box
         grid = Grid(x0, y0, x1, y1, layer.step)
-        rows, cols = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
-        shift = np.dstack([grid.upsample(layer.reshape[0]) - cols, grid.upsample(layer.reshape[1]) - rows])
+        shift = np.empty((y1 - y0, x1 - x0, 2), np.float32)
+        np.subtract(grid.upsample(layer.reshape[0]), np.arange(x1 - x0, dtype=np.float32), out=shift[..., 0])
+        np.subtract(
+            grid.upsample(layer.reshape[1]), np.arange(y1 - y0, dtype=np.float32)[:, None], out=shift[..., 1]
+        )
     return ReusableFace(layer.box, face, layer.alpha, shift)
 
 
