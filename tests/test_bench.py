@@ -76,6 +76,8 @@ def test_session_cost_measures_every_step(
             run = cost[codec][label]
             assert set(run["ms_per_frame"]) == steps and run["ms_per_frame"]["engine"] > 0
             assert run["cores_at_30fps"] == pytest.approx(run["total_ms"] * 0.03, abs=0.002)
+            # Each encoder's output decoded again is still the picture it was given.
+            assert run["psnr_db"] > 30 and 0.9 < run["ssim"] <= 1.0, run
         assert cost[codec]["decode_threads"]["one_ms"] > 0
     # The steps before the encoder are shared, measured once for every encoder.
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
