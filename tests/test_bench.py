@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from swaprtc.benchmarks.session_cost import THREAD_ROLES
 from swaprtc.cli import main
+from swaprtc.settings import Settings
 
 if TYPE_CHECKING:
     from swaprtc.models.store import ModelStore
@@ -53,6 +54,15 @@ def test_bench_reports_json_for_each_suite(
     embedded = results["embedded"]
     assert embedded["swapped_frames"] == embedded["frames"] > 0
     assert set(embedded["median_ms"]) >= {"landmarks", "warp", "color", "blend", "total"}
+    # A full swap of every frame against the settings' cadence, interleaved on the same frames.
+    cadence = embedded["cadence"]
+    every, cadenced = cadence["every_frame"], cadence["cadenced"]
+    assert every["swap_every"] == 1 and cadenced["swap_every"] == Settings().swap_every > 1
+    assert every["keyframes"] == 0 and every["mesh_calls"] >= cadence["frames"]
+    assert cadenced["keyframes"] > 0 and cadenced["mesh_calls"] < every["mesh_calls"]
+    assert cadence["reuse_error"]["reused_frames"] > 0
+    assert cadence["reuse_error"]["vs_full_swap_at_same_mesh"]["mean"] > 0
+    assert cadenced["cpu_ms"]["mean"] > 0 and every["cpu_ms"]["p90"] > 0
     side = embedded["side_by_side"]
     assert side["frames"] > 0 and side["ratio"] > 0
     assert side["cpu_ms_median"]["today"] > 0 and side["cpu_ms_median"]["before_issue_10"] > 0
@@ -75,12 +85,16 @@ def test_session_cost_measures_every_step(
         for label in ("aiortc", "before", "after"):
             run = cost[codec][label]
             assert set(run["ms_per_frame"]) == steps and run["ms_per_frame"]["engine"] > 0
-            assert run["cores_at_30fps"] == pytest.approx(run["total_ms"] * 0.03, abs=0.002)
+            # Per-session CPU from the mean per step (the engine's keyframes make medians undercount).
+            assert run["cores_at_30fps"] == pytest.approx(run["total_mean_ms"] * 0.03, abs=0.002)
+            assert set(run["mean_ms_per_frame"]) == steps
             # Each encoder's output decoded again is still the picture it was given.
             assert run["psnr_db"] > 30 and 0.9 < run["ssim"] <= 1.0, run
         assert cost[codec]["decode_threads"]["one_ms"] > 0
     # The steps before the encoder are shared, measured once for every encoder.
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
+    # The session runs the engine with the settings' keyframe cadence.
+    assert 0 < cost["vp8"]["engine"]["keyframes"] < cost["vp8"]["frames"]
     # The whole-process figure: a real server with a real client, before and after, frames received.
     whole = cost["whole_process"]
     assert whole["env"]["before"] != whole["env"]["after"]

@@ -228,3 +228,46 @@ def test_a_covered_face_forces_a_keyframe_at_once(
     counter = _CountingMesh(stream)
     stream.process(covered, source, SwapOptions())
     assert counter.ran()
+
+
+def test_every_face_is_moved_in_many_faces_mode(
+    cadenced: EmbeddedEngine, astronaut_bgr: np.ndarray, two_faces: np.ndarray
+) -> None:
+    source = cadenced.prepare_source(astronaut_bgr)
+    frames = [np.ascontiguousarray(np.roll(two_faces, i, axis=1)) for i in range(2 * N)]
+    stream = cadenced.open_stream()
+    counter = _CountingMesh(stream)
+    ran = []
+    for frame in frames:
+        result = stream.process(frame, source, SwapOptions(many_faces=True))
+        ran.append(counter.ran())
+        assert result.swapped == 2 and result.unswapped == ()
+        for face in result.faces:
+            assert face.mesh is not None
+            mask = _inner(frame.shape, face.mesh)
+            assert _face_diff(result.frame, frame, mask) > 12.0
+    # Keyframes on the cadence, and where the detector runs (every 5th frame in this mode: it may
+    # find a new face, which needs its mesh).
+    assert ran == [i % N == 0 or i % 5 == 0 for i in range(len(frames))]
+
+
+def test_a_face_entering_in_one_face_mode_is_reported_within_the_tracked_detector_cadence(
+    cadenced: EmbeddedEngine, astronaut_bgr: np.ndarray, two_faces: np.ndarray
+) -> None:
+    """The window of the never-leak guarantee with --detect-every-tracked: the caller hides a face
+    once the engine reports it unswapped, and that happens at the next detector run at the latest."""
+    source = cadenced.prepare_source(astronaut_bgr)
+    alone = two_faces.copy()
+    alone[:, two_faces.shape[1] // 2 + 20 :] = 90  # only the left person
+    stream = cadenced.open_stream()
+    for _ in range(4):
+        assert stream.process(alone, source, SwapOptions()).unswapped == ()
+    seen_after = None
+    for i in range(15):
+        result = stream.process(two_faces, source, SwapOptions())
+        assert result.swapped == 1
+        if result.unswapped:
+            seen_after = i
+            break
+    # Detector runs at frames 0 and 15 of the stream: the newcomer is reported by frame 15.
+    assert seen_after is not None and seen_after <= 15 - 4

@@ -230,24 +230,24 @@ def _embedded_engine(settings: Settings) -> Any:
     """The embedded engine as one session's stream runs it: one intra-op thread."""
     from swaprtc.embedded.engine import EmbeddedEngine
 
-    store = _store(settings)
-    return EmbeddedEngine.from_paths(
-        store.ensure("retinaface_mnet025"),
-        store.ensure("face_landmark"),
-        threads=1,
-        detect_every=settings.detect_every,
-    )
+    return EmbeddedEngine.from_store(_store(settings), settings)
 
 
 def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
-    """The embedded engine on a live-like 640×480 stream, one face, single-threaded."""
-    from swaprtc.embedded.bench import bench_before_after, bench_embedded, live_frames
+    """The embedded engine on a live-like 640×480 stream, one face, single-threaded: with the
+    settings' cadence, and side by side with a full swap of every frame (and the engine before
+    issue 10)."""
+    from swaprtc.embedded.bench import bench_before_after, bench_cadence, bench_embedded, live_frames
 
     engine = _embedded_engine(settings)
+    every_frame = _embedded_engine(
+        replace(settings, swap_every=1, detect_every_tracked=settings.detect_every)
+    )
     source = engine.prepare_source(_photo("astronaut.png"))
     stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
     result = bench_embedded(engine, stream, source)
-    result["side_by_side"] = bench_before_after(engine, stream, _photo("astronaut.png"))
+    result["cadence"] = bench_cadence(every_frame, engine, stream, source)
+    result["side_by_side"] = bench_before_after(every_frame, stream, _photo("astronaut.png"))
     return result
 
 

@@ -206,16 +206,28 @@ def one_session(
         "auto_ms": round(common["decode"], 3),
         "one_ms": round(common.pop("decode_one_thread"), 3),
     }
+    # Steps whose cost varies from frame to frame (the engine's keyframes, the detector, codec
+    # keyframes) make medians undercount: what a session costs is the mean.
+    common_mean = {k: statistics.fmean(v[warmup:]) for k, v in shared.ms.items() if k in common}
     for label, step in steps.items():
         per_step = {**common, **{k: statistics.median(v[warmup:]) for k, v in step.ms.items()}}
-        total = sum(per_step.values())
+        per_step_mean = {**common_mean, **{k: statistics.fmean(v[warmup:]) for k, v in step.ms.items()}}
+        total, total_mean = sum(per_step.values()), sum(per_step_mean.values())
         report[label] = {
             "ms_per_frame": {k: round(v, 3) for k, v in per_step.items()},
+            "mean_ms_per_frame": {k: round(v, 3) for k, v in per_step_mean.items()},
             "total_ms": round(total, 2),
-            "cores_at_30fps": round(total * 30 / 1000.0, 3),
+            "total_mean_ms": round(total_mean, 2),
+            "cores_at_30fps": round(total_mean * 30 / 1000.0, 3),
+            "cores_at_30fps_from_medians": round(total * 30 / 1000.0, 3),
             "psnr_db": round(statistics.median(quality[label]["psnr"]), 2),
             "ssim": round(statistics.median(quality[label]["ssim"]), 4),
         }
+    report["engine"] = {
+        key: getattr(processor, key)
+        for key in ("keyframes", "mesh_calls", "detector_calls")
+        if hasattr(processor, key)
+    }
     return report
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from swaprtc.embedded.engine import EmbeddedEngine
 from swaprtc.types import SourceFace, SwapOptions
 
-STAGES = ("detect", "landmarks", "warp", "color", "blend", "total")
+STAGES = ("detect", "landmarks", "motion", "warp", "color", "blend", "total")
 
 
 def live_frames(
@@ -85,11 +85,12 @@ def bench_embedded(
         "p90_ms": {s: round(float(np.percentile(v, 90)), 2) for s, v in per_stage.items()},
         # CPU time of this process per frame: equals wall time when the machine is otherwise idle,
         # and stays meaningful when other work competes for the cores (wall times then inflate).
-        "cpu_ms": {
-            "median": round(statistics.median(cpu_ms), 2),
-            "p90": round(float(np.percentile(cpu_ms, 90)), 2),
-        },
+        "cpu_ms": _stats(cpu_ms),
         "detector_calls": processor.detector_calls,
+        "mesh_calls": processor.mesh_calls,
+        "keyframes": processor.keyframes,
+        "swap_every": engine.swap_every,
+        "detect_every_tracked": engine.detect_every_tracked,
     }
 
 
@@ -134,6 +135,107 @@ def bench_before_after(
         "cpu_ms_p90": {name: round(float(np.percentile(v, 90)), 2) for name, v in cpu.items()},
         "ratio": round(medians["today"] / max(medians["before_issue_10"], 1e-6), 2),
     }
+
+
+def _inner_face(shape: tuple[int, ...], mesh: np.ndarray) -> np.ndarray:
+    """The inner face (80 % of the blend outline), where the swap shows at full weight."""
+    from swaprtc.embedded import mesh as m
+
+    centre = mesh[m.FACE_OVAL].mean(axis=0)
+    polygon = centre + (m.blend_outline(mesh) - centre) * 0.8
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "median": round(statistics.median(values), 2),
+        "mean": round(statistics.fmean(values), 2),
+        "p90": round(float(np.percentile(values, 90)), 2),
+    }
+
+
+def bench_cadence(
+    every_frame: EmbeddedEngine,
+    cadenced: EmbeddedEngine,
+    frames: Sequence[np.ndarray],
+    source: SourceFace,
+    warmup: int = 5,
+) -> dict[str, object]:
+    """A full swap of every frame (``every_frame``: swap_every 1, today's detector cadence) against
+    ``cadenced`` (the settings' keyframe and detector cadence), interleaved frame by frame on the
+    same stream, one thread. CPU per frame (median, mean, p90: with a cadence the mean is what a
+    session costs), model calls, and how far the reused frames are from a full swap.
+
+    Reuse error: mean absolute difference (grey levels) on the inner face of a reused frame
+    against (a) the every-frame stream's output of the same frame (its smoothed mesh differs by
+    sub-pixel amounts, so keyframes differ from it too: ``keyframe_vs_every_frame`` is that floor)
+    and (b) a full swap of the same frame at the mesh the cadenced stream tracked there (the
+    approximation of moving a rendering instead of rendering again)."""
+    from swaprtc.embedded.engine import SourceTexture
+    from swaprtc.embedded.swap import swap_face
+
+    options = SwapOptions()
+    payload = source.payload_for("embedded", SourceTexture)
+    streams = {"every_frame": every_frame.open_stream(), "cadenced": cadenced.open_stream()}
+    cpu: dict[str, list[float]] = {name: [] for name in streams}
+    reuse_vs_stream: list[float] = []
+    reuse_vs_same_mesh: list[float] = []
+    keyframe_vs_stream: list[float] = []
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(cadenced.threads)
+    try:
+        for i, frame in enumerate(frames):
+            results = {}
+            for name, stream in streams.items():
+                start = time.process_time()
+                results[name] = stream.process(frame, source, options, i / 30.0)
+                if i >= warmup:
+                    cpu[name].append((time.process_time() - start) * 1000)
+            full, cheap = results["every_frame"], results["cadenced"]
+            if i < warmup or not full.faces or not cheap.faces or full.faces[0].mesh is None:
+                continue
+            mask = _inner_face(frame.shape, full.faces[0].mesh)
+            diff = float(np.abs(cheap.frame.astype(np.int16) - full.frame)[mask].mean())
+            if "motion" in cheap.timings_ms:  # a reused frame
+                reuse_vs_stream.append(diff)
+                track = streams["cadenced"].tracker.tracks[0]
+                same = frame.copy()
+                timings = {"warp": 0.0, "color": 0.0, "blend": 0.0}
+                if track.mesh is not None and swap_face(
+                    frame, same, track.mesh, track.depth, payload, options, cadenced.max_cells, timings
+                ):
+                    reuse_vs_same_mesh.append(float(np.abs(cheap.frame.astype(np.int16) - same)[mask].mean()))
+            else:
+                keyframe_vs_stream.append(diff)
+    finally:
+        cv2.setNumThreads(cv_threads)
+    report: dict[str, object] = {"frames": len(frames) - warmup}
+    for name, stream in streams.items():
+        engine = every_frame if name == "every_frame" else cadenced
+        report[name] = {
+            "swap_every": engine.swap_every,
+            "detect_every": engine.detect_every,
+            "detect_every_tracked": engine.detect_every_tracked,
+            "cpu_ms": _stats(cpu[name]),
+            "cores_at_30fps": round(statistics.fmean(cpu[name]) * 30 / 1000, 3),
+            "mesh_calls": stream.mesh_calls,
+            "detector_calls": stream.detector_calls,
+            "keyframes": stream.keyframes,
+        }
+    report["mean_cpu_ratio"] = round(
+        statistics.fmean(cpu["cadenced"]) / max(statistics.fmean(cpu["every_frame"]), 1e-6), 3
+    )
+    report["reuse_error"] = {
+        "reused_frames": len(reuse_vs_stream),
+        "vs_every_frame": _stats(reuse_vs_stream),
+        "keyframe_vs_every_frame": _stats(keyframe_vs_stream),
+        "vs_full_swap_at_same_mesh": _stats(reuse_vs_same_mesh),
+    }
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -338,7 +338,7 @@ class EmbeddedProcessor:
                     # composite_layer otherwise).
                     t_blend = time.perf_counter()
                     for rendered in kept.faces.values():
-                        composite_moved(out, frame, rendered, np.eye(2, 3))
+                        composite_moved(out, frame, rendered, None)
                     timings["blend"] += (time.perf_counter() - t_blend) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         return SwapResult(

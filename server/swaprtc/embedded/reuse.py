@@ -29,15 +29,19 @@ class ReusableFace:
 
 def reusable(layer: FaceLayer) -> ReusableFace:
     """The keyframe's layer as it will be moved: the colour match applied once, here."""
-    face = np.minimum(
-        layer.warped.astype(np.float32) * layer.gain + layer.offset, layer.cap.astype(np.float32)
-    )
+    face = layer.warped.astype(np.float32)
+    face *= layer.gain
+    face += layer.offset
+    np.minimum(face, layer.cap.astype(np.float32), out=face)
     shift = None
     if layer.reshape is not None:
         x0, y0, x1, y1 = layer.box
         grid = Grid(x0, y0, x1, y1, layer.step)
-        rows, cols = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32)
-        shift = np.dstack([grid.upsample(layer.reshape[0]) - cols, grid.upsample(layer.reshape[1]) - rows])
+        shift = np.empty((y1 - y0, x1 - x0, 2), np.float32)
+        np.subtract(grid.upsample(layer.reshape[0]), np.arange(x1 - x0, dtype=np.float32), out=shift[..., 0])
+        np.subtract(
+            grid.upsample(layer.reshape[1]), np.arange(y1 - y0, dtype=np.float32)[:, None], out=shift[..., 1]
+        )
     return ReusableFace(layer.box, face, layer.alpha, shift)
 
 
@@ -52,28 +56,37 @@ def moved_box(
     return max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1]))
 
 
-def composite_moved(out: np.ndarray, frame: np.ndarray, face: ReusableFace, motion: np.ndarray) -> bool:
-    """Blend ``face`` moved by ``motion`` (2, 3, frame pixels) over ``frame`` into ``out``; only
-    the moved box is written. False when it lands off the frame."""
-    x0, y0, x1, y1 = moved_box(face.box, motion, frame.shape)
+def composite_moved(
+    out: np.ndarray, frame: np.ndarray, face: ReusableFace, motion: np.ndarray | None
+) -> bool:
+    """Blend ``face`` moved by ``motion`` (2, 3, frame pixels; None: where it was rendered) over
+    ``frame`` into ``out``; only the moved box is written. False when it lands off the frame."""
+    x0, y0, x1, y1 = face.box if motion is None else moved_box(face.box, motion, frame.shape)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return False
-    # In box pixels: destination = motion(source box origin + p) - destination origin.
-    local = motion.astype(np.float64).copy()
-    local[:, 2] += motion[:, :2] @ np.array(face.box[:2], np.float64) - np.array([x0, y0], np.float64)
     size = (x1 - x0, y1 - y0)
-    moved = cv2.warpAffine(face.face, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(face.alpha, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    under = frame[y0:y1, x0:x1]
-    if face.shift is not None:
-        # The keyframe's change of shape, moved along, applied to this frame's own picture.
-        shift = cv2.warpAffine(
-            face.shift, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    shift = face.shift
+    if motion is None:  # the keyframe itself
+        moved, alpha = face.face, face.alpha
+        shift = None if shift is None else shift.copy()
+    else:
+        # In box pixels: destination = motion(source box origin + p) - destination origin.
+        local = motion.astype(np.float64).copy()
+        local[:, 2] += motion[:, :2] @ np.array(face.box[:2], np.float64) - np.array([x0, y0], np.float64)
+        moved = cv2.warpAffine(
+            face.face, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        rows, cols = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        # Read within the box as the keyframe does (it remaps the box alone, edges replicated).
-        np.clip(shift[..., 0] + cols, x0, x1 - 1, out=shift[..., 0])
-        np.clip(shift[..., 1] + rows, y0, y1 - 1, out=shift[..., 1])
+        alpha = cv2.warpAffine(
+            face.alpha, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+        if shift is not None:
+            shift = cv2.warpAffine(shift, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    under = frame[y0:y1, x0:x1]
+    if shift is not None:
+        # The keyframe's change of shape, moved along, applied to this frame's own picture, read
+        # within the box as the keyframe does (it remaps the box alone, edges replicated).
+        np.clip(shift[..., 0] + np.arange(x0, x1, dtype=np.float32), x0, x1 - 1, out=shift[..., 0])
+        np.clip(shift[..., 1] + np.arange(y0, y1, dtype=np.float32)[:, None], y0, y1 - 1, out=shift[..., 1])
         # One two-channel map (map2 None): OpenCV's stubs do not allow it, OpenCV does.
         under = cv2.remap(frame, shift, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
     blended = cv2.blendLinear(under.astype(np.float32), moved, 1.0 - alpha, alpha)

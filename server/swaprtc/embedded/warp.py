@@ -17,6 +17,7 @@ import numpy as np
 
 OUTSIDE = -1.0e4  # map value for pixels no triangle covers: remap reads the border there
 _EPS = 1e-4
+_BOX_PAD = 0.01  # grid cells; _EPS in barycentric units is < 1e-3 cells for triangles < 10 cells
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,18 @@ def multi_maps(
     Triangles whose orientation differs between ``dst`` and ``cull_src`` are culled for all.
     """
     rows, cols = shape
-    t = dst[triangles].astype(np.float32)  # (K, 3, 2)
-    lo = np.maximum(np.floor(t.min(axis=1)), 0).astype(np.int32)  # (K, 2) x, y
-    hi = np.minimum(np.ceil(t.max(axis=1)), np.array([cols - 1, rows - 1])).astype(np.int32)
+    # Row gathers go through np.take: several times faster than fancy indexing for these sizes.
+    t = np.take(dst, triangles, axis=0).astype(np.float32)  # (K, 3, 2)
+    # Only grid points are tested, so a triangle's candidates are the integer points of its box
+    # (grown by far more than the barycentric tolerance reaches): 3-4x fewer than floor/ceil gives.
+    low = np.minimum(np.minimum(t[:, 0], t[:, 1]), t[:, 2])
+    high = np.maximum(np.maximum(t[:, 0], t[:, 1]), t[:, 2])
+    lo = np.maximum(np.ceil(low - _BOX_PAD), 0).astype(np.int32)  # (K, 2) x, y
+    hi = np.minimum(np.floor(high + _BOX_PAD), np.array([cols - 1, rows - 1])).astype(np.int32)
     size = hi - lo + 1
     e = t[:, 1:] - t[:, :1]  # (K, 2, 2) edge vectors t1 - t0, t2 - t0
     det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
-    own = cull_src[triangles].astype(np.float32)
+    own = np.take(cull_src, triangles, axis=0).astype(np.float32)
     f = own[:, 1:] - own[:, :1]
     src_det = f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0]
     # A triangle whose orientation flipped between the meshes has folded over: the surface turned
@@ -120,7 +126,7 @@ def multi_maps(
         )
     if keep.size == 0:
         return [(mx.reshape(rows, cols), my.reshape(rows, cols)) for mx, my in maps]
-    t, lo, size, e, det = t[keep], lo[keep], size[keep], e[keep], det[keep]
+    t, lo, size, e, det = (np.take(a, keep, axis=0) for a in (t, lo, size, e, det))
 
     # Barycentric (l1, l2) = B @ (p - t0) with B = inverse of [e1 e2]; written as affine rows in p.
     inv = 1.0 / det
@@ -135,23 +141,36 @@ def multi_maps(
     tid = np.repeat(np.arange(len(keep), dtype=np.int32), counts)
     starts = np.cumsum(counts) - counts
     local = np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(starts.astype(np.int32), counts)
-    width = size[tid, 0]
+    # Per-triangle values per candidate: repeated in order (cheaper than gathering by ``tid``).
+    width = np.repeat(size[:, 0], counts)
     row = local // width
-    px = (lo[tid, 0] + local - row * width).astype(np.float32)
-    py = (lo[tid, 1] + row).astype(np.float32)
-    c = bary[tid]
+    px = (np.repeat(lo[:, 0], counts) + local - row * width).astype(np.float32)
+    py = (np.repeat(lo[:, 1], counts) + row).astype(np.float32)
+    c = np.repeat(bary, counts, axis=0)
     l1 = c[:, 0] * px + c[:, 1] * py + c[:, 2]
     l2 = c[:, 3] * px + c[:, 4] * py + c[:, 5]
     inside = np.flatnonzero((l1 >= -_EPS) & (l2 >= -_EPS) & (l1 + l2 <= 1.0 + _EPS))
     l1, l2 = l1[inside], l2[inside]
     tin = tid[inside]
     flat = py[inside].astype(np.int32) * cols + px[inside].astype(np.int32)
-    for (points, src_tris), (map_x, map_y) in zip(sources, maps, strict=True):
-        s = points[triangles if src_tris is None else src_tris][keep].astype(np.float32)
-        # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0).
-        sc = np.concatenate([s[:, 0], s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=1)[tin]  # (P, 6)
-        map_x[flat] = sc[:, 0] + l1 * sc[:, 2] + l2 * sc[:, 4]
-        map_y[flat] = sc[:, 1] + l1 * sc[:, 3] + l2 * sc[:, 5]
+    # Source point = s0 + l1 (s1 - s0) + l2 (s2 - s0). Sources read through the same triangles
+    # (usually all) are stacked side by side, so their vertices and per-pixel coefficients are
+    # gathered once: numpy's per-call cost, not arithmetic, dominates at these sizes.
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for i, (_, src_tris) in enumerate(sources):
+        tris = triangles if src_tris is None else src_tris
+        groups.setdefault(id(tris), (tris, []))[1].append(i)
+    for tris, members in groups.values():
+        n = len(members)
+        stacked = np.concatenate([sources[i][0] for i in members], axis=1)  # (N, 2n)
+        v = np.take(stacked, np.take(tris, keep, axis=0), axis=0).astype(np.float32)  # (K, 3, 2n)
+        coefficients = np.concatenate([v[:, 0], v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]], axis=1)
+        gathered = np.take(coefficients, tin, axis=0)  # (P, 6n): s0 | s1 - s0 | s2 - s0
+        for j, i in enumerate(members):
+            map_x, map_y = maps[i]
+            x, y = 2 * j, 2 * j + 1
+            map_x[flat] = gathered[:, x] + l1 * gathered[:, 2 * n + x] + l2 * gathered[:, 4 * n + x]
+            map_y[flat] = gathered[:, y] + l1 * gathered[:, 2 * n + y] + l2 * gathered[:, 4 * n + y]
     return [(mx.reshape(rows, cols), my.reshape(rows, cols)) for mx, my in maps]
 
 
