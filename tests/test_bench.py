@@ -99,7 +99,8 @@ def test_session_cost_measures_every_step(
     whole = cost["whole_process"]
     assert whole["env"]["before"] != whole["env"]["after"]
     for label in ("before", "after"):
-        assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] > 0, whole
+        # The client streams at 30 fps: the server keeps up (half of that even on a busy 2-core box).
+        assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] >= 15, whole
         (run,) = whole[label]["runs"]
         # py-spy (dev extra) names the threads: the event loop and the swap job both took CPU.
         roles = run["threads_ms_per_frame"]
