@@ -88,6 +88,8 @@ def test_session_cost_measures_every_step(
             # Per-session CPU from the mean per step (the engine's keyframes make medians undercount).
             assert run["cores_at_30fps"] == pytest.approx(run["total_mean_ms"] * 0.03, abs=0.002)
             assert set(run["mean_ms_per_frame"]) == steps
+            # Each encoder's output decoded again is still the picture it was given.
+            assert run["psnr_db"] > 30 and 0.9 < run["ssim"] <= 1.0, run
         assert cost[codec]["decode_threads"]["one_ms"] > 0
     # The steps before the encoder are shared, measured once for every encoder.
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]

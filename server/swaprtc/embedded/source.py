@@ -11,14 +11,15 @@ import numpy as np
 
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.shape import follower_weights
-from swaprtc.embedded.symmetry import symmetry_map
+from swaprtc.embedded.symmetry import frontal, symmetry_map
 
 TEXTURE_SIZE = 512  # long side of the largest source texture level (px)
 MIN_LEVEL_SIZE = 48  # smallest level kept (px, long side)
-# A point whose surroundings the photo shows at less than MIRROR_START of its mirror image's
-# (projected area relative to 3-D area) is turned away: its texture is blended over to the mirror
-# image's, completely below MIRROR_FULL. A smooth per-point weight, so no triangle edge shows.
-MIRROR_START, MIRROR_FULL = 0.6, 0.35
+# A point whose surroundings the photo shows at less than MIRROR_START of what the frame needs
+# (projected area relative to 3-D area: the target's view of it, or the photo's view of its mirror
+# image if that is worse) is turned away: its texture is blended over to the mirror image's,
+# completely below MIRROR_FULL. A smooth per-point weight, so no triangle edge shows.
+MIRROR_START, MIRROR_FULL = 0.75, 0.5
 # Fixed points around the face (the oval grown by this factor about its centre): the shape change
 # warps the picture between them and the face outline, so a moved jaw line leaves no seam.
 RING = 1.2
@@ -26,6 +27,10 @@ RING = 1.2
 # hair, a hat or a fringe in the photo, not skin: there the target's own forehead stays.
 NOT_SKIN = (3.0, 6.0)  # distance where the source starts to give way, where it is gone
 SKIN_REFERENCE = np.array([50, 280, 4, 5, 195, 101, 330, 205, 425])  # cheeks and nose
+MIRROR_MIN_SHARE = 0.02  # below this share of hidden face area a photo is not mirrored at all
+VISIBILITY_RINGS = 4  # neighbourhood over which a point's visibility is judged
+OCCLUSION_DEPTH = 0.02  # a point this far (face sizes) behind a surface in front of it is hidden
+OCCLUSION_EDGE = 0.02  # barycentric margin: a point on a triangle's edge is not behind it
 HIDDEN_WARNING = 0.2  # share of the face's 3-D area filled from the mirror that earns a warning
 
 
@@ -39,6 +44,8 @@ class SourceTexture:
     triangles: np.ndarray  # (K, 3) int32 fixed topology over the mesh and its ring, every frame
     inner: np.ndarray  # (k, 3) int32 the triangles of the face itself (no ring point)
     mirror_weight: np.ndarray  # (468 + ring,) float32: 0 = own texture, 1 = the mirror image's
+    visibility: np.ndarray  # (468,) float32 point_visibility() of the photo's mesh
+    average: np.ndarray  # (468, 468) float32 neighbourhood() of its topology
     skin_weight: np.ndarray  # (468 + ring,) float32: 1 = skin, 0 = hair or a hat over the forehead
     symmetry: np.ndarray  # (468 + ring,) int64 symmetry.symmetry_map() extended to the ring
     mirrored: np.ndarray  # (K,) bool: triangle mostly textured from its mirror image
@@ -97,28 +104,85 @@ def texture_levels(image: np.ndarray, mesh: np.ndarray) -> tuple[tuple[np.ndarra
 
 def foreshortening(xyz: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per triangle: |n_z| / |n| (1 = facing the camera, 0 = edge-on) and its 3-D area."""
-    p = xyz[triangles].astype(np.float64)
-    n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    area = np.linalg.norm(n, axis=1)
-    return np.abs(n[:, 2]) / np.maximum(area, 1e-9), area / 2
+    # Written out rather than np.cross/np.linalg.norm: this runs per frame, several times faster.
+    p = np.take(xyz.astype(np.float32), triangles, axis=0)
+    a, b = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    nx = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    ny = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    nz = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    area = np.sqrt(nx * nx + ny * ny + nz * nz)
+    return np.abs(nz) / np.maximum(area, 1e-9), area / 2
 
 
-def mirror_weights(xyz: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per point, how much to texture it from its mirror image (0..1); per triangle, whether it is
-    mostly mirrored; and the share of the face's 3-D area that is hidden (mirror-textured)."""
+def neighbourhood(triangles: np.ndarray, rings: int = VISIBILITY_RINGS) -> np.ndarray:
+    """(468, 468) float32 averaging over ``rings`` rings of mesh neighbours (row-normalised), so
+    that a feature (an eye in its socket) is judged with the surface around it. Once per upload."""
+    adjacency = np.eye(m.NUM_POINTS, dtype=np.float64)
+    for i in range(3):
+        for j in range(3):
+            adjacency[triangles[:, i], triangles[:, j]] = 1.0
+    adjacency /= adjacency.sum(axis=1, keepdims=True)
+    return np.linalg.matrix_power(adjacency, rings).astype(np.float32)
+
+
+def point_visibility(
+    xyz: np.ndarray, triangles: np.ndarray, average: np.ndarray, hidden: np.ndarray | None = None
+) -> np.ndarray:
+    """(468,) float32 how openly the view shows each point's neighbourhood: the area-weighted
+    foreshortening of the triangles around it (1 = facing the camera, 0 = edge-on or, with
+    ``hidden``, behind another part), averaged by ``average`` (neighbourhood())."""
     ratio, area = foreshortening(xyz, triangles)
-    # Each point's visibility: the area-weighted foreshortening of the triangles around it.
-    num = np.zeros(m.NUM_POINTS)
-    den = np.zeros(m.NUM_POINTS)
-    for corner in range(3):
-        np.add.at(num, triangles[:, corner], ratio * area)
-        np.add.at(den, triangles[:, corner], area)
-    seen = num / np.maximum(den, 1e-9)
-    relative = seen / np.maximum(seen[symmetry_map()], 1e-6)
-    weight = np.clip((MIRROR_START - relative) / (MIRROR_START - MIRROR_FULL), 0.0, 1.0)
+    corners = triangles.ravel()
+    weight = np.repeat(area, 3)
+    value = np.repeat(ratio, 3)
+    if hidden is not None:
+        value = np.where(hidden[corners], 0.0, value)
+    num = np.bincount(corners, value * weight, m.NUM_POINTS)
+    seen = num / np.maximum(np.bincount(corners, weight, m.NUM_POINTS), 1e-9)
+    return average @ seen.astype(np.float32)
+
+
+def occluded(xyz: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(468,) bool: points another part of the face hides in the photo (the far eye and cheek
+    behind the nose of a turned head). Foreshortening alone misses them: they face the camera,
+    but what the photo shows there is the nose. Every point is tested against every triangle
+    that does not touch it (once per upload)."""
+    pts = xyz[: m.NUM_POINTS].astype(np.float64)
+    size = float(max(np.ptp(pts[:, :2], axis=0))) or 1.0
+    t = pts[triangles]  # (K, 3, 3)
+    e1, e2 = t[:, 1, :2] - t[:, 0, :2], t[:, 2, :2] - t[:, 0, :2]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.abs(det) > 1e-9
+    t, e1, e2, det, tris = t[ok], e1[ok], e2[ok], det[ok], triangles[ok]
+    d = pts[:, None, :2] - t[None, :, 0, :2]  # (N, K, 2)
+    l1 = (d[..., 0] * e2[:, 1] - d[..., 1] * e2[:, 0]) / det
+    l2 = (e1[:, 0] * d[..., 1] - e1[:, 1] * d[..., 0]) / det
+    inside = (l1 > OCCLUSION_EDGE) & (l2 > OCCLUSION_EDGE) & (l1 + l2 < 1 - OCCLUSION_EDGE)
+    inside &= (tris[None, :, :] != np.arange(m.NUM_POINTS)[:, None, None]).all(axis=2)
+    z = t[:, 0, 2] + l1 * (t[:, 1, 2] - t[:, 0, 2]) + l2 * (t[:, 2, 2] - t[:, 0, 2])
+    front = np.where(inside, z, np.inf).min(axis=1)
+    return pts[:, 2] > front + OCCLUSION_DEPTH * size
+
+
+def mirror_for(seen: np.ndarray, needed: np.ndarray, symmetry: np.ndarray) -> np.ndarray:
+    """(468,) float32 mirror weights: ``seen`` is the photo's point_visibility(), ``needed`` how
+    well each point must be seen (the target's visibility, or the mirror image's in the photo);
+    ``symmetry``: symmetry_map()."""
+    relative = seen / np.maximum(np.minimum(needed, seen[symmetry]), 1e-6)
+    return np.clip((MIRROR_START - relative) / (MIRROR_START - MIRROR_FULL), 0.0, 1.0).astype(np.float32)
+
+
+def mirror_weights(
+    seen: np.ndarray, xyz: np.ndarray, triangles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per point, how much to texture it from its mirror image (0..1) for a target facing the
+    camera; per triangle, whether it is mostly mirrored; and the share of the face's 3-D area
+    that is hidden (mirror-textured). ``seen``: the photo's visibility of each point."""
+    _, area = foreshortening(xyz, triangles)
+    weight = mirror_for(seen, np.ones(m.NUM_POINTS), symmetry_map())
     per_triangle = weight[triangles].mean(axis=1)
     share = float((per_triangle * area).sum() / max(area.sum(), 1e-9))
-    return weight.astype(np.float32), per_triangle > 0.5, share
+    return weight, per_triangle > 0.5, share
 
 
 def with_ring(mesh: np.ndarray) -> np.ndarray:
@@ -161,9 +225,19 @@ def forehead_skin(texture: np.ndarray, mesh: np.ndarray) -> np.ndarray:
 def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
     levels, tex_mesh = texture_levels(image, xyz)
     tex_mesh = with_ring(tex_mesh)
-    triangles = m.triangulate(tex_mesh)
+    # The topology comes from the face seen from the front: triangulating the photo's own view of
+    # a turned head joins points the nose hides to points far across the face, and those long
+    # triangles fold and overlap on a target looking elsewhere (stripes across the cheek).
+    triangles = m.triangulate(with_ring(frontal(xyz)[:, :2]))
     inner = np.ascontiguousarray(triangles[(triangles < m.NUM_POINTS).all(axis=1)])
-    weight, mirrored_inner, share = mirror_weights(xyz, inner)
+    average = neighbourhood(inner)
+    visibility = point_visibility(xyz, inner, average, occluded(xyz, inner))
+    weight, mirrored_inner, share = mirror_weights(visibility, xyz, inner)
+    if share < MIRROR_MIN_SHARE:
+        # A photo facing the camera: specks of "hidden" surface are the mesh's depth noise, and
+        # mirroring them would cost a second texture lookup on every frame for nothing visible.
+        weight[:] = 0.0
+        mirrored_inner[:] = False
     weight = np.concatenate([weight, np.zeros(len(m.FACE_OVAL), np.float32)])
     mirrored = np.zeros(len(triangles), bool)
     mirrored[(triangles < m.NUM_POINTS).all(axis=1)] = mirrored_inner
@@ -174,6 +248,8 @@ def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
         triangles=triangles,
         inner=inner,
         mirror_weight=weight,
+        visibility=visibility,
+        average=average,
         skin_weight=np.concatenate(
             [forehead_skin(levels[0], tex_mesh[: m.NUM_POINTS]), np.ones(len(m.FACE_OVAL))]
         ).astype(np.float32),

@@ -13,8 +13,8 @@ from swaprtc.embedded import mesh as m
 from swaprtc.embedded.blend import composite, face_masks, keep_weights
 from swaprtc.embedded.color import color_transfer, is_grey, to_grey
 from swaprtc.embedded.shape import shape_offsets
-from swaprtc.embedded.source import SourceTexture, with_ring
-from swaprtc.embedded.warp import OUTSIDE, coverage, face_grid, multi_maps, remap_coarse
+from swaprtc.embedded.source import SourceTexture, mirror_for, point_visibility, with_ring
+from swaprtc.embedded.warp import OUTSIDE, coverage, face_grid, multi_maps, remap_coarse, signed_areas
 from swaprtc.types import SwapOptions
 
 LIGHT_CELLS = 32  # resolution of the colour/lighting estimate across the face box
@@ -89,24 +89,44 @@ def render_face(
     grid_mesh = grid.to_grid(ringed)
     face_px = float(max(np.ptp(mesh[m.FACE_OVAL], axis=0)))
     texture, tex_mesh = source.level_for(face_px)
-    sources: list[tuple[np.ndarray, np.ndarray | None]] = [(tex_mesh, None)]
-    mirror = bool(source.mirror_weight.max() > 0)
-    # Per-point weights are interpolated like coordinates: (mirror weight, forehead skin weight).
-    sources.append((np.column_stack([source.mirror_weight, source.skin_weight]), None))
-    if mirror:
-        # Hidden parts read the mirror image: the same map through the symmetry.
-        sources.append((tex_mesh[source.symmetry], None))
     dst_grid = grid_mesh
     if offsets is not None:
         dst_grid = (
             grid_mesh + np.concatenate([offsets, np.zeros((len(m.FACE_OVAL), 2), np.float32)]) / grid.step
         )
+    # The ring's triangles only matter when the picture around the face is warped.
+    triangles = source.triangles if offsets is not None and CONTOUR else source.inner
+    mirror_weight = source.mirror_weight
+    if depth is not None and mirror_weight.max() > 0:  # (a photo facing the camera never mirrors)
+        # A part the photo shows foreshortened is only stretched when the target shows it more
+        # openly: a head turned the same way as the photo's keeps its own texture.
+        seen = point_visibility(np.column_stack([mesh, depth]), source.inner, source.average)
+        mirrored = mirror_for(source.visibility, seen, source.symmetry[: m.NUM_POINTS])
+        mirror_weight = np.concatenate([mirrored, mirror_weight[m.NUM_POINTS :]])
+    mirror = bool(mirror_weight.max() > 0)
+    # Per-point weights are interpolated like coordinates: (mirror weight, forehead skin weight).
+    weights_at = np.column_stack([mirror_weight, source.skin_weight])
+    sources: list[tuple[np.ndarray, np.ndarray | None]] = [(tex_mesh, None), (weights_at, None)]
+    facing = None
+    if mirror:
+        # Hidden parts read the mirror image: the same map through the symmetry.
+        sources.append((tex_mesh[source.symmetry], None))
+        # A triangle the photo shows from behind (folded over) is drawn from its mirror image when
+        # that faces the target (a mirror image has the opposite orientation), instead of left
+        # as a hole; its own texture is meaningless there, so it is mirrored completely.
+        area = signed_areas(dst_grid, triangles)
+        facing = area * signed_areas(tex_mesh, triangles) > 0
+        rescued = ~facing & (area * signed_areas(tex_mesh[source.symmetry], triangles) < 0)
+        if rescued.any():
+            facing |= rescued
+            corners = weights_at[triangles]  # per triangle corner, so a rescued one can differ
+            corners[rescued, :, 0] = 1.0
+            sources[1] = (corners.reshape(-1, 2), np.arange(corners.shape[0] * 3).reshape(-1, 3))
+    if offsets is not None:
         # The target's own picture (eyes and mouth kept while closing or open, the jaw line) moves
         # with the shape: the same rasterisation also maps the reshaped box back into the target's.
         sources.append((grid_mesh * np.float32(grid.step), None))
-    # The ring's triangles only matter when the picture around the face is warped.
-    triangles = source.triangles if offsets is not None and CONTOUR else source.inner
-    maps = multi_maps(dst_grid, tex_mesh, triangles, grid.shape, sources)
+    maps = multi_maps(dst_grid, tex_mesh, triangles, grid.shape, sources, facing)
     map_x, map_y = maps[0]
     covered = coverage(map_x)
     warped = remap_coarse(texture, map_x, map_y, grid)

@@ -8,6 +8,7 @@ the photos); the result is an involution and pairs the known landmarks (eye corn
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 _MIDLINE = """
@@ -46,3 +47,21 @@ def symmetry_map() -> np.ndarray:
 
 def midline() -> np.ndarray:
     return np.array([int(v) for v in _MIDLINE.split()], dtype=np.int64)
+
+
+def frontal(xyz: np.ndarray) -> np.ndarray:
+    """(468, 3) the mesh turned so that its mirror plane faces the camera (yaw and roll taken
+    out, about its centroid).
+
+    A face turned by R has a mirror image (x flipped, points swapped by the symmetry map) turned
+    by S·R·S; the rotation between the two is S·R·S·Rᵀ, twice the yaw and roll, so half of it
+    undoes them. Pitch keeps the mirror plane and stays.
+    """
+    from swaprtc.embedded.shape import similarity_3d  # shape.py needs this module's neighbours
+
+    p = xyz.astype(np.float64) - xyz.mean(axis=0)
+    mirrored = p[symmetry_map()] * np.array([-1.0, 1.0, 1.0])
+    _, rot, _ = similarity_3d(p, mirrored)
+    rvec, _ = cv2.Rodrigues(rot)
+    half, _ = cv2.Rodrigues(rvec / 2)
+    return p @ half.T

@@ -88,16 +88,25 @@ def triangle_maps(
     return multi_maps(dst, src, triangles, shape, [(src, src_triangles)])[0]
 
 
+def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(K,) twice each triangle's signed area: the sign is its orientation."""
+    t = np.take(points, triangles, axis=0).astype(np.float32)
+    e = t[:, 1:] - t[:, :1]
+    return e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
+
+
 def multi_maps(
     dst: np.ndarray,
     cull_src: np.ndarray,
     triangles: np.ndarray,
     shape: tuple[int, int],
     sources: list[tuple[np.ndarray, np.ndarray | None]],
+    facing: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``triangle_maps`` for several source meshes at once, sharing one rasterisation of ``dst``.
 
-    Triangles whose orientation differs between ``dst`` and ``cull_src`` are culled for all.
+    Triangles whose orientation differs between ``dst`` and ``cull_src`` are culled for all,
+    unless ``facing`` (K,) bool says which triangles to draw instead.
     """
     rows, cols = shape
     # Row gathers go through np.take: several times faster than fancy indexing for these sizes.
@@ -111,13 +120,11 @@ def multi_maps(
     size = hi - lo + 1
     e = t[:, 1:] - t[:, :1]  # (K, 2, 2) edge vectors t1 - t0, t2 - t0
     det = e[:, 0, 0] * e[:, 1, 1] - e[:, 0, 1] * e[:, 1, 0]
-    own = np.take(cull_src, triangles, axis=0).astype(np.float32)
-    f = own[:, 1:] - own[:, :1]
-    src_det = f[:, 0, 0] * f[:, 1, 1] - f[:, 0, 1] * f[:, 1, 0]
-    # A triangle whose orientation flipped between the meshes has folded over: the surface turned
-    # away (a head turned further than in the source photo). Drawing it would smear texture over
-    # the visible side, so it is culled, like a back face in a renderer.
-    facing = det * src_det > 0
+    if facing is None:
+        # A triangle whose orientation flipped between the meshes has folded over: the surface
+        # turned away (a head turned further than in the source photo). Drawing it would smear
+        # texture over the visible side, so it is culled, like a back face in a renderer.
+        facing = det * signed_areas(cull_src, triangles) > 0
     keep = np.flatnonzero(facing & (np.abs(det) > 1e-6) & (size > 0).all(axis=1))
     maps = []
     for _ in sources:
