@@ -88,6 +88,8 @@ def test_session_cost_measures_every_step(
             # Per-session CPU from the mean per step (the engine's keyframes make medians undercount).
             assert run["cores_at_30fps"] == pytest.approx(run["total_mean_ms"] * 0.03, abs=0.002)
             assert set(run["mean_ms_per_frame"]) == steps
+            # Each encoder's output decoded again is still the picture it was given.
+            assert run["psnr_db"] > 30 and 0.9 < run["ssim"] <= 1.0, run
         assert cost[codec]["decode_threads"]["one_ms"] > 0
     # The steps before the encoder are shared, measured once for every encoder.
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
@@ -97,7 +99,8 @@ def test_session_cost_measures_every_step(
     whole = cost["whole_process"]
     assert whole["env"]["before"] != whole["env"]["after"]
     for label in ("before", "after"):
-        assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] > 0, whole
+        # The client streams at 30 fps: the server keeps up (half of that even on a busy 2-core box).
+        assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] >= 15, whole
         (run,) = whole[label]["runs"]
         # py-spy (dev extra) names the threads: the event loop and the swap job both took CPU.
         roles = run["threads_ms_per_frame"]

@@ -64,7 +64,7 @@ class Settings:
     inference_threads: int = 1
     # OpenCV threads per serving process, for the per-frame pixel work (conversions, engine glue).
     # 1: each session's frame runs on its own executor thread; a pool would spin-wait between calls
-    # and cost ~2 ms CPU per 480p frame (docs/BENCHMARKS.md, "One session's server CPU").
+    # and cost 1-3 ms CPU per 480p frame (docs/BENCHMARKS.md, "One session's server CPU").
     pixel_threads: int = 1
     # Worker processes behind one public port: a number, or "auto" for the usable cores.
     # "1" keeps everything in one process (docs/RTC.md, "Worker processes").

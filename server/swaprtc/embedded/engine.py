@@ -254,7 +254,7 @@ class EmbeddedProcessor:
         self._shape: tuple[int, ...] = ()
         self._keyframe: _Keyframe | None = None
         self._since_keyframe = 0
-        self.keyframes = 0  # frames swapped in full (the others moved a keyframe's rendering)
+        self.keyframes = 0  # full swaps kept for the frames after them (0 with swap_every 1)
 
     @property
     def detector_calls(self) -> int:

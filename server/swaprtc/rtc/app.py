@@ -451,7 +451,7 @@ def configure_process(settings: Settings) -> None:
 
     OpenCV's own thread pool fans each call out over every core and its workers spin between
     calls; in a server the sessions already run in parallel (executor threads, worker processes),
-    so the pool only burns CPU (measured: ~2 ms per 480p frame, docs/BENCHMARKS.md)."""
+    so the pool only burns CPU (measured: 1-3 ms per 480p frame, docs/BENCHMARKS.md)."""
     cv2.setNumThreads(settings.pixel_threads)
 
 
