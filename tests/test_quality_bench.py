@@ -26,6 +26,10 @@ def test_id_transfer_formula() -> None:
     assert s["pairs"] == 3 and s["no_face_in_output"] == 1
     assert s["closer_to_source"] == round(1 / 3, 4)
     assert s["recognised_as_source"] == round(1 / 3, 4) and s["recognised_as_target"] == round(1 / 3, 4)
+    # The median's bootstrap interval brackets it and is the same every time.
+    low, high = s["median_id_transfer_95"]
+    assert 0.0 <= low <= s["median_id_transfer"] <= high <= 0.9
+    assert summarise([PairScore(0.8, 0.3, 0.7), PairScore(0.8, 0.7, 0.5), None]) == s
 
 
 def test_quality_suite_judges_swaps(

@@ -3,8 +3,9 @@
 Both 3-D meshes are brought into one pose by a similarity fitted on the face outline and the nose
 bridge (rigid parts), so a turned head compares like with like. Every inner point that does not
 open or close (brows, nose, cheeks, eye and mouth corners) moves by its difference; eyelids and
-lips move with their neighbours, so the target's expression stays. The outer contour stays fixed,
-so the face keeps the target's outline and the warp stays seamless.
+lips move with their neighbours, so the target's expression stays. With ``contour`` the outer
+contour moves too (the caller then warps the picture around the face, so no seam shows);
+without it the face keeps the target's outline.
 """
 
 from __future__ import annotations
