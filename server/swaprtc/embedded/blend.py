@@ -25,10 +25,13 @@ _ONE = 1 << SHIFT
 CLOSING = (0.55, 0.3)  # ratio where keeping starts, where it is complete
 OPENING = (1.6, 2.1)
 OVAL_SHRINK = 0.25  # the blend edge sits this many feathers inside the face oval
-FOREHEAD_KEEP = 0.7  # share of the forehead (above the eyes) swapped; the rest keeps the hairline
+# Share of the forehead (above the eyes) swapped: all of it, since the target's own fringe, hat or
+# hairline is kept where it covers the forehead (swap.py) and the photo's too (source.py).
+FOREHEAD_KEEP = 1.0
 # How much wider the target's lip gap (/ mouth width) is than the source's where keeping its mouth
 # interior starts and is complete: the source's own teeth are shown while they fit.
-MOUTH_OPEN = (0.015, 0.05)
+MOUTH_OPEN = (0.03, 0.08)
+MOUTH_PAD = 0.0  # the kept mouth interior reaches this many feathers past the inner lip line
 LEFT_BROW, RIGHT_BROW = m.LEFT_BROW, m.RIGHT_BROW  # not used for skin colour statistics
 
 
@@ -108,7 +111,7 @@ def face_masks(
             m.OUTER_LIPS if keep.mouth_mask else m.INNER_LIPS,
             keep.mouth,
             1.0,
-            0.2 * feather + keep.mouth_padding * mouth_width,
+            MOUTH_PAD * feather + keep.mouth_padding * mouth_width,
             max(0.25 * feather, mouth_blur * 0.25 * mouth_width),
         ),
     )

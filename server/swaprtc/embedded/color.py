@@ -97,7 +97,10 @@ def color_transfer(
     lt, lc = _luma(t), _luma(corrected)
     shade_t = _masked_blur(lt, skin, sigma) / max(float(lt[sel].mean()), 1.0)
     shade_c = _masked_blur(lc, skin, sigma) / max(float(lc[sel].mean()), 1.0)
-    shade = np.clip(shade_t / np.maximum(shade_c, 0.05), *SHADE_GAIN).astype(np.float32)[..., None]
+    shade = np.clip(shade_t / np.maximum(shade_c, 0.05), *SHADE_GAIN).astype(np.float32)
+    # Shading moves light around; it must not change the skin's overall level the global step set.
+    shade *= np.float32(float(lc[sel].mean()) / max(float((lc * shade)[sel].mean()), 1.0))
+    shade = shade[..., None]
     gain = g[None, None, :] * shade
     offset = o[None, None, :] * shade
     # Membrane: the remaining difference on the boundary band, spread smoothly over the face.

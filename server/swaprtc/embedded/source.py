@@ -200,13 +200,14 @@ def ring_symmetry() -> np.ndarray:
     return np.concatenate([sym, ring])
 
 
-def forehead_skin(texture: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+def forehead_skin(smooth: np.ndarray, mesh: np.ndarray) -> np.ndarray:
     """(468,) float32: how much each point above the brows looks like the face's own skin (1)
-    rather than hair or a hat (0); 1 everywhere below the brows."""
-    size = float(max(np.ptp(mesh, axis=0)))
-    lab = cv2.cvtColor(cv2.GaussianBlur(texture, (0, 0), max(1.0, 0.015 * size)), cv2.COLOR_BGR2LAB)
-    pts = np.clip(np.round(mesh).astype(int), 0, [texture.shape[1] - 1, texture.shape[0] - 1])
-    colour = lab[pts[:, 1], pts[:, 0]].astype(np.float32)
+    rather than hair or a hat (0); 1 everywhere below the brows. ``smooth``: the face's picture
+    without fine detail (blurred, or a thumbnail), ``mesh`` in its pixels."""
+    lab = cv2.cvtColor(smooth, cv2.COLOR_BGR2LAB)
+    xy = mesh.astype(np.float32)
+    colour = cv2.remap(lab, xy[:, :1], xy[:, 1:2], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    colour = colour[:, 0].astype(np.float32)
     ref = colour[SKIN_REFERENCE]
     spread = np.maximum(ref.std(axis=0), np.array([8.0, 4.0, 4.0], np.float32))
     distance = np.sqrt((((colour - ref.mean(axis=0)) / spread) ** 2).sum(axis=1))
@@ -220,6 +221,11 @@ def forehead_skin(texture: np.ndarray, mesh: np.ndarray) -> np.ndarray:
     height = (mesh - (left + right) / 2) @ up
     brows = float(height[np.concatenate([m.LEFT_BROW, m.RIGHT_BROW])].max())
     return np.where(height > brows, weight, 1.0).astype(np.float32)
+
+
+def _smooth(texture: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+    size = float(max(np.ptp(mesh[: m.NUM_POINTS], axis=0)))
+    return cv2.GaussianBlur(texture, (0, 0), max(1.0, 0.015 * size))
 
 
 def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
@@ -251,7 +257,7 @@ def prepare_texture(image: np.ndarray, xyz: np.ndarray) -> SourceTexture:
         visibility=visibility,
         average=average,
         skin_weight=np.concatenate(
-            [forehead_skin(levels[0], tex_mesh[: m.NUM_POINTS]), np.ones(len(m.FACE_OVAL))]
+            [forehead_skin(_smooth(levels[0], tex_mesh), tex_mesh[: m.NUM_POINTS]), np.ones(len(m.FACE_OVAL))]
         ).astype(np.float32),
         symmetry=ring_symmetry(),
         mirrored=mirrored,
