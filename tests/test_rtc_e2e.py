@@ -37,6 +37,7 @@ from tests.server_process import ServerProcess, server_process
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+    from swaprtc.models.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE_BOX = (178, 59, 273, 178)  # the astronaut's face (x1, y1, x2, y2)
@@ -134,6 +135,32 @@ async def test_real_server_runs_opencv_on_one_thread(real_server: ServerProcess)
     assert "swaprtc_pixel_threads 1.0" in text.splitlines(), [
         line for line in text.splitlines() if "pixel" in line
     ]
+
+
+async def test_a_live_session_gets_the_embedded_engines_keyframe_cadence(
+    model_store: ModelStore, astronaut_bgr: np.ndarray, grace_bgr: np.ndarray
+) -> None:
+    """Every live session hands the engine its casting (named sources, click-to-assign); with
+    nothing assigned that must not cost the keyframe cadence (a full swap every --swap-every
+    frames, the mesh 1 frame in N), and the stats still name the person on every frame."""
+    from swaprtc.embedded.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine.from_store(model_store, Settings(swap_every=3))
+    app = create_app(Settings(), engine)
+    async with serve_in_process(app) as base, SwapClient(base) as client:
+        await client.create_session()
+        status, _ = await client.upload_source(jpg(grace_bgr), "image/jpeg")
+        assert status == 200
+        await stream(client, astronaut_bgr, 3.0, fps=15.0)
+        session = next(iter(app[SESSIONS].sessions.values()))
+        processor, stats = session.processor, session.stats
+        assert session.control.casting is not None  # what the live path passes the engine
+        assert stats.swapped_frames >= 15, stats
+        assert 0 < processor.keyframes < stats.swapped_frames / 2, (processor.keyframes, stats)
+        assert processor.mesh_calls < stats.swapped_frames / 2, (processor.mesh_calls, stats)
+        people = [p for p in stats.people if p["state"] == "swapped"]
+        named = all(p["person"] is not None and p["source"] == "default" for p in people)
+        assert people and named, stats.people
 
 
 async def test_real_server_shuts_down_gracefully(

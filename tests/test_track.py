@@ -462,3 +462,24 @@ def test_one_frame_converted_by_two_threads_at_once(astronaut_bgr: np.ndarray) -
             assert len(results) == 2 and np.array_equal(results[0], results[1])
     finally:
         pool.shutdown()
+
+
+def test_people_keep_their_person_on_frames_made_between_keyframes() -> None:
+    """An engine's reused frame reports new Face objects of the same tracks: the stats still name
+    the person and source the casting gave that track on its last keyframe."""
+    from swaprtc.casting import CastFace
+    from swaprtc.rtc.track import describe_people
+
+    def face(x: float, track: int | None) -> Face:
+        return Face(np.array([x, 10, x + 50, 60], np.float32), 0.9, np.zeros((5, 2), np.float32), track=track)
+
+    keyframe = (face(0, 7), face(100, 8))
+    cast = (CastFace(1, keyframe[0], "default"), CastFace(2, keyframe[1], None))
+    moved = (face(2, 7), face(102, 8), face(300, None))  # and one face no track follows
+    people, _ = describe_people(moved, (moved[1], moved[2]), cast, (480, 640, 3))
+    assert [(p["person"], p["source"], p["state"]) for p in people] == [
+        (1, "default", "swapped"),
+        (2, None, "hidden"),
+        (None, None, "hidden"),
+    ]
+    assert people[0]["box"] == [round(2 / 640, 4), round(10 / 480, 4), round(52 / 640, 4), round(60 / 480, 4)]

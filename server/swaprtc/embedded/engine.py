@@ -327,7 +327,9 @@ class EmbeddedProcessor:
                     swapped += 1
                     layers[_track(face)] = layer
                 kept = None
-                if source is not None and casting is None and not unswapped:
+                # A session's casting with nothing assigned gives the default source to the faces
+                # single_source would: its keyframes can be kept like those of a plain source.
+                if source is not None and not _assigned(casting) and not unswapped:
                     kept = self._keep(frame, source, options, faces, layers)
                 if kept is None:
                     for layer in layers.values():
@@ -384,7 +386,7 @@ class EmbeddedProcessor:
         if (
             key is None
             or self._since_keyframe >= self.engine.swap_every - 1
-            or casting is not None
+            or _assigned(casting)
             or source is not key.source
             or options != key.options
             or frame.shape != key.shape
@@ -418,6 +420,12 @@ class EmbeddedProcessor:
             "total": (time.perf_counter() - start) * 1000,
         }
         return SwapResult(frame=out, faces=faces, swapped=len(faces), timings_ms=timings, unswapped=())
+
+
+def _assigned(casting: Casting | None) -> bool:
+    """Whether ``casting`` maps people to sources (every live session passes its casting, with
+    nothing assigned until the page maps someone)."""
+    return casting is not None and casting.assigned
 
 
 def _track(face: Face) -> int:

@@ -115,10 +115,13 @@ def describe_people(
     h, w = shape[:2]
     hidden = {id(f) for f in unswapped}
     by_face = {id(c.face): c for c in cast}
+    # Frames between the engine's keyframes carry the moved faces, new objects of the same tracks
+    # as the faces the casting last saw.
+    by_track = {c.face.track: c for c in cast if c.face.track is not None}
     people: list[dict[str, object]] = []
     left_out = failed = 0
     for face in faces:
-        c = by_face.get(id(face))
+        c = by_face.get(id(face)) or (by_track.get(face.track) if face.track is not None else None)
         x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
         box = [round(min(max(x1 / w, 0.0), 1.0), 4), round(min(max(y1 / h, 0.0), 1.0), 4)]
         box += [round(min(max(x2 / w, 0.0), 1.0), 4), round(min(max(y2 / h, 0.0), 1.0), 4)]
