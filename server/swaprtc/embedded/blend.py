@@ -145,6 +145,14 @@ def face_masks(
     return Masks(alpha, skin, boundary)
 
 
+def capped(face: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """``face`` (h, w, 3) float32 clamped in place to ``cap`` (3,) per channel: one cv2.min with a
+    scalar, ten times faster than numpy's broadcast over a last axis of 3 (and the same floats)."""
+    # A scalar as a tuple: OpenCV's stubs do not allow it, OpenCV does.
+    cv2.min(face, (float(cap[0]), float(cap[1]), float(cap[2]), 0.0), dst=face)  # type: ignore[call-overload]
+    return face
+
+
 def composite(
     target_box: np.ndarray,
     warped_box: np.ndarray,
@@ -155,7 +163,7 @@ def composite(
 ) -> np.ndarray:
     """target·(1-α) + min(warped·gain + offset, cap)·α over the face box, uint8 out."""
     a = alpha[..., None]
-    face = np.minimum(warped_box.astype(np.float32) * gain + offset, cap.astype(np.float32))
+    face = capped(warped_box.astype(np.float32) * gain + offset, cap)
     out = target_box.astype(np.float32)
     out += (face - out) * a
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

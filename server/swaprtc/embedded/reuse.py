@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from swaprtc.embedded.blend import capped
 from swaprtc.embedded.swap import FaceLayer
 from swaprtc.embedded.warp import Grid
 
@@ -32,7 +33,7 @@ def reusable(layer: FaceLayer) -> ReusableFace:
     face = layer.warped.astype(np.float32)
     face *= layer.gain
     face += layer.offset
-    np.minimum(face, layer.cap.astype(np.float32), out=face)
+    capped(face, layer.cap)
     shift = None
     if layer.reshape is not None:
         x0, y0, x1, y1 = layer.box
