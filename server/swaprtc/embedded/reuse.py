@@ -15,7 +15,6 @@ import numpy as np
 
 from swaprtc.embedded.blend import capped
 from swaprtc.embedded.swap import FaceLayer
-from swaprtc.embedded.warp import Grid
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,12 +36,9 @@ def reusable(layer: FaceLayer) -> ReusableFace:
     shift = None
     if layer.reshape is not None:
         x0, y0, x1, y1 = layer.box
-        grid = Grid(x0, y0, x1, y1, layer.step)
         shift = np.empty((y1 - y0, x1 - x0, 2), np.float32)
-        np.subtract(grid.upsample(layer.reshape[0]), np.arange(x1 - x0, dtype=np.float32), out=shift[..., 0])
-        np.subtract(
-            grid.upsample(layer.reshape[1]), np.arange(y1 - y0, dtype=np.float32)[:, None], out=shift[..., 1]
-        )
+        np.subtract(layer.reshape[0], np.arange(x1 - x0, dtype=np.float32), out=shift[..., 0])
+        np.subtract(layer.reshape[1], np.arange(y1 - y0, dtype=np.float32)[:, None], out=shift[..., 1])
     return ReusableFace(layer.box, face, layer.alpha, shift)
 
 

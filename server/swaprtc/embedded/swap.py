@@ -52,10 +52,9 @@ class FaceLayer:
     offset: np.ndarray
     cap: np.ndarray
     alpha: np.ndarray  # (h, w) float32, how much of the face to show
-    # With a change of shape: the coarse maps (box pixels, grid step ``step``) that moved the
-    # target's own picture into ``under``, so a later frame's picture can be moved alike.
+    # With a change of shape: the (h, w) maps (box pixels) that moved the target's own picture
+    # into ``under``, so a later frame's picture can be moved alike.
     reshape: tuple[np.ndarray, np.ndarray] | None = None
-    step: float = 1.0
 
 
 def render_face(
@@ -149,8 +148,10 @@ def render_face(
         warped = (warped + (mirrored.astype(np.float32) - warped) * w + 0.5).astype(np.uint8)
     reshape = None
     if offsets is not None:
-        reshape = _identity_outside(*maps[-1], grid.step)
-        target_box = remap_coarse(target_box, *reshape, grid)
+        coarse_x, coarse_y = _identity_outside(*maps[-1], grid.step)
+        # Upsampled once: the keyframe's reuse (reuse.py) moves later frames by the same maps.
+        reshape = (grid.upsample(coarse_x), grid.upsample(coarse_y))
+        target_box = cv2.remap(target_box, *reshape, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         grid_mesh = dst_grid
     grid_mesh = grid_mesh[: m.NUM_POINTS]
     t_warp = time.perf_counter()
@@ -201,7 +202,6 @@ def render_face(
         transfer.cap,
         alpha,
         reshape,
-        grid.step,
     )
 
 
