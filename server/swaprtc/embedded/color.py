@@ -35,12 +35,20 @@ class ColorTransfer:
     grey: bool  # the target is greyscale: the source must be turned grey first
 
 
-def _masked_blur(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised convolution: a Gaussian blur of ``image`` that only averages inside ``mask``."""
+def _blurred_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The denominator of _masked_blur: one per mask and sigma, however many images it blurs."""
+    return np.maximum(cv2.GaussianBlur(mask, (0, 0), sigma), 1e-3)
+
+
+def _masked_blur(
+    image: np.ndarray, mask: np.ndarray, sigma: float, den: np.ndarray | None = None
+) -> np.ndarray:
+    """Normalised convolution: a Gaussian blur of ``image`` that only averages inside ``mask``;
+    ``den``: _blurred_mask(mask, sigma) when already made."""
     weighted = image * (mask[..., None] if image.ndim == 3 else mask)
     num = cv2.GaussianBlur(weighted, (0, 0), sigma)
-    den = cv2.GaussianBlur(mask, (0, 0), sigma)
-    return num / np.maximum(den[..., None] if image.ndim == 3 else den, 1e-3)
+    den = _blurred_mask(mask, sigma) if den is None else den
+    return num / (den[..., None] if image.ndim == 3 else den)
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
@@ -84,8 +92,9 @@ def color_transfer(
     mu_t, mu_s = t[sel].mean(axis=0), s[sel].mean(axis=0)
     # Spread of the skin's detail (minus its low frequencies): lighting gradients are the
     # shading step's business and must not inflate the contrast gain.
-    sd_t = (t - _masked_blur(t, skin, sigma))[sel].std(axis=0)
-    sd_s = (s - _masked_blur(s, skin, sigma))[sel].std(axis=0)
+    den = _blurred_mask(skin, sigma)
+    sd_t = (t - _masked_blur(t, skin, sigma, den))[sel].std(axis=0)
+    sd_s = (s - _masked_blur(s, skin, sigma, den))[sel].std(axis=0)
     g = np.clip(sd_t / np.maximum(sd_s, 1.0), *SPREAD_GAIN).astype(np.float32)
     if grey:
         g[:] = g.mean()
@@ -95,8 +104,8 @@ def color_transfer(
     # Relative shading (each face's lighting pattern over its own mean): the light follows the
     # target while the overall skin tone stays where the global step put it.
     lt, lc = _luma(t), _luma(corrected)
-    shade_t = _masked_blur(lt, skin, sigma) / max(float(lt[sel].mean()), 1.0)
-    shade_c = _masked_blur(lc, skin, sigma) / max(float(lc[sel].mean()), 1.0)
+    shade_t = _masked_blur(lt, skin, sigma, den) / max(float(lt[sel].mean()), 1.0)
+    shade_c = _masked_blur(lc, skin, sigma, den) / max(float(lc[sel].mean()), 1.0)
     shade = np.clip(shade_t / np.maximum(shade_c, 0.05), *SHADE_GAIN).astype(np.float32)
     # Shading moves light around; it must not change the skin's overall level the global step set.
     shade *= np.float32(float(lc[sel].mean()) / max(float((lc * shade)[sel].mean()), 1.0))
@@ -116,6 +125,8 @@ def color_transfer(
     if grey:
         offset[:] = offset.mean(axis=2, keepdims=True)
     # Thumbnails average peaks away, hence the 99th percentile plus a margin as the ceiling.
-    brightest = np.maximum(np.percentile(t[sel], 99, axis=0), np.percentile(s[sel], 99, axis=0))
+    # Both faces' channels side by side: one percentile call (numpy's overhead is most of its cost).
+    top = np.percentile(np.concatenate([t[sel], s[sel]], axis=1), 99, axis=0)
+    brightest = np.maximum(top[:3], top[3:])
     cap = np.minimum(brightest + HIGHLIGHT_MARGIN, 255.0).astype(np.float32)
     return ColorTransfer(gain.astype(np.float32), offset.astype(np.float32), cap, grey)
