@@ -162,8 +162,14 @@ def composite(
     alpha: np.ndarray,
 ) -> np.ndarray:
     """target·(1-α) + min(warped·gain + offset, cap)·α over the face box, uint8 out."""
-    a = alpha[..., None]
-    face = capped(warped_box.astype(np.float32) * gain + offset, cap)
+    # In place, the same float32 steps as target + (min(warped * gain + offset, cap) - target) * a.
+    face = warped_box.astype(np.float32)
+    face *= gain
+    face += offset
+    capped(face, cap)
     out = target_box.astype(np.float32)
-    out += (face - out) * a
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    face -= out
+    face *= alpha[..., None]
+    out += face
+    out += np.float32(0.5)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)

@@ -145,7 +145,13 @@ def render_face(
     if mirror:
         mirrored = remap_coarse(texture, *maps[2], grid)
         w = grid.upsample(np.clip(weights[0], 0.0, 1.0))[..., None]
-        warped = (warped + (mirrored.astype(np.float32) - warped) * w + 0.5).astype(np.uint8)
+        # warped + (mirrored - warped) * w, rounded: in place, the same float32 steps.
+        mix = mirrored.astype(np.float32)
+        mix -= warped
+        mix *= w
+        mix += warped
+        mix += np.float32(0.5)
+        warped = mix.astype(np.uint8)
     reshape = None
     if offsets is not None:
         coarse_x, coarse_y = _identity_outside(*maps[-1], grid.step)
