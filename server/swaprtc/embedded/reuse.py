@@ -65,7 +65,6 @@ def composite_moved(
     shift = face.shift
     if motion is None:  # the keyframe itself
         moved, alpha = face.face, face.alpha
-        shift = None if shift is None else shift.copy()
     else:
         # In box pixels: destination = motion(source box origin + p) - destination origin.
         local = motion.astype(np.float64).copy()
@@ -82,10 +81,15 @@ def composite_moved(
     if shift is not None:
         # The keyframe's change of shape, moved along, applied to this frame's own picture, read
         # within the box as the keyframe does (it remaps the box alone, edges replicated).
-        np.clip(shift[..., 0] + np.arange(x0, x1, dtype=np.float32), x0, x1 - 1, out=shift[..., 0])
-        np.clip(shift[..., 1] + np.arange(y0, y1, dtype=np.float32)[:, None], y0, y1 - 1, out=shift[..., 1])
-        # One two-channel map (map2 None): OpenCV's stubs do not allow it, OpenCV does.
-        under = cv2.remap(frame, shift, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
+        # (The keyframe's own shift is kept for the frames after it: written to a new array.)
+        at = np.empty_like(shift) if motion is None else shift
+        np.add(shift[..., 0], np.arange(x0, x1, dtype=np.float32), out=at[..., 0])
+        np.add(shift[..., 1], np.arange(y0, y1, dtype=np.float32)[:, None], out=at[..., 1])
+        # Clipped per channel by two cv2 calls with scalars (numpy's clip is several times slower).
+        # Scalars as tuples and one two-channel map (map2 None): OpenCV's stubs do not allow them.
+        cv2.max(at, (x0, y0, 0, 0), dst=at)  # type: ignore[call-overload]
+        cv2.min(at, (x1 - 1, y1 - 1, 0, 0), dst=at)  # type: ignore[call-overload]
+        under = cv2.remap(frame, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
     blended = cv2.blendLinear(under.astype(np.float32), moved, 1.0 - alpha, alpha)
     # Rounded and saturated like the keyframe's blend (negatives are clipped first: Abs).
     out[y0:y1, x0:x1] = cv2.convertScaleAbs(np.maximum(blended, 0.0, out=blended))
