@@ -24,7 +24,7 @@ import onnxruntime as ort
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
 from swaprtc.embedded.motion import MotionAnchor, anchor, estimate, move_points
-from swaprtc.embedded.reuse import ReusableFace, composite_moved, reusable
+from swaprtc.embedded.reuse import ReusableFace, composite_moved, frame_coords, reusable
 from swaprtc.embedded.source import HIDDEN_WARNING, SourceTexture, prepare_texture
 from swaprtc.embedded.swap import FaceLayer, composite_layer, render_face
 from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker, TrackUpdate
@@ -253,6 +253,7 @@ class EmbeddedProcessor:
         )
         self._shape: tuple[int, ...] = ()
         self._keyframe: _Keyframe | None = None
+        self._coords: np.ndarray | None = None  # reuse.frame_coords() of the frames, once needed
         self._since_keyframe = 0
         self.keyframes = 0  # full swaps kept for the frames after them (0 with swap_every 1)
 
@@ -263,6 +264,11 @@ class EmbeddedProcessor:
     @property
     def mesh_calls(self) -> int:
         return self.tracker.mesh_calls
+
+    def _frame_coords(self, frame: np.ndarray) -> np.ndarray:
+        if self._coords is None or self._coords.shape[:2] != frame.shape[:2]:
+            self._coords = frame_coords(frame.shape)
+        return self._coords
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -340,7 +346,7 @@ class EmbeddedProcessor:
                     # composite_layer otherwise).
                     t_blend = time.perf_counter()
                     for rendered in kept.faces.values():
-                        composite_moved(out, frame, rendered, None)
+                        composite_moved(out, frame, rendered, None, self._frame_coords(frame))
                     timings["blend"] += (time.perf_counter() - t_blend) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         return SwapResult(
@@ -408,7 +414,9 @@ class EmbeddedProcessor:
         faces, _ = _faces(update)
         out = frame.copy()
         for face in faces:
-            if not composite_moved(out, frame, key.faces[_track(face)], motions[_track(face)]):
+            if not composite_moved(
+                out, frame, key.faces[_track(face)], motions[_track(face)], self._frame_coords(frame)
+            ):
                 return None
         self._since_keyframe += 1
         timings = {

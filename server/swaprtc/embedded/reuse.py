@@ -53,11 +53,22 @@ def moved_box(
     return max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1]))
 
 
+def frame_coords(shape: tuple[int, ...]) -> np.ndarray:
+    """(h, w, 2) float32: each pixel's own x and y. Depends on the frame size only, so a stream
+    makes it once: a box's relative map becomes absolute by one cv2.add of a slice of it."""
+    h, w = shape[:2]
+    coords = np.empty((h, w, 2), np.float32)
+    coords[..., 0] = np.arange(w, dtype=np.float32)
+    coords[..., 1] = np.arange(h, dtype=np.float32)[:, None]
+    return coords
+
+
 def composite_moved(
-    out: np.ndarray, frame: np.ndarray, face: ReusableFace, motion: np.ndarray | None
+    out: np.ndarray, frame: np.ndarray, face: ReusableFace, motion: np.ndarray | None, coords: np.ndarray
 ) -> bool:
     """Blend ``face`` moved by ``motion`` (2, 3, frame pixels; None: where it was rendered) over
-    ``frame`` into ``out``; only the moved box is written. False when it lands off the frame."""
+    ``frame`` into ``out``; only the moved box is written. False when it lands off the frame.
+    ``coords``: frame_coords() of the frame."""
     x0, y0, x1, y1 = face.box if motion is None else moved_box(face.box, motion, frame.shape)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return False
@@ -82,15 +93,14 @@ def composite_moved(
         # The keyframe's change of shape, moved along, applied to this frame's own picture, read
         # within the box as the keyframe does (it remaps the box alone, edges replicated).
         # (The keyframe's own shift is kept for the frames after it: written to a new array.)
-        at = np.empty_like(shift) if motion is None else shift
-        np.add(shift[..., 0], np.arange(x0, x1, dtype=np.float32), out=at[..., 0])
-        np.add(shift[..., 1], np.arange(y0, y1, dtype=np.float32)[:, None], out=at[..., 1])
+        at = cv2.add(shift, coords[y0:y1, x0:x1], dst=None if motion is None else shift)
         # Clipped per channel by two cv2 calls with scalars (numpy's clip is several times slower).
         # Scalars as tuples and one two-channel map (map2 None): OpenCV's stubs do not allow them.
         cv2.max(at, (x0, y0, 0, 0), dst=at)  # type: ignore[call-overload]
         cv2.min(at, (x1 - 1, y1 - 1, 0, 0), dst=at)  # type: ignore[call-overload]
         under = cv2.remap(frame, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
     blended = cv2.blendLinear(under.astype(np.float32), moved, 1.0 - alpha, alpha)
-    # Rounded and saturated like the keyframe's blend (negatives are clipped first: Abs).
-    out[y0:y1, x0:x1] = cv2.convertScaleAbs(np.maximum(blended, 0.0, out=blended))
+    # Rounded and saturated like the keyframe's blend, negatives to 0: a float to 8-bit add of 0
+    # does both in one pass (the stubs do not allow the scalar).
+    out[y0:y1, x0:x1] = cv2.add(blended, 0.0, dtype=cv2.CV_8U)  # type: ignore[call-overload]
     return True
