@@ -14,7 +14,7 @@ from swaprtc.embedded.blend import composite, face_masks, keep_weights
 from swaprtc.embedded.color import color_transfer, is_grey, to_grey
 from swaprtc.embedded.shape import shape_offsets
 from swaprtc.embedded.source import SourceTexture, forehead_skin, mirror_for, point_visibility, with_ring
-from swaprtc.embedded.warp import OUTSIDE, coverage, face_grid, multi_maps, remap_coarse, signed_areas
+from swaprtc.embedded.warp import OUTSIDE, Grid, coverage, face_grid, multi_maps, remap_coarse, signed_areas
 from swaprtc.types import SwapOptions
 
 LIGHT_CELLS = 32  # resolution of the colour/lighting estimate across the face box
@@ -38,6 +38,36 @@ def _identity_outside(map_x: np.ndarray, map_y: np.ndarray, step: float) -> tupl
     map_x, map_y = map_x.copy(), map_y.copy()
     map_x[miss], map_y[miss] = jj.astype(np.float32) * step, ii.astype(np.float32) * step
     return map_x, map_y
+
+
+def _mirror_blend(
+    texture: np.ndarray,
+    warped: np.ndarray,
+    mirror_maps: tuple[np.ndarray, np.ndarray],
+    weight: np.ndarray,
+    grid: Grid,
+) -> np.ndarray:
+    """``warped`` blended towards the mirror image's texture by the coarse ``weight``, in place.
+
+    Only the rectangle where the weight is not 0 is read from the mirror: outside it the blend
+    gives ``warped`` back exactly, and a remap's pixel depends on its own map entry alone, so the
+    result is the same as blending the whole box (usually the hidden side of the face only)."""
+    w = grid.upsample(np.clip(weight, 0.0, 1.0))
+    rows, cols = np.flatnonzero(w.any(axis=1)), np.flatnonzero(w.any(axis=0))
+    if rows.size == 0:
+        return warped
+    inside = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    map_x, map_y = (grid.upsample(c)[inside] for c in mirror_maps)
+    mirrored = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    part = warped[inside]
+    # part + (mirrored - part) * w, rounded: in place, the same float32 steps.
+    mix = mirrored.astype(np.float32)
+    mix -= part
+    mix *= w[inside][..., None]
+    mix += part
+    mix += np.float32(0.5)
+    warped[inside] = mix.astype(np.uint8)
+    return warped
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,15 +173,7 @@ def render_face(
     # Uncovered points read OUTSIDE: clipped to 0 (coverage removes them anyway).
     skin = np.clip(weights[1], 0.0, 1.0)
     if mirror:
-        mirrored = remap_coarse(texture, *maps[2], grid)
-        w = grid.upsample(np.clip(weights[0], 0.0, 1.0))[..., None]
-        # warped + (mirrored - warped) * w, rounded: in place, the same float32 steps.
-        mix = mirrored.astype(np.float32)
-        mix -= warped
-        mix *= w
-        mix += warped
-        mix += np.float32(0.5)
-        warped = mix.astype(np.uint8)
+        warped = _mirror_blend(texture, warped, maps[2], weights[0], grid)
     reshape = None
     if offsets is not None:
         coarse_x, coarse_y = _identity_outside(*maps[-1], grid.step)
