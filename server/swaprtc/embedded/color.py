@@ -86,10 +86,12 @@ def color_transfer(
     t = target.astype(np.float32)
     s = source.astype(np.float32)
     sel = skin > 0.5
-    if sel.sum() < 4:
+    if np.count_nonzero(sel) < 4:
         ones = np.ones((h, w, 3), np.float32)
         return ColorTransfer(ones, np.zeros_like(ones), np.full(3, 255, np.float32), grey)
-    mu_t, mu_s = t[sel].mean(axis=0), s[sel].mean(axis=0)
+    # The skin's pixels are gathered once: numpy's per-call cost dominates on thumbnails.
+    t_skin, s_skin = t[sel], s[sel]
+    mu_t, mu_s = t_skin.mean(axis=0), s_skin.mean(axis=0)
     # Spread of the skin's detail (minus its low frequencies): lighting gradients are the
     # shading step's business and must not inflate the contrast gain.
     den = _blurred_mask(skin, sigma)
@@ -104,11 +106,12 @@ def color_transfer(
     # Relative shading (each face's lighting pattern over its own mean): the light follows the
     # target while the overall skin tone stays where the global step put it.
     lt, lc = _luma(t), _luma(corrected)
+    lc_mean = float(lc[sel].mean())
     shade_t = _masked_blur(lt, skin, sigma, den) / max(float(lt[sel].mean()), 1.0)
-    shade_c = _masked_blur(lc, skin, sigma, den) / max(float(lc[sel].mean()), 1.0)
+    shade_c = _masked_blur(lc, skin, sigma, den) / max(lc_mean, 1.0)
     shade = np.clip(shade_t / np.maximum(shade_c, 0.05), *SHADE_GAIN).astype(np.float32)
     # Shading moves light around; it must not change the skin's overall level the global step set.
-    shade *= np.float32(float(lc[sel].mean()) / max(float((lc * shade)[sel].mean()), 1.0))
+    shade *= np.float32(lc_mean / max(float((lc * shade)[sel].mean()), 1.0))
     shade = shade[..., None]
     gain = g[None, None, :] * shade
     offset = o[None, None, :] * shade
@@ -118,15 +121,16 @@ def color_transfer(
     diff = t - (s * gain + offset)
     band = boundary * (np.abs(diff).max(axis=2) < MEMBRANE_LIMIT)
     # Where little of the edge is skin on both sides, its few points say little: trust them less.
-    trust = min(1.0, 2.0 * float(band.sum()) / max(float(boundary.sum()), 1.0))
-    if band.sum() >= 4:
+    band_sum = float(band.sum())
+    trust = min(1.0, 2.0 * band_sum / max(float(boundary.sum()), 1.0))
+    if band_sum >= 4:
         membrane = _masked_blur(diff * band[..., None], band.astype(np.float32), 1.5 * sigma)
         offset = offset + membrane * np.float32(trust)
     if grey:
         offset[:] = offset.mean(axis=2, keepdims=True)
     # Thumbnails average peaks away, hence the 99th percentile plus a margin as the ceiling.
     # Both faces' channels side by side: one percentile call (numpy's overhead is most of its cost).
-    top = np.percentile(np.concatenate([t[sel], s[sel]], axis=1), 99, axis=0)
+    top = np.percentile(np.concatenate([t_skin, s_skin], axis=1), 99, axis=0)
     brightest = np.maximum(top[:3], top[3:])
     cap = np.minimum(brightest + HIGHLIGHT_MARGIN, 255.0).astype(np.float32)
     return ColorTransfer(gain.astype(np.float32), offset.astype(np.float32), cap, grey)
