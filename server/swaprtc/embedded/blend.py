@@ -43,7 +43,8 @@ def scaled_polygon(points: np.ndarray, factor: float, pad: float) -> np.ndarray:
     """Grow a polygon about its centroid by ``factor`` plus ``pad`` pixels outward."""
     centre = points.mean(axis=0)
     offset = points - centre
-    norm = np.linalg.norm(offset, axis=1, keepdims=True) + 1e-6
+    # np.linalg.norm's own steps for a row norm, without its checks (this runs ~9 times a frame).
+    norm = np.sqrt(np.add.reduce(offset * offset, axis=1, keepdims=True)) + 1e-6
     return centre + offset * factor + offset / norm * pad
 
 
