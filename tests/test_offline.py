@@ -368,3 +368,47 @@ class _Slow:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         time.sleep(self.delay_s)
         return self.runner.run(feeds)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "expected"),
+    [([], None, 1), (["--swap-every", "3"], None, 3), ([], "2", 2), (["--swap-every", "4"], "2", 4)],
+)
+def test_offline_swap_gives_every_frame_a_full_swap_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+    engine: NeuralEngine,
+    files: dict[str, Path],
+    tmp_path: Path,
+    flags: list[str],
+    env: str | None,
+    expected: int,
+) -> None:
+    # The live keyframe cadence (default 3) is for CPU; a file conversion has no deadline.
+    import swaprtc.factory
+
+    built: list[int] = []
+
+    def build(settings: object) -> NeuralEngine:
+        built.append(getattr(settings, "swap_every"))  # noqa: B009
+        return engine
+
+    monkeypatch.setattr(swaprtc.factory, "build_engine", build)
+    if env is None:
+        monkeypatch.delenv("SWAPRTC_SWAP_EVERY", raising=False)
+    else:
+        monkeypatch.setenv("SWAPRTC_SWAP_EVERY", env)
+    out = tmp_path / "cadence.jpg"
+    args = ["swap", "--source", str(files["source"]), "--target", str(files["target"])]
+    assert main([*args, "--output", str(out), "--no-progress", "--c2pa", "off", *flags]) == 0
+    assert built == [expected]
+
+
+def test_serve_keeps_the_live_cadence_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swaprtc.cli import build_parser
+    from swaprtc.settings import Settings
+
+    monkeypatch.delenv("SWAPRTC_SWAP_EVERY", raising=False)
+    args = build_parser().parse_args(["serve"])
+    assert Settings.from_env().with_args(args).swap_every == 3
+    swap_help = build_parser()._subparsers._group_actions[0].choices["swap"].format_help()  # type: ignore[union-attr]
+    assert "SWAPRTC_SWAP_EVERY, default 1" in swap_help

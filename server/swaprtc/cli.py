@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 from swaprtc.errors import SwapRTCError
 from swaprtc.observability.logs import configure_logging
 from swaprtc.settings import Settings, add_settings_flags
+
+# Offline there is no frame deadline and the file is kept: every frame gets a full swap (the live
+# keyframe cadence trades a little fidelity for CPU, which a file conversion need not).
+OFFLINE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"swap_every": 1})
 
 COMMON = [
     "models_dir",
@@ -87,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--enhance", action="store_true", help="run the face enhancer (neural engine)")
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_settings_flags(
-        swap, [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *DISCLOSURE, *GPU]
+        swap,
+        [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *DISCLOSURE, *GPU],
+        Settings(**OFFLINE_DEFAULTS),
     )
 
     models = sub.add_parser("models", help="list, download and verify models")
@@ -155,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env().with_args(args)
+        defaults = OFFLINE_DEFAULTS if args.command == "swap" else None
+        settings = Settings.from_env(defaults=defaults).with_args(args)
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             from swaprtc.rtc.app import serve

@@ -208,9 +208,12 @@ class Settings:
         return count
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """``defaults`` replaces built-in defaults for one command (environment and flags still win)."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         hints = get_type_hints(cls)
         for f in fields(cls):
             raw = env.get(f"SWAPRTC_{f.name.upper()}")
@@ -292,9 +295,12 @@ def _parse(hint: Any, raw: str, name: str) -> Any:
 ON_OFF = ("label", "c2pa")  # booleans spelled --name on|off
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
-    """Add ``--name`` flags (default None, so unset flags do not override env)."""
-    defaults = Settings()
+def add_settings_flags(
+    parser: argparse.ArgumentParser, names: list[str], defaults: Settings | None = None
+) -> None:
+    """Add ``--name`` flags (default None, so unset flags do not override env); ``defaults`` is
+    what the help shows, for a command whose defaults differ."""
+    defaults = Settings() if defaults is None else defaults
     for name in names:
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
