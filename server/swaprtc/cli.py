@@ -28,6 +28,7 @@ COMMON = [
     "inference_url",
     "inference_shared_memory",
 ]
+CADENCE = ["detect_every", "detect_every_tracked", "swap_every"]  # the embedded engine's model cadence
 GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",
@@ -49,9 +50,7 @@ SERVE = [
     "inference_threads",
     "pixel_threads",
     "workers",
-    "detect_every",
-    "detect_every_tracked",
-    "swap_every",
+    *CADENCE,
     "label",
     "label_position",
     "label_opacity",
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_settings_flags(
         swap,
-        [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *DISCLOSURE, *GPU],
+        [*COMMON, *CADENCE, *DISCLOSURE, *GPU],
         Settings(**OFFLINE_DEFAULTS),
     )
 
@@ -141,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", choices=["auto", "real", "standins"], default="auto", help="gpu: which neural models"
     )
     bench.add_argument("--enhance", action="store_true", help="gpu: run the enhancer too")
-    add_settings_flags(bench, [*COMMON, "detect_every", "detect_every_tracked", "swap_every", *GPU])
+    add_settings_flags(bench, [*COMMON, *CADENCE, *GPU])
 
     repo = sub.add_parser("triton-repo", help="write a Triton Inference Server model repository")
     repo.add_argument("out", help="repository folder to write (models are copied, or linked with --link)")

@@ -104,20 +104,16 @@ class _Detector:
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.input_name = self.runner.inputs[0].name
+        self._bind_outputs([o.name for o in self.runner.outputs])
+
+    def _bind_outputs(self, names: list[str]) -> None:
+        """Check the model's outputs (and note their order) once, at construction."""
 
 
 class RetinaFaceDetector(_Detector):
     """RetinaFace-MNet0.25: input BGR - (104, 117, 123); outputs loc, conf (softmaxed), landmarks."""
 
-    def __init__(
-        self,
-        runner: ModelRunner | ort.InferenceSession,
-        input_size: int = 640,
-        score_threshold: float = 0.5,
-        nms_iou: float = 0.4,
-    ) -> None:
-        super().__init__(runner, input_size, score_threshold, nms_iou)
-        names = [o.name for o in self.runner.outputs]
+    def _bind_outputs(self, names: list[str]) -> None:
         # Outputs are matched by name where the model names them, else by position.
         self._order = [
             names.index(n) if n in names else i for i, n in enumerate(("loc", "conf", "landmarks"))
@@ -167,15 +163,8 @@ def scrfd_heads(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray,
 class ScrfdDetector(_Detector):
     """SCRFD-10G-KPS: input (RGB - 127.5) / 128; 9 outputs (scores, boxes, kps per stride)."""
 
-    def __init__(
-        self,
-        runner: ModelRunner | ort.InferenceSession,
-        input_size: int = 640,
-        score_threshold: float = 0.5,
-        nms_iou: float = 0.4,
-    ) -> None:
-        super().__init__(runner, input_size, score_threshold, nms_iou)
-        if len(self.runner.outputs) != 9:
+    def _bind_outputs(self, names: list[str]) -> None:
+        if len(names) != 9:
             raise ValueError("SCRFD model must have 9 outputs (scores, boxes, kps for 3 strides)")
 
     @staticmethod
