@@ -21,8 +21,11 @@ a real ``swaprtc serve`` process (embedded engine) with one real aiortc client i
 streaming a drifting face at 30 fps, the server's CPU time over a window divided by the frames the
 client received; ``before`` runs the server with OpenCV's default thread pool (one thread per core,
 as the server did before ``--pixel-threads``), ``after`` with today's default, alternating
-server runs (rounds) so that machine load hits both alike. With py-spy installed (a dev tool) it
-also names the server's threads and gives each one's share.
+server runs (rounds) so that machine load hits both alike. With ``baseline`` (a git commit of this
+repository), ``before`` is instead that commit's server code (its ``server/`` tree, extracted to a
+temporary folder and put first on the server's PYTHONPATH) and ``after`` this checkout's, both with
+today's settings: a before/after of any change to the serving path, in one interleaved run. With
+py-spy installed (a dev tool) it also names the server's threads and gives each one's share.
 """
 
 from __future__ import annotations
@@ -242,25 +245,63 @@ def bench_session_cost(
     seconds: float = 8.0,
     rounds: int = 0,
     repo: Path | None = None,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """The step table per resolution and codec; with ``rounds`` > 0 (and ``settings``, ``repo``)
-    also the whole-process figure of each resolution."""
+    """The step table per resolution and codec (skipped with ``frames`` 0); with ``rounds`` > 0
+    (and ``settings``, ``repo``) also the whole-process figure of each resolution, against
+    ``baseline``'s server code when given."""
     from swaprtc.embedded.bench import live_frames
 
+    out: dict[str, Any] = {"cpus": os.cpu_count()}
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one session's work, as a worker's executor thread does it
     try:
-        out: dict[str, Any] = {"cpus": os.cpu_count()}
         for label in resolutions:
-            size = RESOLUTIONS[label]
-            stream = live_frames(photo, max(frames, 20) + 10, size)
-            out[label] = {codec: one_session(engine, source, stream, codec) for codec in ("vp8", "h264")}
+            out[label] = {}
+            if frames > 0:
+                stream = live_frames(photo, max(frames, 20) + 10, RESOLUTIONS[label])
+                out[label] = {codec: one_session(engine, source, stream, codec) for codec in ("vp8", "h264")}
     finally:
         cv2.setNumThreads(cv_threads)
     if rounds > 0 and settings is not None and repo is not None:
-        for label in resolutions:
-            out[label]["whole_process"] = whole_process(settings, label, seconds, rounds, repo)
+        with contextlib.ExitStack() as stack:
+            variants = pixel_thread_variants(settings)
+            if baseline is not None:
+                variants = code_variants(settings, stack.enter_context(checkout(repo, baseline)))
+                out["baseline"] = baseline
+            for label in resolutions:
+                out[label]["whole_process"] = whole_process(settings, label, seconds, rounds, repo, variants)
     return out
+
+
+@contextlib.contextmanager
+def checkout(repo: Path, ref: str) -> Iterator[Path]:
+    """``ref``'s ``server/`` tree in a temporary folder (``git archive``; the repository is not
+    touched); yields the folder to put on PYTHONPATH."""
+    with tempfile.TemporaryDirectory(prefix="swaprtc-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", ref, "server"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp) / "server"
+
+
+def pixel_thread_variants(settings: Settings) -> dict[str, dict[str, str]]:
+    """``before``: OpenCV's default pool (one thread per core); ``after``: today's ``--pixel-threads``."""
+    return {
+        "before": {"SWAPRTC_PIXEL_THREADS": str(os.cpu_count() or 1)},
+        "after": {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)},
+    }
+
+
+def code_variants(settings: Settings, baseline_server: Path) -> dict[str, dict[str, str]]:
+    """``before``: the baseline commit's server code; ``after``: this checkout's; same settings."""
+    same = {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)}
+    path = os.environ.get("PYTHONPATH")
+    return {
+        "before": {**same, "PYTHONPATH": os.pathsep.join(p for p in (str(baseline_server), path) if p)},
+        "after": dict(same),
+    }
 
 
 def _thread_cpu(pid: int) -> dict[int, float]:
@@ -298,9 +339,9 @@ def _thread_names(pid: int) -> dict[int, str]:
 # Python thread names (prefixes) -> what the thread does in a session.
 THREAD_ROLES = (
     ("MainThread", "event loop: RTP/RTCP, SRTP, ICE, DataChannel, asyncio"),
-    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420"),
+    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420 (+ encode since mediapath)"),
     ("video-decoder", "VP8 decode (aiortc's decoder thread)"),
-    ("asyncio", "encode + payload packetiser (aiortc, default executor)"),
+    ("asyncio", "encode + payload packetiser on aiortc's default executor"),
     ("swaprtc-guard", "face hiding while a swap is late"),
     ("swaprtc-upload", "source photo upload"),
 )
@@ -377,13 +418,16 @@ async def _one_server_run(
 
 
 def whole_process(
-    settings: Settings, resolution: str, seconds: float, rounds: int, repo: Path
+    settings: Settings,
+    resolution: str,
+    seconds: float,
+    rounds: int,
+    repo: Path,
+    variants: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Server CPU of one real session, ``before``/``after`` server runs alternating ``rounds`` times."""
-    variants = {
-        "before": {"SWAPRTC_PIXEL_THREADS": str(os.cpu_count() or 1)},
-        "after": {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)},
-    }
+    """Server CPU of one real session, ``before``/``after`` server runs alternating ``rounds`` times
+    (``variants``: each one's extra environment; default: the OpenCV pool comparison)."""
+    variants = variants if variants is not None else pixel_thread_variants(settings)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
     for _ in range(rounds):
         for label, env in variants.items():
