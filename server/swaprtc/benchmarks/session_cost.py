@@ -276,11 +276,12 @@ def bench_session_cost(
 
 @contextlib.contextmanager
 def checkout(repo: Path, ref: str) -> Iterator[Path]:
-    """``ref``'s ``server/`` tree in a temporary folder (``git archive``; the repository is not
-    touched); yields the folder to put on PYTHONPATH."""
+    """``ref``'s ``server/`` tree (and ``models/``, where the package finds its manifest) in a
+    temporary folder (``git archive``; the repository is not touched); yields the folder to put
+    on PYTHONPATH."""
     with tempfile.TemporaryDirectory(prefix="swaprtc-baseline-") as tmp:
         archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", ref, "server"], capture_output=True, check=True
+            ["git", "-C", str(repo), "archive", ref, "server", "models"], capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         yield Path(tmp) / "server"
