@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
@@ -234,6 +234,81 @@ def one_session(
     return report
 
 
+def _i420_buffer(frame: VideoFrame) -> np.ndarray:
+    """A decoded yuv420p frame's planes as one (h*3/2, w) I420 array (OpenCV's layout)."""
+    w, h = frame.width, frame.height
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    chroma = out[h:].reshape(2, h // 2, w // 2)
+    for i, plane in enumerate(frame.planes):
+        rows = np.frombuffer(cast(Any, plane), np.uint8).reshape(-1, plane.line_size)
+        if i == 0:
+            out[:h] = rows[:h, :w]
+        else:
+            chroma[i - 1] = rows[: h // 2, : w // 2]
+    return out
+
+
+def conversions(engine: Engine, images: list[np.ndarray], warmup: int = 5) -> dict[str, Any]:
+    """The frame conversions around the engine, and the alternatives measured for them (CPU ms
+    per frame, medians, interleaved frame by frame in rotating order) on decoded VP8 frames:
+    decoded frame to BGR with swscale (what the server does) or with ``cv2.cvtColor`` on the
+    planes; BGR to I420 of the whole frame (what the server does), or the decoded planes copied
+    and only the changed regions converted (the face boxes grown by the pixelation margin and
+    the label's corner: the most a region-exact output could save). ``roundtrip`` is why such an
+    output cannot equal the full conversion outside the regions: decoded planes -> BGR -> I420
+    moves many pixels by more than one level."""
+    from av.video.reformatter import VideoReformatter
+
+    from swaprtc.label import LabelStyle, render_label
+    from swaprtc.rtc.privacy import expand_box
+
+    encoder, decoder = vpx.Vp8Encoder(), vpx.Vp8Decoder()
+    encoder.target_bitrate = BROWSER_BITRATE
+    decoded: list[Any] = []
+    for i, image in enumerate(images):
+        payloads, ts = encoder.encode(to_video_frame(image, i * CLOCK // 30, Fraction(1, CLOCK)))
+        decoded += decoder.decode(JitterFrame(b"".join(vpx.vp8_depayload(p) for p in payloads), ts))
+    h, w = images[0].shape[:2]
+    label = render_label(w, h, LabelStyle())
+    reformatter = VideoReformatter()
+    boxes = [expand_box(face.bbox, images[0].shape) for face in engine.detect(images[0])]
+    if label is not None:
+        boxes.append((label.x, label.y, label.x + label.alpha.shape[1], label.y + label.alpha.shape[0]))
+    # Even-aligned regions: 4:2:0 chroma covers 2x2 pixels.
+    boxes = [(x1 & ~1, y1 & ~1, min(w, x2 + 1) & ~1, min(h, y2 + 1) & ~1) for x1, y1, x2, y2 in boxes]
+
+    def regions(frame: VideoFrame, bgr: np.ndarray) -> None:
+        _i420_buffer(frame)
+        for x1, y1, x2, y2 in boxes:
+            cv2.cvtColor(np.ascontiguousarray(bgr[y1:y2, x1:x2]), cv2.COLOR_BGR2YUV_I420)
+
+    steps: dict[str, Any] = {
+        "to_bgr_swscale": lambda f, b: reformatter.reformat(f, format="bgr24").to_ndarray(),
+        "to_bgr_cv2_planes": lambda f, b: cv2.cvtColor(_i420_buffer(f), cv2.COLOR_YUV2BGR_I420),
+        "to_i420_whole_frame": lambda f, b: to_video_frame(b, None),
+        "to_i420_changed_regions_only": regions,
+    }
+    ms: dict[str, list[float]] = {k: [] for k in steps}
+    names = list(steps)
+    for i, frame in enumerate(decoded):
+        bgr = reformatter.reformat(frame, format="bgr24").to_ndarray()
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.thread_time()
+            steps[name](frame, bgr)
+            ms[name].append((time.thread_time() - t0) * 1000.0)
+    planes = _i420_buffer(decoded[-1]).astype(np.int16)
+    bgr = reformatter.reformat(decoded[-1], format="bgr24").to_ndarray()
+    moved = np.abs(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).astype(np.int16) - planes)
+    return {
+        "ms_per_frame": {k: round(statistics.median(v[warmup:]), 3) for k, v in ms.items()},
+        "regions": boxes,
+        "roundtrip": {
+            "max_levels": int(moved.max()),
+            "share_over_1_level": round(float((moved > 1).mean()), 4),
+        },
+    }
+
+
 def bench_session_cost(
     engine: Engine,
     source: SourceFace,
@@ -261,6 +336,7 @@ def bench_session_cost(
             if frames > 0:
                 stream = live_frames(photo, max(frames, 20) + 10, RESOLUTIONS[label])
                 out[label] = {codec: one_session(engine, source, stream, codec) for codec in ("vp8", "h264")}
+                out[label]["conversions"] = conversions(engine, stream)
     finally:
         cv2.setNumThreads(cv_threads)
     if rounds > 0 and settings is not None and repo is not None:
