@@ -24,7 +24,7 @@ import onnxruntime as ort
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
 from swaprtc.embedded.motion import MotionAnchor, anchor, estimate, move_points
-from swaprtc.embedded.reuse import ReusableFace, Scratch, composite_moved, frame_coords, reusable
+from swaprtc.embedded.reuse import ReusableFace, composite_moved, frame_coords, reusable
 from swaprtc.embedded.scaled import render_bounded
 from swaprtc.embedded.source import HIDDEN_WARNING, SourceTexture, prepare_texture
 from swaprtc.embedded.swap import FaceLayer, composite_layer
@@ -260,7 +260,6 @@ class EmbeddedProcessor:
         self._shape: tuple[int, ...] = ()
         self._keyframe: _Keyframe | None = None
         self._coords: np.ndarray | None = None  # reuse.frame_coords() of the frames, once needed
-        self._scratch = Scratch()  # the reused frames' working arrays
         self._since_keyframe = 0
         self.keyframes = 0  # full swaps kept for the frames after them (0 with swap_every 1)
 
@@ -352,9 +351,7 @@ class EmbeddedProcessor:
                         else:  # rendered smaller: scaled up as a kept keyframe is
                             t_blend = time.perf_counter()
                             scaled = reusable(layer, to_frame)
-                            composite_moved(
-                                out, frame, scaled, None, self._frame_coords(frame), self._scratch
-                            )
+                            composite_moved(out, frame, scaled, None, self._frame_coords(frame))
                             timings["blend"] += (time.perf_counter() - t_blend) * 1000
                 else:
                     # Blended the way the frames after it will be, so that a still face stays
@@ -362,7 +359,7 @@ class EmbeddedProcessor:
                     # composite_layer otherwise).
                     t_blend = time.perf_counter()
                     for kept_face in kept.faces.values():
-                        composite_moved(out, frame, kept_face, None, self._frame_coords(frame), self._scratch)
+                        composite_moved(out, frame, kept_face, None, self._frame_coords(frame))
                     timings["blend"] += (time.perf_counter() - t_blend) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         return SwapResult(
@@ -436,7 +433,6 @@ class EmbeddedProcessor:
                 key.faces[_track(face)],
                 motions[_track(face)],
                 self._frame_coords(frame),
-                self._scratch,
             ):
                 return None
         self._since_keyframe += 1
