@@ -262,9 +262,8 @@ def test_browser_restores_assigned_people_after_a_reconnect(
         assert "gets Ada again" in page.get_by_test_id("people-status").inner_text()
 
         # 2. Ada's person has left the picture when the page comes back: the assignment waits.
-        page.evaluate(
-            "(side) => { window.__cover = side; }", "left" if ada_box[0] + ada_box[2] < 1 else "right"
-        )
+        cover = "left" if ada_box[0] + ada_box[2] < 1 else "right"
+        page.evaluate("(side) => { window.__cover = side; }", cover)
         until(page, lambda: page.evaluate("window.swaprtc.people.length") == 1, "Ada's person to leave")
         wait_reconnected(page, drop_session(page, server_url))
         stats_ticks(page, 3)
@@ -284,6 +283,18 @@ def test_browser_restores_assigned_people_after_a_reconnect(
         for box in boxes:  # both are other faces than the camera's
             face_diff, _ = region_diffs(local, remote, box)
             assert face_diff > 8.0, f"face at {box} unchanged: {face_diff:.1f}"
+
+        # 3. The user gives up waiting: the person comes back and keeps no source of their own.
+        page.evaluate("(side) => { window.__cover = side; }", cover)
+        until(page, lambda: page.evaluate("window.swaprtc.people.length") == 1, "Ada's person to leave")
+        wait_reconnected(page, drop_session(page, server_url))
+        ada.get_by_role("button", name="Stop waiting").click()
+        assert ada.get_attribute("data-waiting") == "false"
+        page.evaluate("window.__cover = null")
+        until(page, lambda: page.evaluate("window.swaprtc.people.length") == 2, "Ada's person to return")
+        stats_ticks(page, 3)
+        assert _server_assignments(page, server_url) == []
+        assert ada.inner_text().strip().startswith("Ada") and "→" not in ada.inner_text()
         assert page.get_by_test_id("error").is_hidden(), page.get_by_test_id("error").inner_text()
     finally:
         b.close()
