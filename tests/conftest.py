@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     import onnxruntime as ort
     from swaprtc.models.store import ModelStore
 
+# The headless-Chromium fixtures (server process, browser, page), shared by tests/test_browser*.py.
+pytest_plugins = ("tests.browser_support",)
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -5,23 +5,21 @@ previous one is the one in use afterwards."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.test_browser import (  # noqa: F401  (fixtures used by name)
+from tests.browser_support import (
     DATA,
-    _connected,
-    _get_json,
-    _running_server,
-    browser,
-    camera_frame,
-    driver,
-    fake_camera,
-    pytestmark,
+    connect,
+    get_json,
+    requires_chromium,
+    running_server,
+    until,
 )
+
+pytestmark = requires_chromium
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
@@ -42,7 +40,7 @@ OPEN_PCS_JS = "window.__pcs.filter((pc) => pc.signalingState !== 'closed').lengt
 
 @pytest.fixture(scope="module")
 def server(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _running_server(
+    with running_server(
         model_store,
         tmp_path_factory.mktemp("stop"),
         SWAPRTC_MAX_BITRATE=str(MAX_BITRATE),
@@ -54,7 +52,7 @@ def server(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def page(browser: Browser, server: str) -> Iterator[Page]:  # noqa: F811
+def page(browser: Browser, server: str) -> Iterator[Page]:
     context = browser.new_context(bypass_csp=True)
     context.add_init_script(TRACK_PEER_CONNECTIONS)
     pg = context.new_page()
@@ -69,15 +67,8 @@ def page(browser: Browser, server: str) -> Iterator[Page]:  # noqa: F811
         context.close()
 
 
-def _until(page: Page, condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        page.wait_for_timeout(50)  # lets Playwright deliver route and console events meanwhile
-
-
 def _sessions(server: str) -> int:
-    return int(_get_json(f"{server}/api/health")["sessions"])
+    return int(get_json(f"{server}/api/health")["sessions"])
 
 
 def _upload_default(page: Page, name: str) -> None:
@@ -91,26 +82,26 @@ def test_stop_while_the_session_is_being_created_leaves_nothing_behind(page: Pag
         lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
     )
     page.get_by_test_id("start-button").click()
-    _until(page, lambda: bool(held), "the session request")
+    until(page, lambda: bool(held), "the session request")
     page.get_by_test_id("stop-button").click()
     held[0].continue_()  # the server creates the session only now, after Stop
     page.wait_for_timeout(1500)
     assert page.evaluate(OPEN_PCS_JS) == 0, "a peer connection was opened (and left open) after Stop"
-    _until(page, lambda: _sessions(server) == 0, "the orphan session to be deleted", timeout_s=5)
+    until(page, lambda: _sessions(server) == 0, "the orphan session to be deleted", timeout_s=5)
     assert page.evaluate("window.swaprtc.sessionId") is None
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 
 def test_stop_after_streaming_is_quiet_and_max_bitrate_reaches_the_encoder(page: Page, server: str) -> None:
-    assert _get_json(f"{server}/api/info")["max_bitrate"] == MAX_BITRATE
+    assert get_json(f"{server}/api/info")["max_bitrate"] == MAX_BITRATE
     for _ in range(2):
-        _connected(page)
+        connect(page)
         encodings = page.evaluate("window.__pcs.at(-1).getSenders()[0].getParameters().encodings")
         assert encodings[0]["maxBitrate"] == MAX_BITRATE
         # Let the server end the session by itself first (peer connection closed) when it can:
         # the page's DELETE then finds it gone, which must not be an error.
         page.get_by_test_id("stop-button").click()
-        _until(page, lambda: _sessions(server) == 0, "the session to end")
+        until(page, lambda: _sessions(server) == 0, "the session to end")
     assert page.evaluate(OPEN_PCS_JS) == 0
     assert page.console_errors == []  # type: ignore[attr-defined]
 
@@ -118,7 +109,7 @@ def test_stop_after_streaming_is_quiet_and_max_bitrate_reaches_the_encoder(page:
 def test_a_photo_chosen_during_the_reconnect_upload_is_the_one_in_use(page: Page, server: str) -> None:
     _upload_default(page, "obama.jpg")
     page.get_by_test_id("source-thumbnail").wait_for(state="visible", timeout=10_000)
-    _connected(page)
+    connect(page)
     page.get_by_test_id("stop-button").click()  # the next start makes a new session: re-upload
 
     held: list[Route] = []
@@ -139,13 +130,13 @@ def test_a_photo_chosen_during_the_reconnect_upload_is_the_one_in_use(page: Page
 
     page.route("**/api/source*", on_source)
     page.get_by_test_id("start-button").click()
-    _until(page, lambda: bool(held), "the re-upload of the first photo")
+    until(page, lambda: bool(held), "the re-upload of the first photo")
     assert name_of(held[0]) == "obama"
     _upload_default(page, "grace_hopper.jpg")  # chosen while that upload is in flight
     page.wait_for_timeout(1000)
     forwarded.append(name_of(held[0]))
     held[0].continue_()
-    _until(page, lambda: len(forwarded) >= 2, "both uploads")
+    until(page, lambda: len(forwarded) >= 2, "both uploads")
     page.wait_for_function(
         "document.querySelector('[data-testid=connection-state]').dataset.state === 'connected'",
         timeout=15_000,

@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.test_browser import (  # noqa: F401  (fixtures used by name)
-    _running_server,
-    _wait_playing,
-    browser,
-    camera_frame,
-    driver,
-    fake_camera,
-    pytestmark,
+from tests.browser_support import (
+    requires_chromium,
+    running_server,
+    wait_playing,
 )
+
+pytestmark = requires_chromium
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Dialog, Page
@@ -28,7 +26,7 @@ TOKEN = "tab-T0ken-42"
 
 @pytest.fixture(scope="module")
 def token_server(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _running_server(model_store, tmp_path_factory.mktemp("token"), SWAPRTC_TOKEN=TOKEN) as url:
+    with running_server(model_store, tmp_path_factory.mktemp("token"), SWAPRTC_TOKEN=TOKEN) as url:
         yield url
 
 
@@ -43,7 +41,7 @@ def _wait_engine_badge(page: Page, timeout_s: float = 15.0) -> str:
         page.wait_for_timeout(100)
 
 
-def test_the_page_asks_for_the_token_once_per_tab(browser: Browser, token_server: str) -> None:  # noqa: F811
+def test_the_page_asks_for_the_token_once_per_tab(browser: Browser, token_server: str) -> None:
     context = browser.new_context()  # no bypass_csp: the page runs under its CSP
     try:
         page = context.new_page()
@@ -64,7 +62,7 @@ def test_the_page_asks_for_the_token_once_per_tab(browser: Browser, token_server
 
         # Session, offer and the control channel all work with the token.
         page.get_by_test_id("start-button").click()
-        _wait_playing(page, "remote-video")
+        wait_playing(page, "remote-video")
         assert page.get_by_test_id("error").is_hidden()
 
         # A reload in the same tab keeps the token: no second question.

@@ -199,7 +199,7 @@ def test_a_face_whose_swap_fails_is_unswapped(
 ) -> None:
     import swaprtc.embedded.engine as embedded
 
-    monkeypatch.setattr(embedded, "render_face", lambda *args: None)
+    monkeypatch.setattr(embedded, "render_bounded", lambda *args: None)
     frame = _frame(obama_bgr)
     result = engine.open_stream().process(frame, source, SwapOptions())
     assert result.swapped == 0 and len(result.faces) == 1

@@ -5,7 +5,7 @@ import * as capture from "./capture.js";
 import { Connection } from "./connection.js";
 import { SwapControls } from "./controls.js";
 import { renderFaces, renderWarnings, sourceSummary } from "./faces.js";
-import { pointInPicture, renderPeople } from "./people.js";
+import { matchReturning, pointInPicture, renderPeople } from "./people.js";
 import { QUALITY, controlMessage, loadSettings, saveSettings } from "./settings.js";
 
 const OUTPUT_CHANNEL = "swaprtc-output"; // output.js listens on it
@@ -92,8 +92,12 @@ class App {
     this.reconnectTimer = null;
     this.countdownTimer = null;
     this.supported = new Set(); // swap controls this engine takes (`/api/info` `controls`)
-    this.extras = new Map(); // name -> { file, face, sessionId, result }: more people, more sources
+    // name -> { file, face, sessionId, result, person, lastBox, waiting }: more people, more sources.
+    // `person` is the server's id on the current session, `lastBox` where that person was last
+    // seen (0..1), `waiting` the box of a person assigned before a reconnect and not back yet.
+    this.extras = new Map();
     this.assigning = null; // name of the source the next click on the video gives to a person
+    this.assignsSent = []; // assign messages not answered yet, oldest first: { source, restore }
     this.people = [];
     this.lastSwapped = null;
     this.remoteStream = null;
@@ -609,6 +613,7 @@ class App {
   async connect() {
     if (!this.wanted) return;
     this.resetStats();
+    this.assignsSent = []; // a new control channel: the old one's replies never come
     this.setState(this.attempt ? "reconnecting" : "connecting");
     const conn = new Connection({
       stream: this.stream,
@@ -708,7 +713,11 @@ class App {
       for (const extra of this.extras.values()) if (extra.person === msg.person) extra.person = undefined;
       this.renderExtras();
       this.peopleSay(`Person ${msg.person} follows the main source again.`);
-    } else if (msg.type === "error" && ["no_face_here", "unknown_source", "not_assigned"].includes(msg.code)) {
+    } else if (msg.type === "error" && ["no_face_here", "unknown_source"].includes(msg.code)) {
+      // Replies come in the order the assigns were sent. A restore that missed (the person moved
+      // on) is tried again with the next stats, quietly.
+      if (!this.assignsSent.shift()?.restore) this.assignFailed(msg);
+    } else if (msg.type === "error" && msg.code === "not_assigned") {
       this.assignFailed(msg);
     } else if (msg.type === "error") {
       this.showError({ code: msg.code, message: msg.message }, "Server");
@@ -757,6 +766,8 @@ class App {
     $("hidden-reason").textContent = reason;
     $("hidden-reason").hidden = !reason;
     this.people = Array.isArray(s.people) ? s.people : [];
+    this.followAssigned();
+    this.restoreAssignments();
     this.showPeople();
   }
 
@@ -986,15 +997,53 @@ class App {
     }
   }
 
-  /** A new session (reconnect) knows none of them: upload them again. */
+  /**
+   * A new session (reconnect) knows none of them: upload them again. Its people are new too, so
+   * each assignment waits for a face where its person was last seen (restoreAssignments).
+   */
   async resendExtras(sid) {
     for (const [name, extra] of this.extras) {
       if (extra.sessionId === sid) continue;
       extra.result = await api.uploadSource(sid, extra.file, { name, face: extra.face });
       extra.sessionId = sid;
-      extra.person = undefined; // The server's people are new too.
+      if (extra.person !== undefined && extra.lastBox) extra.waiting = extra.lastBox;
+      extra.person = undefined;
     }
     this.renderExtras();
+  }
+
+  /** Where each assigned person is now, so a reconnect knows where to look for them. */
+  followAssigned() {
+    for (const extra of this.extras.values()) {
+      if (extra.person === undefined) continue;
+      const seen = this.people.find((p) => p.person === extra.person && Array.isArray(p.box));
+      if (seen) extra.lastBox = seen.box;
+    }
+  }
+
+  /**
+   * Gives each source assigned before a reconnect back to its person once a face without a named
+   * source of its own is in view where that person was (people.js matchReturning). A person out
+   * of view stays awaited (the page says so) until they come back or the user forgets them.
+   */
+  restoreAssignments() {
+    const waiting = new Map();
+    for (const [name, extra] of this.extras) {
+      if (extra.waiting && !this.assignsSent.some((a) => a.source === name)) waiting.set(name, extra.waiting);
+    }
+    if (!waiting.size) return;
+    const assigned = new Set([...this.extras.values()].map((e) => e.person).filter(Number.isInteger));
+    for (const [name, p] of matchReturning(waiting, this.people, assigned)) {
+      const [x1, y1, x2, y2] = p.box;
+      this.sendAssign(name, { x: (x1 + x2) / 2, y: (y1 + y2) / 2 }, true);
+    }
+  }
+
+  sendAssign(source, point, restore = false) {
+    const unit = (v) => Math.min(1, Math.max(0, v)); // a face box may reach past the picture's edge
+    if (!this.conn?.send({ type: "assign", source, x: unit(point.x), y: unit(point.y) })) return false;
+    this.assignsSent.push({ source, restore });
+    return true;
   }
 
   renderExtras() {
@@ -1010,7 +1059,9 @@ class App {
       if (extra.result?.thumbnail) img.src = extra.result.thumbnail;
       const label = document.createElement("span");
       label.className = "source-name";
-      label.textContent = extra.person === undefined ? name : `${name} → person ${extra.person}`;
+      label.textContent = extra.person !== undefined ? `${name} → person ${extra.person}`
+        : extra.waiting ? `${name} → waiting for their person to be in view` : name;
+      li.dataset.waiting = String(Boolean(extra.waiting));
       const assign = document.createElement("button");
       assign.type = "button";
       assign.textContent = this.assigning === name ? "Cancel" : "Assign…";
@@ -1032,6 +1083,16 @@ class App {
         unassign.title = `Person ${extra.person} follows the main source again`;
         unassign.addEventListener("click", () => this.conn?.send({ type: "unassign", person: extra.person }));
         li.append(unassign);
+      } else if (extra.waiting) {
+        const forget = document.createElement("button");
+        forget.type = "button";
+        forget.textContent = "Stop waiting";
+        forget.title = `Nobody gets ${name} until you assign it again`;
+        forget.addEventListener("click", () => {
+          extra.waiting = null;
+          this.renderExtras();
+        });
+        li.append(forget);
       }
       li.append(remove);
       const faces = document.createElement("div");
@@ -1056,16 +1117,27 @@ class App {
 
   assignAt(point) {
     if (!this.assigning || !point) return;
-    if (!this.conn?.send({ type: "assign", source: this.assigning, x: point.x, y: point.y })) {
+    if (!this.sendAssign(this.assigning, point)) {
       this.peopleSay("Start the camera first: faces are assigned in the live video.", true);
     }
   }
 
   assigned(msg) {
+    const sent = this.assignsSent.shift();
     const extra = this.extras.get(msg.source);
-    if (extra) extra.person = msg.person;
+    if (extra) {
+      extra.person = msg.person;
+      extra.waiting = null;
+      extra.lastBox = this.people.find((p) => p.person === msg.person)?.box ?? extra.lastBox;
+    }
     for (const [name, other] of this.extras) {
       if (name !== msg.source && other.person === msg.person) other.person = undefined;
+    }
+    if (sent?.restore) {
+      // Not the user's click: an armed "Assign…" stays armed.
+      this.peopleSay(`Person ${msg.person} gets ${msg.source} again.`);
+      this.renderExtras();
+      return;
     }
     this.peopleSay(`Person ${msg.person} now gets ${msg.source}.`);
     this.setAssigning(null);

@@ -74,3 +74,46 @@ export function renderPeople(layer, video, people, onPick) {
   }
   for (const button of old.values()) if (!kept.includes(button)) button.remove();
 }
+
+/** How far a point is from a face box, in face sizes (0 inside): what the server uses for clicks. */
+function facesAway(box, x, y) {
+  const [x1, y1, x2, y2] = box;
+  const w = Math.max(x2 - x1, 1e-6);
+  const h = Math.max(y2 - y1, 1e-6);
+  return Math.max(Math.max(x1 - x, 0, x - x2) / w, Math.max(y1 - y, 0, y - y2) / h);
+}
+
+// A person coming back after a reconnect sits about where they were, not exactly: within one face
+// size of the middle of their last box (a click counts within half a face size).
+const RETURN_REACH = 1.0;
+
+/**
+ * Assignments waiting for their person after a reconnect (the new session's people are new):
+ * which face of the latest stats `people` each one goes to. `waiting` maps a source name to the
+ * box (0..1) where its person was last seen; people in `assigned` (ids that already have a named
+ * source) are not candidates. Nearest first, each name and each person at most once.
+ * Returns `[name, entry]` pairs.
+ */
+export function matchReturning(waiting, people, assigned) {
+  const scored = [];
+  for (const [name, box] of waiting) {
+    const [x, y] = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2];
+    for (const p of Array.isArray(people) ? people : []) {
+      if (!Number.isInteger(p.person) || assigned.has(p.person)) continue;
+      if (!Array.isArray(p.box) || p.box.length !== 4) continue;
+      const away = facesAway(p.box, x, y);
+      if (away <= RETURN_REACH) scored.push([away, name, p]);
+    }
+  }
+  scored.sort((a, b) => a[0] - b[0]);
+  const names = new Set();
+  const persons = new Set();
+  const pairs = [];
+  for (const [, name, p] of scored) {
+    if (names.has(name) || persons.has(p.person)) continue;
+    names.add(name);
+    persons.add(p.person);
+    pairs.push([name, p]);
+  }
+  return pairs;
+}

@@ -125,7 +125,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         "frame_io": lambda: bench_frame_io(args.frames),
         "paste": lambda: _bench_paste(args.frames, settings),
         "controls": lambda: _bench_controls(args.frames, settings),
-        "embedded": lambda: _bench_embedded(args.frames, settings),
+        "embedded": lambda: _bench_embedded(args, settings),
         "neural": lambda: _bench_neural(args.frames, settings),
         "session_cost": lambda: _bench_session_cost(args, settings),
         "capacity": lambda: _bench_capacity(args, settings),
@@ -233,21 +233,35 @@ def _embedded_engine(settings: Settings) -> Any:
     return EmbeddedEngine.from_store(_store(settings), settings)
 
 
-def _bench_embedded(frames: int, settings: Settings) -> dict[str, Any]:
-    """The embedded engine on a live-like 640×480 stream, one face, single-threaded: with the
-    settings' cadence, and side by side with a full swap of every frame (and the engine before
-    issue 10)."""
-    from swaprtc.embedded.bench import bench_before_after, bench_cadence, bench_embedded, live_frames
+def _bench_embedded(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The embedded engine on a live-like stream (640×480 unless ``--resolution`` says otherwise),
+    one face, single-threaded: with the settings' cadence, and side by side with a full swap of
+    every frame (and the engine before issue 10). Further resolutions add their cadence run."""
+    from swaprtc.embedded.bench import SIZES, bench_before_after, bench_cadence, bench_embedded, live_frames
 
+    labels = [r.strip() for r in (getattr(args, "resolution", None) or "480p").split(",") if r.strip()]
+    unknown = [r for r in labels if r not in SIZES]
+    if unknown:
+        raise ValueError(f"unknown resolution(s) {unknown}; choose from {list(SIZES)}")
     engine = _embedded_engine(settings)
     every_frame = _embedded_engine(
         replace(settings, swap_every=1, detect_every_tracked=settings.detect_every)
     )
     source = engine.prepare_source(_photo("astronaut.png"))
-    stream = live_frames(_photo("obama.jpg"), max(frames, 10) + 5)
+    count = max(args.frames, 10) + 5
+    stream = live_frames(_photo("obama.jpg"), count, SIZES[labels[0]])
     result = bench_embedded(engine, stream, source)
+    result["resolution"] = labels[0]
     result["cadence"] = bench_cadence(every_frame, engine, stream, source)
     result["side_by_side"] = bench_before_after(every_frame, stream, _photo("astronaut.png"))
+    result["other_resolutions"] = {
+        label: {
+            "cadence": bench_cadence(
+                every_frame, engine, live_frames(_photo("obama.jpg"), count, SIZES[label]), source
+            )
+        }
+        for label in labels[1:]
+    }
     return result
 
 

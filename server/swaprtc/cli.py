@@ -28,7 +28,8 @@ COMMON = [
     "inference_url",
     "inference_shared_memory",
 ]
-CADENCE = ["detect_every", "detect_every_tracked", "swap_every"]  # the embedded engine's model cadence
+# The embedded engine's model cadence and working resolution.
+CADENCE = ["detect_every", "detect_every_tracked", "swap_every", "face_render_px"]
 GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",
@@ -114,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="capacity: worker counts to compare (default 1,2)",
     )
-    bench.add_argument("--resolution", default=None, help="session_cost/capacity: 480p,720p (default both)")
+    bench.add_argument(
+        "--resolution",
+        default=None,
+        help="session_cost/capacity: 480p,720p (default both); embedded: first = main run (default 480p)",
+    )
     bench.add_argument("--max-sessions", type=int, default=12, help="capacity: stop the ramp here")
     bench.add_argument(
         "--step-s", type=float, default=8.0, help="capacity: seconds per step; session_cost: per server run"

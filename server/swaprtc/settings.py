@@ -77,6 +77,10 @@ class Settings:
     # face's measured motion (a keyframe comes at once when the motion is unsure or large). 1 = every
     # frame in full.
     swap_every: int = 3
+    # Embedded engine: a face whose box (face and the ring around it) is larger than this many
+    # pixels across is rendered at this size and scaled up into the frame; the target's own picture
+    # under it stays at full resolution. 0 = always at full resolution.
+    face_render_px: int = 256
     # GPU path (neural engine). Each falls back cleanly on a CPU and is reported by /api/info.
     io_binding: str = "auto"  # auto = pre-allocated device buffers when CUDA really runs; on | off
     cuda_graph: bool = True  # capture CUDA graphs for the fixed-shape models (swapper, enhancer)
@@ -155,6 +159,10 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
         self.worker_count()  # validates
+        if self.face_render_px != 0 and self.face_render_px < 32:
+            raise SettingsError(
+                f"invalid face_render_px {self.face_render_px!r}: 0 (full resolution) or at least 32"
+            )
         if not 0 <= self.batch_window_ms <= 1000:
             raise SettingsError(f"invalid batch_window_ms {self.batch_window_ms!r}: must be 0..1000")
         if not self.token:

@@ -20,6 +20,15 @@ from swaprtc.embedded.engine import EmbeddedEngine
 from swaprtc.types import SourceFace, SwapOptions
 
 STAGES = ("detect", "landmarks", "motion", "warp", "color", "blend", "total")
+SIZES = {"480p": (640, 480), "720p": (1280, 720)}  # --resolution labels of the live-like stream
+
+
+def frame_kind(timings: dict[str, float]) -> str:
+    """What a cadenced frame was: ``reused`` (moved from the keyframe), ``detector`` (a keyframe
+    on which the detector ran too) or ``keyframe``."""
+    if "motion" in timings:
+        return "reused"
+    return "detector" if timings.get("detect", 0.0) > 0 else "keyframe"
 
 
 def live_frames(
@@ -182,6 +191,9 @@ def bench_cadence(
     payload = source.payload_for("embedded", SourceTexture)
     streams = {"every_frame": every_frame.open_stream(), "cadenced": cadenced.open_stream()}
     cpu: dict[str, list[float]] = {name: [] for name in streams}
+    # The cadenced stream's CPU and stage times by frame_kind().
+    kind_cpu: dict[str, list[float]] = {}
+    kind_stages: dict[str, dict[str, list[float]]] = {}
     reuse_vs_stream: list[float] = []
     reuse_vs_same_mesh: list[float] = []
     keyframe_vs_stream: list[float] = []
@@ -195,6 +207,12 @@ def bench_cadence(
                 results[name] = stream.process(frame, source, options, i / 30.0)
                 if i >= warmup:
                     cpu[name].append((time.process_time() - start) * 1000)
+            if i >= warmup:
+                timings = results["cadenced"].timings_ms
+                kind = frame_kind(timings)
+                kind_cpu.setdefault(kind, []).append(cpu["cadenced"][-1])
+                for stage in STAGES:
+                    kind_stages.setdefault(kind, {}).setdefault(stage, []).append(timings.get(stage, 0.0))
             full, cheap = results["every_frame"], results["cadenced"]
             if i < warmup or not full.faces or not cheap.faces or full.faces[0].mesh is None:
                 continue
@@ -226,6 +244,15 @@ def bench_cadence(
             "detector_calls": stream.detector_calls,
             "keyframes": stream.keyframes,
         }
+    report["cadenced"]["face_render_px"] = cadenced.face_render_px  # type: ignore[index]
+    report["cadenced"]["by_kind"] = {  # type: ignore[index]
+        kind: {
+            "frames": len(values),
+            "cpu_ms": _stats(values),
+            "stage_median_ms": {s: round(statistics.median(v), 2) for s, v in kind_stages[kind].items()},
+        }
+        for kind, values in sorted(kind_cpu.items())
+    }
     report["mean_cpu_ratio"] = round(
         statistics.fmean(cpu["cadenced"]) / max(statistics.fmean(cpu["every_frame"]), 1e-6), 3
     )

@@ -25,8 +25,9 @@ from swaprtc.embedded import mesh as m
 from swaprtc.embedded.landmarks import FaceMeshModel, roi_from_detection, roi_from_mesh
 from swaprtc.embedded.motion import MotionAnchor, anchor, estimate, move_points
 from swaprtc.embedded.reuse import ReusableFace, composite_moved, frame_coords, reusable
+from swaprtc.embedded.scaled import render_bounded
 from swaprtc.embedded.source import HIDDEN_WARNING, SourceTexture, prepare_texture
-from swaprtc.embedded.swap import FaceLayer, composite_layer, render_face
+from swaprtc.embedded.swap import FaceLayer, composite_layer
 from swaprtc.embedded.tracker import PRESENCE_THRESHOLD, FaceTracker, TrackUpdate
 from swaprtc.engine import Casting, single_source
 from swaprtc.errors import ModelError, NoFaceError
@@ -116,12 +117,15 @@ class EmbeddedEngine:
         max_cells: int = 64,
         swap_every: int = 1,
         detect_every_tracked: int | None = None,
+        face_render_px: int = 0,
     ) -> None:
         self.detect_every = detect_every
         # One-face mode, face followed surely: the detector is only there to find a new face.
         self.detect_every_tracked = detect_every_tracked or detect_every
         # Full swap every Nth frame; the frames between move its rendered face by the face's motion.
         self.swap_every = max(1, swap_every)
+        # Faces whose box is larger are rendered at this size and scaled up (scaled.py); 0: never.
+        self.face_render_px = max(0, face_render_px)
         self.threads = threads
         self.max_cells = max_cells
         # Uploaded photos can be large with small faces: detect at full size there; in a live
@@ -155,6 +159,7 @@ class EmbeddedEngine:
             detect_every=settings.detect_every,
             detect_every_tracked=settings.detect_every_tracked,
             swap_every=settings.swap_every,
+            face_render_px=settings.face_render_px,
         )
 
     def describe(self) -> dict[str, object]:
@@ -172,6 +177,7 @@ class EmbeddedEngine:
             "detect_every": self.detect_every,
             "detect_every_tracked": self.detect_every_tracked,
             "swap_every": self.swap_every,
+            "face_render_px": self.face_render_px,
             "method": (
                 "whole inner face warped by the live mesh (piecewise affine), shape moved towards the "
                 "source, hidden triangles mirrored, colour/light matched, membrane-blended"
@@ -315,10 +321,10 @@ class EmbeddedProcessor:
                 swapped = len(targets)
             elif targets:
                 out = frame.copy()
-                layers: dict[int, FaceLayer] = {}
+                layers: dict[int, tuple[FaceLayer, np.ndarray | None]] = {}
                 for face, chosen in targets:
                     assert face.mesh is not None
-                    layer = render_face(
+                    rendered = render_bounded(
                         frame,
                         face.mesh,
                         depths.get(id(face)),
@@ -326,27 +332,34 @@ class EmbeddedProcessor:
                         options,
                         self.engine.max_cells,
                         timings,
+                        self.engine.face_render_px,
                     )
-                    if layer is None:  # too small or off-frame: left as it was, so the caller must hide it
+                    if rendered is None:  # too small or off-frame: left as it was, so the caller must hide it
                         unswapped.append(face)
                         continue
                     swapped += 1
-                    layers[_track(face)] = layer
+                    layers[_track(face)] = rendered
                 kept = None
                 # A session's casting with nothing assigned gives the default source to the faces
                 # single_source would: its keyframes can be kept like those of a plain source.
                 if source is not None and not _assigned(casting) and not unswapped:
                     kept = self._keep(frame, source, options, faces, layers)
                 if kept is None:
-                    for layer in layers.values():
-                        composite_layer(out, layer, timings)
+                    for layer, to_frame in layers.values():
+                        if to_frame is None:
+                            composite_layer(out, layer, timings)
+                        else:  # rendered smaller: scaled up as a kept keyframe is
+                            t_blend = time.perf_counter()
+                            scaled = reusable(layer, to_frame)
+                            composite_moved(out, frame, scaled, None, self._frame_coords(frame))
+                            timings["blend"] += (time.perf_counter() - t_blend) * 1000
                 else:
                     # Blended the way the frames after it will be, so that a still face stays
                     # exactly still from keyframe to reused frame (within a grey level of
                     # composite_layer otherwise).
                     t_blend = time.perf_counter()
-                    for rendered in kept.faces.values():
-                        composite_moved(out, frame, rendered, None, self._frame_coords(frame))
+                    for kept_face in kept.faces.values():
+                        composite_moved(out, frame, kept_face, None, self._frame_coords(frame))
                     timings["blend"] += (time.perf_counter() - t_blend) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         return SwapResult(
@@ -359,7 +372,7 @@ class EmbeddedProcessor:
         source: SourceFace,
         options: SwapOptions,
         faces: tuple[Face, ...],
-        layers: dict[int, FaceLayer],
+        layers: dict[int, tuple[FaceLayer, np.ndarray | None]],
     ) -> _Keyframe | None:
         """Keep this full swap for the next frames, when there are any to reuse it on and every
         face in it can be followed by its motion."""
@@ -370,7 +383,7 @@ class EmbeddedProcessor:
         kept = {t: a for t, a in anchors.items() if a is not None}
         if len(kept) != len(faces):
             return None
-        rendered = {t: reusable(layer) for t, layer in layers.items()}
+        rendered = {t: reusable(layer, to_frame) for t, (layer, to_frame) in layers.items()}
         self._keyframe = _Keyframe(source, options, frame.shape, meshes, kept, rendered)
         self._since_keyframe = 0
         self.keyframes += 1
@@ -415,7 +428,11 @@ class EmbeddedProcessor:
         out = frame.copy()
         for face in faces:
             if not composite_moved(
-                out, frame, key.faces[_track(face)], motions[_track(face)], self._frame_coords(frame)
+                out,
+                frame,
+                key.faces[_track(face)],
+                motions[_track(face)],
+                self._frame_coords(frame),
             ):
                 return None
         self._since_keyframe += 1

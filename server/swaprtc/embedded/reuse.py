@@ -4,6 +4,9 @@ of its alpha by the face's motion (motion.py), blended over that frame's own pix
 The coloured face is kept in float32 as the keyframe's blend makes it (unclipped: where it is
 brighter than white, the keyframe blends that in, and a reused frame must look the same) and
 blended with cv2.blendLinear, several times cheaper than the same blend in numpy.
+
+A face rendered below the frame's resolution (``to_frame``, see scaled.py) goes through the same
+warps, by its motion composed with the scale up: its keyframe too.
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ class ReusableFace:
     face: np.ndarray  # (h, w, 3) float32, the colour-matched face over the whole box
     alpha: np.ndarray  # (h, w) float32
     # (h, w, 2) float32: where the target's own picture under the face was taken from, relative to
-    # each pixel (the change of shape moves it); None where it was not moved.
+    # each pixel, in frame pixels (the change of shape moves it); None where it was not moved.
     shift: np.ndarray | None = None
+    # (2, 3): the box's (rendered) pixels to frame pixels, for a face rendered below the frame's
+    # resolution; None: rendered in frame pixels.
+    to_frame: np.ndarray | None = None
+    # With ``to_frame``: the shift's x and y as two (h, w) arrays, for one-channel warps.
+    shift_planes: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def reusable(layer: FaceLayer) -> ReusableFace:
-    """The keyframe's layer as it will be moved: the colour match applied once, here."""
+def reusable(layer: FaceLayer, to_frame: np.ndarray | None = None) -> ReusableFace:
+    """The keyframe's layer as it will be moved: the colour match applied once, here.
+    ``to_frame``: the layer's pixels to frame pixels, when it was rendered smaller."""
     face = layer.warped.astype(np.float32)
     face *= layer.gain
     face += layer.offset
@@ -39,7 +48,13 @@ def reusable(layer: FaceLayer) -> ReusableFace:
         shift = np.empty((y1 - y0, x1 - x0, 2), np.float32)
         np.subtract(layer.reshape[0], np.arange(x1 - x0, dtype=np.float32), out=shift[..., 0])
         np.subtract(layer.reshape[1], np.arange(y1 - y0, dtype=np.float32)[:, None], out=shift[..., 1])
-    return ReusableFace(layer.box, face, layer.alpha, shift)
+        if to_frame is not None:  # rendered pixels to frame pixels
+            shift[..., 0] *= np.float32(to_frame[0, 0])
+            shift[..., 1] *= np.float32(to_frame[1, 1])
+    planes = None
+    if shift is not None and to_frame is not None:
+        planes = (np.ascontiguousarray(shift[..., 0]), np.ascontiguousarray(shift[..., 1]))
+    return ReusableFace(layer.box, face, layer.alpha, shift, to_frame, planes)
 
 
 def moved_box(
@@ -63,17 +78,25 @@ def frame_coords(shape: tuple[int, ...]) -> np.ndarray:
     return coords
 
 
+def _compose(motion: np.ndarray, to_frame: np.ndarray) -> np.ndarray:
+    """``motion`` after ``to_frame``, both (2, 3)."""
+    return np.column_stack([motion[:, :2] @ to_frame[:, :2], motion[:, :2] @ to_frame[:, 2] + motion[:, 2]])
+
+
 def composite_moved(
     out: np.ndarray, frame: np.ndarray, face: ReusableFace, motion: np.ndarray | None, coords: np.ndarray
 ) -> bool:
     """Blend ``face`` moved by ``motion`` (2, 3, frame pixels; None: where it was rendered) over
     ``frame`` into ``out``; only the moved box is written. False when it lands off the frame.
     ``coords``: frame_coords() of the frame."""
+    if face.to_frame is not None:
+        motion = face.to_frame if motion is None else _compose(motion, face.to_frame)
     x0, y0, x1, y1 = face.box if motion is None else moved_box(face.box, motion, frame.shape)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return False
     size = (x1 - x0, y1 - y0)
     shift = face.shift
+    under = frame[y0:y1, x0:x1]
     if motion is None:  # the keyframe itself
         moved, alpha = face.face, face.alpha
     else:
@@ -86,9 +109,17 @@ def composite_moved(
         alpha = cv2.warpAffine(
             face.alpha, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
-        if shift is not None:
+        if face.shift_planes is not None:
+            # A face rendered smaller has no full-resolution keyframe to match byte for byte: the
+            # cheaper way (one-channel warps, a fixed-point map; 1.5x faster at 720p).
+            shift_x, shift_y = (
+                cv2.warpAffine(p, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                for p in face.shift_planes
+            )
+            under = _remapped_fixed(frame, shift_x, shift_y, (x0, y0, x1, y1))
+            shift = None
+        elif shift is not None:
             shift = cv2.warpAffine(shift, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    under = frame[y0:y1, x0:x1]
     if shift is not None:
         # The keyframe's change of shape, moved along, applied to this frame's own picture, read
         # within the box as the keyframe does (it remaps the box alone, edges replicated).
@@ -104,3 +135,18 @@ def composite_moved(
     # does both in one pass (the stubs do not allow the scalar).
     out[y0:y1, x0:x1] = cv2.add(blended, 0.0, dtype=cv2.CV_8U)  # type: ignore[call-overload]
     return True
+
+
+def _remapped_fixed(
+    frame: np.ndarray, shift_x: np.ndarray, shift_y: np.ndarray, box: tuple[int, ...]
+) -> np.ndarray:
+    """The frame's picture over ``box`` read at each pixel plus its shift (made absolute and
+    clipped to the box here, in place), through a fixed-point map (1/32 px, as OpenCV's own)."""
+    x0, y0, x1, y1 = box
+    shift_x += np.arange(x0, x1, dtype=np.float32)
+    shift_y += np.arange(y0, y1, dtype=np.float32)[:, None]
+    for plane, lo, hi in ((shift_x, x0, x1 - 1), (shift_y, y0, y1 - 1)):
+        cv2.max(plane, (lo, 0, 0, 0), dst=plane)  # type: ignore[call-overload]
+        cv2.min(plane, (hi, 0, 0, 0), dst=plane)  # type: ignore[call-overload]
+    xy, fraction = cv2.convertMaps(shift_x, shift_y, cv2.CV_16SC2)
+    return cv2.remap(frame, xy, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
