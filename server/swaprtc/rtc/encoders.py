@@ -30,8 +30,10 @@ the sender's keyframe hook is pointed at ``request_keyframe`` (this sender only)
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from aiortc import RTCRtpSender
@@ -177,6 +179,12 @@ ENCODERS: dict[str, type[RealtimeVp8Encoder] | type[RealtimeH264Encoder]] = {
 RealtimeEncoder = RealtimeVp8Encoder | RealtimeH264Encoder
 
 
+def _request_keyframe(encoder: weakref.ref[RealtimeEncoder]) -> None:
+    alive = encoder()
+    if alive is not None:
+        alive.request_keyframe()
+
+
 def use_realtime_encoder(sender: RTCRtpSender, codec: str, bitrates: Bitrates) -> RealtimeEncoder | None:
     """Give ``sender`` our encoder for ``codec`` (the only video codec the server negotiates) and
     return it; None, leaving aiortc's encoder in place, where that is not possible. Its
@@ -189,7 +197,8 @@ def use_realtime_encoder(sender: RTCRtpSender, codec: str, bitrates: Bitrates) -
     if callable(getattr(type(sender), SENDER_KEYFRAME_HOOK, None)):
         # This sender's keyframe requests go to the encoder, which answers them on whichever
         # thread encodes next (an instance attribute: other senders and the class are untouched).
-        setattr(sender, SENDER_KEYFRAME_HOOK, encoder.request_keyframe)
+        # A weak reference: the sender drops its encoder when it stops, the codec goes with it.
+        setattr(sender, SENDER_KEYFRAME_HOOK, partial(_request_keyframe, weakref.ref(encoder)))
         encoder.encodes_ahead = True
     else:
         log.warning("this aiortc version has no keyframe hook: frames are encoded by aiortc")

@@ -306,6 +306,8 @@ class SwapTrack(MediaStreamTrack):
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
         self._mailbox.close()
+        # The sender lets go of its encoder (and its codec's buffers) when it stops; so does this.
+        self._encoder = None
         super().stop()
 
     async def close(self) -> None:
