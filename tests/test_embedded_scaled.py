@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pytest
+from swaprtc.cli import OFFLINE_DEFAULTS, main
 from swaprtc.embedded import mesh as m
 from swaprtc.embedded.bench import live_frames
 from swaprtc.embedded.engine import EmbeddedEngine, SourceTexture
@@ -139,6 +140,18 @@ def test_reused_frames_move_a_face_rendered_smaller_with_the_face(
     assert stream.keyframes == 3
     assert max(reuse_errors) < REUSE_BOUND, reuse_errors
     assert np.mean(stale_errors) > 2 * np.mean(reuse_errors), (stale_errors, reuse_errors)
+
+
+def test_live_serving_renders_large_faces_smaller_and_file_conversion_does_not(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SWAPRTC_FACE_RENDER_PX", raising=False)
+    for command, default in (("swap", 0), ("serve", 256)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"SWAPRTC_FACE_RENDER_PX, default {default})" in " ".join(capsys.readouterr().out.split())
+    assert Settings.from_env(defaults=OFFLINE_DEFAULTS).face_render_px == 0
+    assert Settings.from_env().face_render_px == 256
 
 
 def test_face_render_px_is_validated() -> None:

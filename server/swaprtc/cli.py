@@ -13,9 +13,10 @@ from swaprtc.errors import SwapRTCError
 from swaprtc.observability.logs import configure_logging
 from swaprtc.settings import Settings, add_settings_flags
 
-# Offline there is no frame deadline and the file is kept: every frame gets a full swap (the live
-# keyframe cadence trades a little fidelity for CPU, which a file conversion need not).
-OFFLINE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"swap_every": 1})
+# Offline there is no frame deadline and the file is kept: every frame gets a full swap at full
+# resolution (the live keyframe cadence and working resolution trade a little fidelity for CPU,
+# which a file conversion need not).
+OFFLINE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"swap_every": 1, "face_render_px": 0})
 
 COMMON = [
     "models_dir",
