@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import threading
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -122,10 +121,10 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None
         await asyncio.sleep(0.05)
 
 
-async def test_swaps_are_encoded_in_the_job_and_pli_and_remb_still_work(astronaut_bgr: np.ndarray) -> None:
-    """Through a real aiortc client: swapped frames are encoded on the swap job's thread (not on
-    aiortc's default executor), a PLI from the client brings a keyframe at once, and a REMB from
-    the client sets the bitrate the encoder really encodes at, within this server's limits."""
+async def test_pli_and_remb_from_a_real_client_reach_our_encoder(astronaut_bgr: np.ndarray) -> None:
+    """Through a real aiortc client, with this server's encoder in the sender: a PLI from the
+    client brings a keyframe at once, and a REMB from the client sets the bitrate the encoder
+    really encodes at, within this server's limits (not aiortc's module constants)."""
     app = create_app(Settings(), PaintEngine(FixedFaceDetector()))
     async with serve_in_process(app) as base, SwapClient(base) as client:
         await client.create_session()
@@ -142,17 +141,8 @@ async def test_swaps_are_encoded_in_the_job_and_pli_and_remb_still_work(astronau
         assert session.pc is not None
         (sender,) = session.pc.getSenders()
         encoder = getattr(sender, SENDER_ENCODER_ATTR)
-        threads: list[str] = []
-        encode = encoder.encode
-
-        def watched(frame: VideoFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-            threads.append(threading.current_thread().name)
-            return encode(frame, force_keyframe)
-
-        encoder.encode = watched
         # Settled: 15 frames in a row without a keyframe.
         await wait_for(lambda: len(keyframes) >= 15 and not any(keyframes[-15:]))
-        assert threads and all(name.startswith("swaprtc-infer") for name in threads), set(threads)
 
         asked = len(keyframes)
         await receiver._send_rtcp_pli(sender._ssrc)
@@ -168,7 +158,6 @@ async def test_swaps_are_encoded_in_the_job_and_pli_and_remb_still_work(astronau
         await wait_for(lambda: encoder.codec.bit_rate == 800_000)
         await remb(50_000_000)  # more than this server allows
         await wait_for(lambda: encoder.codec.bit_rate == 4_000_000)
-        assert all(name.startswith("swaprtc-infer") for name in threads), set(threads)
         stats = [m for m in client.messages if m.get("type") == "stats"]
     assert client.received and is_painted(client.received[-1].image)
     assert not stats or stats[-1]["hidden_frames"] < stats[-1]["frames_out"]

@@ -416,9 +416,9 @@ def _thread_names(pid: int) -> dict[int, str]:
 # Python thread names (prefixes) -> what the thread does in a session.
 THREAD_ROLES = (
     ("MainThread", "event loop: RTP/RTCP, SRTP, ICE, DataChannel, asyncio"),
-    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420 (+ encode since mediapath)"),
+    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420"),
     ("video-decoder", "VP8 decode (aiortc's decoder thread)"),
-    ("asyncio", "encode + payload packetiser on aiortc's default executor"),
+    ("asyncio", "encode + payload packetiser (aiortc, default executor)"),
     ("swaprtc-guard", "face hiding while a swap is late"),
     ("swaprtc-upload", "source photo upload"),
 )
