@@ -4,11 +4,14 @@ timings belong in benchmarks, not tests)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from swaprtc.benchmarks.session_cost import THREAD_ROLES
+from swaprtc.benchmarks.session_cost import THREAD_ROLES, checkout, code_variants
 from swaprtc.cli import main
 from swaprtc.settings import Settings
 
@@ -95,6 +98,11 @@ def test_session_cost_measures_every_step(
     assert cost["vp8"]["before"]["ms_per_frame"]["engine"] == cost["vp8"]["after"]["ms_per_frame"]["engine"]
     # The session runs the engine with the settings' keyframe cadence.
     assert 0 < cost["vp8"]["engine"]["keyframes"] < cost["vp8"]["frames"]
+    # The conversions around the engine and the alternatives measured for them.
+    conversions = cost["conversions"]
+    assert len(conversions["ms_per_frame"]) == 4
+    assert all(ms > 0 for ms in conversions["ms_per_frame"].values())
+    assert conversions["regions"] and conversions["roundtrip"]["max_levels"] > 1
     # The whole-process figure: a real server with a real client, before and after, frames received.
     whole = cost["whole_process"]
     assert whole["env"]["before"] != whole["env"]["after"]
@@ -105,6 +113,28 @@ def test_session_cost_measures_every_step(
         # py-spy (dev extra) names the threads: the event loop and the swap job both took CPU.
         roles = run["threads_ms_per_frame"]
         assert roles[THREAD_ROLES[0][1]] > 0 and roles[THREAD_ROLES[1][1]] > 0, roles
+
+
+def test_session_cost_baseline_is_a_commits_server_code(tmp_path: Path) -> None:
+    """``--baseline REF``: the whole-process 'before' servers import REF's package (its server/
+    tree and model manifest, extracted), the 'after' servers this checkout's."""
+    repo = Path(__file__).resolve().parent.parent
+    with checkout(repo, "HEAD") as server:
+        assert (server / "swaprtc" / "__init__.py").is_file()
+        assert (server.parent / "models" / "manifest.json").is_file()
+        variants = code_variants(Settings(), server)
+        assert variants["before"]["PYTHONPATH"].split(os.pathsep)[0] == str(server)
+        assert "PYTHONPATH" not in variants["after"]
+        assert variants["before"]["SWAPRTC_PIXEL_THREADS"] == variants["after"]["SWAPRTC_PIXEL_THREADS"]
+        found = subprocess.run(
+            [sys.executable, "-c", "import swaprtc; print(swaprtc.__file__)"],
+            env={**os.environ, **variants["before"]},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert found.stdout.strip() == str(server / "swaprtc" / "__init__.py")
+    assert not server.exists()  # the extracted tree is removed afterwards
 
 
 def test_capacity_suite_runs_real_sessions_against_two_workers(

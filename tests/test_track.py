@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
 import pytest
+from aiortc.codecs.vpx import vp8_depayload
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.rtc.encoders import Bitrates, RealtimeVp8Encoder
 from swaprtc.rtc.privacy import hide_faces, hide_frame
 from swaprtc.rtc.track import Arrival, InferencePool, StreamControl, SwapTrack, to_video_frame
 from swaprtc.types import Face
@@ -483,3 +487,83 @@ def test_people_keep_their_person_on_frames_made_between_keyframes() -> None:
         (None, None, "hidden"),
     ]
     assert people[0]["box"] == [round(2 / 640, 4), round(10 / 480, 4), round(52 / 640, 4), round(60 / 480, 4)]
+
+
+async def sender_like(track: SwapTrack, encoder: RealtimeVp8Encoder, n: int) -> list[tuple[bool, int, bytes]]:
+    """What aiortc's sender does with ``n`` frames of ``track``: a frame is encoded on the default
+    executor, an ``EncodedFrame`` only packed. (encoded in the job, RTP timestamp, VP8 data)."""
+    loop = asyncio.get_running_loop()
+    out = []
+    for _ in range(n):
+        data = await track.recv()
+        if isinstance(data, VideoFrame):
+            payloads, timestamp = await loop.run_in_executor(None, encoder.encode, data, False)
+        else:
+            payloads, timestamp = encoder.pack(data)
+        out.append(
+            (not isinstance(data, VideoFrame), timestamp, b"".join(vp8_depayload(p) for p in payloads))
+        )
+    return out
+
+
+def watch_encodes(encoder: RealtimeVp8Encoder) -> list[str]:
+    """Record the thread of every encode, and fail if two threads ever encode at once."""
+    threads: list[str] = []
+    busy = threading.Lock()
+    encode = encoder.encode
+
+    def watched(frame: VideoFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert busy.acquire(blocking=False), "two threads encode at once"
+        try:
+            threads.append(threading.current_thread().name)
+            return encode(frame, force_keyframe)
+        finally:
+            busy.release()
+
+    encoder.encode = watched  # type: ignore[method-assign]
+    return threads
+
+
+async def test_swapped_frames_are_encoded_in_the_swap_job(
+    astronaut_bgr: np.ndarray, pool: InferencePool
+) -> None:
+    engine = PaintEngine(FixedFaceDetector())
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=5.0)
+    encoder = RealtimeVp8Encoder(Bitrates(500_000, 1_500_000, 4_000_000))
+    threads = watch_encodes(encoder)
+    track.encode_with(encoder)
+    sent = await sender_like(track, encoder, 6)
+    track.stop()
+    assert all(in_job for in_job, _, _ in sent)
+    assert threads and all(name.startswith("swaprtc-infer") for name in threads), threads
+    decoder = av.CodecContext.create("libvpx", "r")
+    for _, _, data in sent:
+        (picture,) = decoder.decode(av.Packet(data))
+        assert is_painted(picture.to_ndarray(format="bgr24"))
+
+
+async def test_a_late_swap_is_not_encoded_in_its_job(astronaut_bgr: np.ndarray, pool: InferencePool) -> None:
+    """A swap slower than the deadline: the hidden frames go out meanwhile (encoded by the sender),
+    so the late swap must not encode in its job (out of order, or on two threads at once); it
+    goes out as a frame after them. Every frame decodes, in order, painted or hidden."""
+    engine = PaintEngine(FixedFaceDetector(), delay_s=0.15, first_delay_s=0.4)
+    track, _, _ = make_track(astronaut_bgr, engine, pool, deadline_s=0.1)
+    encoder = RealtimeVp8Encoder(Bitrates(500_000, 1_500_000, 4_000_000))
+    watch_encodes(encoder)
+    track.encode_with(encoder)
+    sent = await sender_like(track, encoder, 12)
+    track.stop()
+    await track.close()
+    timestamps = [ts for _, ts, _ in sent]
+    assert all(b > a for a, b in itertools.pairwise(timestamps)), timestamps
+    assert not any(in_job for in_job, _, _ in sent)  # every swap was late: none encoded ahead
+    assert track.stats.hidden_frames >= 3
+    decoder = av.CodecContext.create("libvpx", "r")
+    reference = yuv_roundtrip(astronaut_bgr)[FACE]
+    painted = 0
+    for _, _, data in sent:
+        (picture,) = decoder.decode(av.Packet(data))
+        image = picture.to_ndarray(format="bgr24")
+        assert diff(image[FACE], reference) > 8, "an unswapped face was sent"
+        painted += is_painted(image)
+    assert painted >= 2  # late swaps went out too

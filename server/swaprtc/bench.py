@@ -285,6 +285,7 @@ def _bench_session_cost(args: argparse.Namespace, settings: Settings) -> dict[st
         seconds=args.step_s,
         rounds=args.rounds,
         repo=REPO_DATA.parent.parent,
+        baseline=getattr(args, "baseline", None),
     )
 
 

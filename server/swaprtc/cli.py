@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="session_cost: whole-process before/after server runs each (0 = step table only)",
     )
     bench.add_argument(
+        "--baseline",
+        default=None,
+        help="session_cost: the whole-process 'before' runs this git commit's server code",
+    )
+    bench.add_argument(
         "--ramp-all", action="store_true", help="capacity: measure every step, even after failures"
     )
     bench.add_argument("--pairs", type=int, default=None, help="quality: at most this many ordered pairs")

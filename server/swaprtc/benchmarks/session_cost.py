@@ -21,8 +21,11 @@ a real ``swaprtc serve`` process (embedded engine) with one real aiortc client i
 streaming a drifting face at 30 fps, the server's CPU time over a window divided by the frames the
 client received; ``before`` runs the server with OpenCV's default thread pool (one thread per core,
 as the server did before ``--pixel-threads``), ``after`` with today's default, alternating
-server runs (rounds) so that machine load hits both alike. With py-spy installed (a dev tool) it
-also names the server's threads and gives each one's share.
+server runs (rounds) so that machine load hits both alike. With ``baseline`` (a git commit of this
+repository), ``before`` is instead that commit's server code (its ``server/`` tree, extracted to a
+temporary folder and put first on the server's PYTHONPATH) and ``after`` this checkout's, both with
+today's settings: a before/after of any change to the serving path, in one interleaved run. With
+py-spy installed (a dev tool) it also names the server's threads and gives each one's share.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
@@ -231,6 +234,81 @@ def one_session(
     return report
 
 
+def _i420_buffer(frame: VideoFrame) -> np.ndarray:
+    """A decoded yuv420p frame's planes as one (h*3/2, w) I420 array (OpenCV's layout)."""
+    w, h = frame.width, frame.height
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    chroma = out[h:].reshape(2, h // 2, w // 2)
+    for i, plane in enumerate(frame.planes):
+        rows = np.frombuffer(cast(Any, plane), np.uint8).reshape(-1, plane.line_size)
+        if i == 0:
+            out[:h] = rows[:h, :w]
+        else:
+            chroma[i - 1] = rows[: h // 2, : w // 2]
+    return out
+
+
+def conversions(engine: Engine, images: list[np.ndarray], warmup: int = 5) -> dict[str, Any]:
+    """The frame conversions around the engine, and the alternatives measured for them (CPU ms
+    per frame, medians, interleaved frame by frame in rotating order) on decoded VP8 frames:
+    decoded frame to BGR with swscale (what the server does) or with ``cv2.cvtColor`` on the
+    planes; BGR to I420 of the whole frame (what the server does), or the decoded planes copied
+    and only the changed regions converted (the face boxes grown by the pixelation margin and
+    the label's corner: the most a region-exact output could save). ``roundtrip`` is why such an
+    output cannot equal the full conversion outside the regions: decoded planes -> BGR -> I420
+    moves many pixels by more than one level."""
+    from av.video.reformatter import VideoReformatter
+
+    from swaprtc.label import LabelStyle, render_label
+    from swaprtc.rtc.privacy import expand_box
+
+    encoder, decoder = vpx.Vp8Encoder(), vpx.Vp8Decoder()
+    encoder.target_bitrate = BROWSER_BITRATE
+    decoded: list[Any] = []
+    for i, image in enumerate(images):
+        payloads, ts = encoder.encode(to_video_frame(image, i * CLOCK // 30, Fraction(1, CLOCK)))
+        decoded += decoder.decode(JitterFrame(b"".join(vpx.vp8_depayload(p) for p in payloads), ts))
+    h, w = images[0].shape[:2]
+    label = render_label(w, h, LabelStyle())
+    reformatter = VideoReformatter()
+    boxes = [expand_box(face.bbox, images[0].shape) for face in engine.detect(images[0])]
+    if label is not None:
+        boxes.append((label.x, label.y, label.x + label.alpha.shape[1], label.y + label.alpha.shape[0]))
+    # Even-aligned regions: 4:2:0 chroma covers 2x2 pixels.
+    boxes = [(x1 & ~1, y1 & ~1, min(w, x2 + 1) & ~1, min(h, y2 + 1) & ~1) for x1, y1, x2, y2 in boxes]
+
+    def regions(frame: VideoFrame, bgr: np.ndarray) -> None:
+        _i420_buffer(frame)
+        for x1, y1, x2, y2 in boxes:
+            cv2.cvtColor(np.ascontiguousarray(bgr[y1:y2, x1:x2]), cv2.COLOR_BGR2YUV_I420)
+
+    steps: dict[str, Any] = {
+        "to_bgr_swscale": lambda f, b: reformatter.reformat(f, format="bgr24").to_ndarray(),
+        "to_bgr_cv2_planes": lambda f, b: cv2.cvtColor(_i420_buffer(f), cv2.COLOR_YUV2BGR_I420),
+        "to_i420_whole_frame": lambda f, b: to_video_frame(b, None),
+        "to_i420_changed_regions_only": regions,
+    }
+    ms: dict[str, list[float]] = {k: [] for k in steps}
+    names = list(steps)
+    for i, frame in enumerate(decoded):
+        bgr = reformatter.reformat(frame, format="bgr24").to_ndarray()
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.thread_time()
+            steps[name](frame, bgr)
+            ms[name].append((time.thread_time() - t0) * 1000.0)
+    planes = _i420_buffer(decoded[-1]).astype(np.int16)
+    bgr = reformatter.reformat(decoded[-1], format="bgr24").to_ndarray()
+    moved = np.abs(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).astype(np.int16) - planes)
+    return {
+        "ms_per_frame": {k: round(statistics.median(v[warmup:]), 3) for k, v in ms.items()},
+        "regions": boxes,
+        "roundtrip": {
+            "max_levels": int(moved.max()),
+            "share_over_1_level": round(float((moved > 1).mean()), 4),
+        },
+    }
+
+
 def bench_session_cost(
     engine: Engine,
     source: SourceFace,
@@ -242,25 +320,65 @@ def bench_session_cost(
     seconds: float = 8.0,
     rounds: int = 0,
     repo: Path | None = None,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """The step table per resolution and codec; with ``rounds`` > 0 (and ``settings``, ``repo``)
-    also the whole-process figure of each resolution."""
+    """The step table per resolution and codec (skipped with ``frames`` 0); with ``rounds`` > 0
+    (and ``settings``, ``repo``) also the whole-process figure of each resolution, against
+    ``baseline``'s server code when given."""
     from swaprtc.embedded.bench import live_frames
 
+    out: dict[str, Any] = {"cpus": os.cpu_count()}
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one session's work, as a worker's executor thread does it
     try:
-        out: dict[str, Any] = {"cpus": os.cpu_count()}
         for label in resolutions:
-            size = RESOLUTIONS[label]
-            stream = live_frames(photo, max(frames, 20) + 10, size)
-            out[label] = {codec: one_session(engine, source, stream, codec) for codec in ("vp8", "h264")}
+            out[label] = {}
+            if frames > 0:
+                stream = live_frames(photo, max(frames, 20) + 10, RESOLUTIONS[label])
+                out[label] = {codec: one_session(engine, source, stream, codec) for codec in ("vp8", "h264")}
+                out[label]["conversions"] = conversions(engine, stream)
     finally:
         cv2.setNumThreads(cv_threads)
     if rounds > 0 and settings is not None and repo is not None:
-        for label in resolutions:
-            out[label]["whole_process"] = whole_process(settings, label, seconds, rounds, repo)
+        with contextlib.ExitStack() as stack:
+            variants = pixel_thread_variants(settings)
+            if baseline is not None:
+                variants = code_variants(settings, stack.enter_context(checkout(repo, baseline)))
+                out["baseline"] = baseline
+            for label in resolutions:
+                out[label]["whole_process"] = whole_process(settings, label, seconds, rounds, repo, variants)
     return out
+
+
+@contextlib.contextmanager
+def checkout(repo: Path, ref: str) -> Iterator[Path]:
+    """``ref``'s ``server/`` tree (and ``models/``, where the package finds its manifest) in a
+    temporary folder (``git archive``; the repository is not touched); yields the folder to put
+    on PYTHONPATH."""
+    with tempfile.TemporaryDirectory(prefix="swaprtc-baseline-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", ref, "server", "models"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp) / "server"
+
+
+def pixel_thread_variants(settings: Settings) -> dict[str, dict[str, str]]:
+    """``before``: OpenCV's default pool (one thread per core); ``after``: today's ``--pixel-threads``."""
+    return {
+        "before": {"SWAPRTC_PIXEL_THREADS": str(os.cpu_count() or 1)},
+        "after": {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)},
+    }
+
+
+def code_variants(settings: Settings, baseline_server: Path) -> dict[str, dict[str, str]]:
+    """``before``: the baseline commit's server code; ``after``: this checkout's; same settings."""
+    same = {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)}
+    path = os.environ.get("PYTHONPATH")
+    return {
+        "before": {**same, "PYTHONPATH": os.pathsep.join(p for p in (str(baseline_server), path) if p)},
+        "after": dict(same),
+    }
 
 
 def _thread_cpu(pid: int) -> dict[int, float]:
@@ -298,9 +416,9 @@ def _thread_names(pid: int) -> dict[int, str]:
 # Python thread names (prefixes) -> what the thread does in a session.
 THREAD_ROLES = (
     ("MainThread", "event loop: RTP/RTCP, SRTP, ICE, DataChannel, asyncio"),
-    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420"),
+    ("swaprtc-infer", "swap job: to BGR, engine, pixelation, to I420 (+ encode since mediapath)"),
     ("video-decoder", "VP8 decode (aiortc's decoder thread)"),
-    ("asyncio", "encode + payload packetiser (aiortc, default executor)"),
+    ("asyncio", "encode + payload packetiser on aiortc's default executor"),
     ("swaprtc-guard", "face hiding while a swap is late"),
     ("swaprtc-upload", "source photo upload"),
 )
@@ -377,13 +495,16 @@ async def _one_server_run(
 
 
 def whole_process(
-    settings: Settings, resolution: str, seconds: float, rounds: int, repo: Path
+    settings: Settings,
+    resolution: str,
+    seconds: float,
+    rounds: int,
+    repo: Path,
+    variants: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Server CPU of one real session, ``before``/``after`` server runs alternating ``rounds`` times."""
-    variants = {
-        "before": {"SWAPRTC_PIXEL_THREADS": str(os.cpu_count() or 1)},
-        "after": {"SWAPRTC_PIXEL_THREADS": str(settings.pixel_threads)},
-    }
+    """Server CPU of one real session, ``before``/``after`` server runs alternating ``rounds`` times
+    (``variants``: each one's extra environment; default: the OpenCV pool comparison)."""
+    variants = variants if variants is not None else pixel_thread_variants(settings)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
     for _ in range(rounds):
         for label, env in variants.items():

@@ -17,13 +17,23 @@ process-wide changes: other senders, other apps in the process and aiortc's own 
 alone. aiortc has no public hook for this; the sender keeps its encoder in a private attribute that
 it fills only when empty, and that is where ours goes. If a future aiortc renames it, the sender
 falls back to aiortc's own encoder and a warning is logged (tests/test_encoders.py catches it).
+
+Encoding ahead: the swap job can encode its frame itself (``encode_frame``) and hand the sender an
+``EncodedFrame``; aiortc's sender packs data that is not an av ``Frame`` with ``encoder.pack``
+instead of encoding it on its default executor, which saves one thread hand-off and one event-loop
+wake-up per frame. Keyframe requests (PLI/FIR) then have to reach the encoder wherever it runs:
+the sender's keyframe hook is pointed at ``request_keyframe`` (this sender only), and every encode
+(ours or aiortc's) makes a keyframe while a request is pending. REMB needs nothing: aiortc sets
+``target_bitrate`` on this same encoder object, and the next encode applies it.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from aiortc import RTCRtpSender
@@ -40,6 +50,15 @@ VP8_OPTIONS = {"cpu-used": "-10", "noise-sensitivity": "0", "static-thresh": "50
 H264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency"}
 ENCODER_THREADS = 1
 SENDER_ENCODER_ATTR = "_RTCRtpSender__encoder"
+SENDER_KEYFRAME_HOOK = "_send_keyframe"  # what the sender calls on a PLI or FIR
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One frame already encoded by a connection's encoder: RTP payloads and RTP timestamp."""
+
+    payloads: list[bytes]
+    timestamp: int  # 90 kHz ticks, from the frame's pts
 
 
 @dataclass(frozen=True)
@@ -90,8 +109,38 @@ class _Realtime:
         self._bitrates = bitrates
         self._bitrate = bitrates.start
         self._context: Any = None
+        # PLI/FIR count (written on the event loop) and how many of them a keyframe answered
+        # (written by whichever thread encodes; one at a time): no lock, and no request is lost.
+        self._keyframes_asked = 0
+        self._keyframes_made = 0
+        # Whether the sender's keyframe requests reach ``request_keyframe``: only then may frames
+        # be encoded ahead of the sender (``use_realtime_encoder`` sets it).
+        self.encodes_ahead = False
         super().__init__()
         self.target_bitrate = bitrates.start
+
+    def request_keyframe(self) -> None:
+        """A PLI or FIR arrived (event loop): the next frame encoded, by any thread, is a keyframe."""
+        self._keyframes_asked += 1
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        asked = self._keyframes_asked
+        if asked != self._keyframes_made:
+            self._keyframes_made = asked
+            force_keyframe = True
+        payloads, timestamp = super().encode(frame, force_keyframe)  # type: ignore[misc]
+        return payloads, timestamp
+
+    def encode_frame(self, frame: Any) -> EncodedFrame:
+        """Encode ``frame`` (pts and time_base set) for the sender to pack as it is."""
+        payloads, timestamp = self.encode(frame)
+        return EncodedFrame(payloads, timestamp)
+
+    def pack(self, data: Any) -> tuple[list[bytes], int]:
+        if isinstance(data, EncodedFrame):
+            return data.payloads, data.timestamp
+        payloads, timestamp = super().pack(data)  # type: ignore[misc]
+        return payloads, timestamp
 
     @property
     def codec(self) -> Any:
@@ -127,11 +176,30 @@ ENCODERS: dict[str, type[RealtimeVp8Encoder] | type[RealtimeH264Encoder]] = {
 }
 
 
-def use_realtime_encoder(sender: RTCRtpSender, codec: str, bitrates: Bitrates) -> bool:
-    """Give ``sender`` our encoder for ``codec`` (the only video codec the server negotiates).
-    Returns False, leaving aiortc's encoder in place, where that is not possible."""
+RealtimeEncoder = RealtimeVp8Encoder | RealtimeH264Encoder
+
+
+def _request_keyframe(encoder: weakref.ref[RealtimeEncoder]) -> None:
+    alive = encoder()
+    if alive is not None:
+        alive.request_keyframe()
+
+
+def use_realtime_encoder(sender: RTCRtpSender, codec: str, bitrates: Bitrates) -> RealtimeEncoder | None:
+    """Give ``sender`` our encoder for ``codec`` (the only video codec the server negotiates) and
+    return it; None, leaving aiortc's encoder in place, where that is not possible. Its
+    ``encodes_ahead`` says whether the sender's keyframe requests were routed to it."""
     if getattr(sender, SENDER_ENCODER_ATTR, "missing") is not None:
         log.warning("this aiortc version does not take a per-sender encoder: using its defaults")
-        return False
-    setattr(sender, SENDER_ENCODER_ATTR, ENCODERS[codec.lower()](bitrates))
-    return True
+        return None
+    encoder = ENCODERS[codec.lower()](bitrates)
+    setattr(sender, SENDER_ENCODER_ATTR, encoder)
+    if callable(getattr(type(sender), SENDER_KEYFRAME_HOOK, None)):
+        # This sender's keyframe requests go to the encoder, which answers them on whichever
+        # thread encodes next (an instance attribute: other senders and the class are untouched).
+        # A weak reference: the sender drops its encoder when it stops, the codec goes with it.
+        setattr(sender, SENDER_KEYFRAME_HOOK, partial(_request_keyframe, weakref.ref(encoder)))
+        encoder.encodes_ahead = True
+    else:
+        log.warning("this aiortc version has no keyframe hook: frames are encoded by aiortc")
+    return encoder

@@ -164,11 +164,14 @@ class Session:
                 )
                 sender = pc.addTrack(self.track)
                 # Real-time encoder settings and this server's bitrate limits, for this sender only.
-                use_realtime_encoder(
+                encoder = use_realtime_encoder(
                     sender,
                     policy.codec,
                     Bitrates(policy.min_bitrate, policy.start_bitrate, policy.max_bitrate),
                 )
+                if encoder is not None and encoder.encodes_ahead:
+                    # Swapped frames are encoded in their swap job (no second executor hop).
+                    self.track.encode_with(encoder)
             else:
                 # Unused media still has to be drained: aiortc queues it without bound.
                 self._spawn(_drain(track))

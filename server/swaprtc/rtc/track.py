@@ -12,6 +12,14 @@ pixelated, also in a frame where another face was swapped. If the swap misses it
 (first-call warm-up, an engine slower than the camera) the current frame goes out with faces hidden
 while the swap finishes; if the engine raises, faces found by ``engine.detect`` and the faces of the
 last engine result are hidden, and if detection fails too the whole frame is.
+
+Encoding in the swap job: with a connection's encoder attached (``encode_with``), the job encodes
+its own frame and ``recv`` returns an ``EncodedFrame`` that the sender only packs, instead of
+handing a frame to aiortc's encode on the default executor. A VP8/H264 stream is a chain (each
+frame refers to the previous one), so every frame encoded must be sent, in order, and the encoder
+must never run on two threads at once. So a job may encode only while the ``recv`` that started
+it still waits for it (``_Handoff``); a job left behind (deadline missed, source cleared, track
+stopping) returns a plain frame, which aiortc encodes after the frames sent before it.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from av.video.reformatter import VideoReformatter
 from swaprtc.casting import CastFace, SessionCasting
 from swaprtc.engine import Casting, Engine, FrameProcessor
 from swaprtc.observability.metrics import Metrics
+from swaprtc.rtc.encoders import EncodedFrame, RealtimeEncoder
 from swaprtc.rtc.mailbox import MailboxClosed, NewestMailbox
 from swaprtc.rtc.privacy import hide_faces, hide_frame
 from swaprtc.rtc.stats import StreamStats
@@ -168,14 +177,38 @@ def to_video_frame(bgr: np.ndarray, pts: int | None, time_base: Fraction = VIDEO
     return frame
 
 
+class _Handoff:
+    """Who may still encode a swap job's frame: the job itself (``claim``, on its thread) only
+    until the event loop gives up waiting for it (``abandon``); a claimed job is waited for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "open"
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self._state == "open":
+                self._state = "claimed"
+            return self._state == "claimed"
+
+    def abandon(self) -> bool:
+        """True when the job will not encode (now or ever); False: it already is encoding."""
+        with self._lock:
+            if self._state == "open":
+                self._state = "abandoned"
+            return self._state == "abandoned"
+
+
 @dataclass(frozen=True)
 class Produced:
-    """What one swap job hands back to the event loop: the frame to send (yuv420p, no pts yet)."""
+    """What one swap job hands back to the event loop: the frame to send (yuv420p, no pts yet),
+    or that frame already encoded when the job was allowed to encode it."""
 
     frame: VideoFrame
     result: SwapResult
     unswapped: tuple[Face, ...]  # faces pixelated in ``frame``
     shape: tuple[int, ...]
+    encoded: EncodedFrame | None = None
 
 
 def faces_to_hide(result: SwapResult) -> tuple[Face, ...]:
@@ -222,11 +255,18 @@ class SwapTrack(MediaStreamTrack):
         self._reader: asyncio.Task[None] | None = None
         self._job: asyncio.Future[Produced] | None = None
         self._job_arrival: Arrival | None = None
+        self._job_handoff: _Handoff | None = None
+        self._encoder: RealtimeEncoder | None = None
         self._generation_seen = control.generation
         self._last_faces: tuple[Face, ...] = ()  # every face of the latest engine result
         self._discarded = 0  # frames taken from the mailbox but never sent (a late swap went instead)
         self._last_pts: int | None = None
         self._clock_start: float | None = None
+
+    def encode_with(self, encoder: RealtimeEncoder) -> None:
+        """Encode swapped frames in the swap job with ``encoder``, the one this track's sender
+        holds; ``recv`` then returns ``EncodedFrame`` values for them."""
+        self._encoder = encoder
 
     # --- reading -------------------------------------------------------------------------------
     def _ensure_reader(self) -> None:
@@ -266,6 +306,8 @@ class SwapTrack(MediaStreamTrack):
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
         self._mailbox.close()
+        # The sender lets go of its encoder (and its codec's buffers) when it stops; so does this.
+        self._encoder = None
         super().stop()
 
     async def close(self) -> None:
@@ -276,12 +318,13 @@ class SwapTrack(MediaStreamTrack):
         if reader is not None:
             await asyncio.gather(reader, return_exceptions=True)
         job, self._job, self._job_arrival = self._job, None, None
+        self._abandon()
         if job is not None:
             # An executor job cannot be interrupted; it is short (one frame), so wait for it.
             await asyncio.gather(job, return_exceptions=True)
 
     # --- producing -----------------------------------------------------------------------------
-    async def recv(self) -> VideoFrame:
+    async def recv(self) -> VideoFrame | EncodedFrame:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         self._ensure_reader()
@@ -299,14 +342,21 @@ class SwapTrack(MediaStreamTrack):
             shown = arrival
             self._no_people()
         else:
-            frame, shown = await self._produce(arrival)
+            out, shown = await self._produce(arrival, pts, time_base)
+            if isinstance(out, EncodedFrame):
+                self._count_out(shown)
+                return out
+            frame = out
             frame.pts, frame.time_base = pts, time_base
+        self._count_out(shown)
+        return frame
+
+    def _count_out(self, shown: Arrival) -> None:
         self.stats.frames_out += 1
         self.metrics.frames_out.inc()
         latency_s = time.monotonic() - shown.at
         self.stats.record_latency(latency_s * 1000.0)
         self.metrics.frame_latency_seconds.observe(latency_s)
-        return frame
 
     def _next_pts(self, frame: VideoFrame) -> int:
         pts = frame.pts
@@ -319,9 +369,17 @@ class SwapTrack(MediaStreamTrack):
         self._last_pts = pts
         return pts
 
-    async def _produce(self, arrival: Arrival) -> tuple[VideoFrame, Arrival]:
-        """The frame to send for ``arrival`` and the arrival it shows (a late swap shows an
-        earlier one). Pixel work (conversions, pixelation) runs in the executor jobs, not here."""
+    def _abandon(self) -> bool:
+        """Stop the job in flight from encoding; False when it already is (then it must be sent)."""
+        handoff, self._job_handoff = self._job_handoff, None
+        return handoff is None or handoff.abandon()
+
+    async def _produce(
+        self, arrival: Arrival, pts: int, time_base: Fraction
+    ) -> tuple[VideoFrame | EncodedFrame, Arrival]:
+        """The frame to send for ``arrival`` (encoded when the job could encode it) and the
+        arrival it shows (a late swap shows an earlier one). Pixel work (conversions, pixelation)
+        and the encode run in the executor jobs, not here."""
         control = self._control
         source = control.source
         if source is None:
@@ -333,6 +391,7 @@ class SwapTrack(MediaStreamTrack):
         if self._job is None:
             reset = control.generation != self._generation_seen
             self._generation_seen = control.generation
+            handoff = self._job_handoff = _Handoff() if self._encoder is not None else None
             self._job = self._pool.run(
                 self._process,
                 arrival.frame,
@@ -341,16 +400,25 @@ class SwapTrack(MediaStreamTrack):
                 reset,
                 self._timestamp_s(arrival),
                 control.casting,
+                (pts, time_base, handoff),
             )
             self._job.add_done_callback(_retrieve)
             self._job_arrival = arrival
-        done, _ = await asyncio.wait({self._job}, timeout=self.deadline_s)
+        job = self._job
+        try:
+            done, _ = await asyncio.wait({job}, timeout=self.deadline_s)
+            if not done and not self._abandon():
+                # The swap finished just now and its frame is being encoded: it goes out.
+                done, _ = await asyncio.wait({job})
+        except BaseException:
+            self._abandon()  # recv is cancelled (track stopping): the job must not encode
+            raise
         if not done:
-            # Warm-up or an engine slower than the deadline: the swap keeps running, this frame
-            # goes out with its faces hidden.
+            # Warm-up or an engine slower than the deadline: the swap keeps running (it will not
+            # encode), this frame goes out with its faces hidden.
             return await self._hidden(arrival.frame, "faces hidden while the swap catches up"), arrival
-        job, job_arrival = self._job, self._job_arrival or arrival
-        self._job = self._job_arrival = None
+        job_arrival = self._job_arrival or arrival
+        self._job = self._job_arrival = self._job_handoff = None
         try:
             produced = job.result()
         except Exception:
@@ -380,7 +448,7 @@ class SwapTrack(MediaStreamTrack):
         self.stats.people, self.stats.hidden_reason = describe_people(
             result.faces, unswapped, cast, produced.shape
         )
-        return produced.frame, job_arrival
+        return (produced.encoded or produced.frame), job_arrival
 
     @staticmethod
     def _timestamp_s(arrival: Arrival) -> float:
@@ -402,10 +470,12 @@ class SwapTrack(MediaStreamTrack):
         reset: bool,
         timestamp_s: float,
         casting: Casting | None,
+        sending: tuple[int, Fraction, _Handoff | None],
     ) -> Produced:
         # Runs on the inference executor; one job per track at a time, so the processor (not
         # thread-safe) is only ever used by one thread at once. The decoded frame is converted,
-        # swapped, pixelated where needed and converted back here: none of it on the event loop.
+        # swapped, pixelated where needed and converted back here (and encoded, when the event
+        # loop still waits for it): none of it on the event loop.
         image = self._pool.to_bgr(frame)
         if reset:
             self._processor.reset()
@@ -414,7 +484,13 @@ class SwapTrack(MediaStreamTrack):
         # ``result.frame`` is this job's own array (our conversion, or the engine's copy of it):
         # a partly swapped frame (one-face mode, a face too small to swap) hides the others in place.
         out = hide_faces(result.frame, unswapped, copy=False) if unswapped else result.frame
-        return Produced(to_video_frame(out, None), result, unswapped, image.shape)
+        frame_out = to_video_frame(out, None)
+        pts, time_base, handoff = sending
+        encoder = self._encoder
+        if encoder is None or handoff is None or not handoff.claim():
+            return Produced(frame_out, result, unswapped, image.shape)
+        frame_out.pts, frame_out.time_base = pts, time_base
+        return Produced(frame_out, result, unswapped, image.shape, encoder.encode_frame(frame_out))
 
     async def _hidden(self, frame: VideoFrame, reason: str) -> VideoFrame:
         out = await self._hide_all(frame)
