@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 from swaprtc.embedded.engine import EmbeddedEngine
+from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.settings import Settings
-from swaprtc.types import SourceFace, SwapOptions
+from swaprtc.types import Face, SourceFace, SwapOptions
 
 if TYPE_CHECKING:
     from swaprtc.models.store import ModelStore
@@ -257,3 +258,50 @@ def test_a_person_given_a_source_is_swapped_with_swap_every_face_off(
     for _ in range(3):
         result = stream.process(frame, None, SwapOptions(), casting=casting)
     assert result.swapped == 2 and not result.unswapped
+
+
+class _Recording:
+    """A detector that records the frames it was asked about and what its model saw."""
+
+    def __init__(self, detector: RetinaFaceDetector) -> None:
+        self.detector = detector
+        self.inputs: list[tuple[int, ...]] = []
+
+    def detect(self, frame: np.ndarray) -> list[Face]:
+        self.inputs.append(self.detector._input(frame)[0].shape)
+        return self.detector.detect(frame)
+
+
+def test_the_periodic_detector_of_a_followed_face_reads_a_smaller_input_and_changes_nothing(
+    model_store: ModelStore, source: SourceFace, obama_bgr: np.ndarray
+) -> None:
+    """While the one face is followed surely the detector only looks for a new face: it reads the
+    frame padded to its strides (256×320 for 640×480), not the 320×320 square, and the swapped
+    frames are byte for byte those of the square input."""
+    settings = Settings(detect_every=5, detect_every_tracked=15, swap_every=3)
+    engine = EmbeddedEngine.from_store(model_store, settings)
+    frames = [_frame(obama_bgr, dx) for dx in range(0, 62, 2)]  # 31 frames: detector on 0, 15, 30
+    cheap, square = engine.open_stream(), engine.open_stream()
+    first, periodic = _Recording(engine.stream_detector), _Recording(engine.sure_detector)
+    cheap.tracker.detector, cheap.tracker.sure_detector = first, periodic
+    square.tracker.sure_detector = engine.stream_detector
+    for frame in frames:
+        a = cheap.process(frame, source, SwapOptions())
+        b = square.process(frame, source, SwapOptions())
+        assert a.swapped == b.swapped == 1
+        assert np.array_equal(a.frame, b.frame)
+    assert first.inputs == [(320, 320, 3)]  # finding the face: the square input, as always
+    assert periodic.inputs == [(256, 320, 3), (256, 320, 3)]
+
+
+def test_the_strides_fit_detector_finds_the_boxes_of_the_square_input(
+    engine: EmbeddedEngine, obama_bgr: np.ndarray, grace_bgr: np.ndarray
+) -> None:
+    for image in (obama_bgr, grace_bgr):
+        for size in ((640, 480), (1280, 720)):
+            frame = cv2.resize(_frame(image), size, interpolation=cv2.INTER_AREA)
+            square, fit = engine.stream_detector.detect(frame), engine.sure_detector.detect(frame)
+            assert len(square) == len(fit) == 1
+            # Within 1 % of the frame width (the padding the network sees differs).
+            assert np.abs(square[0].bbox - fit[0].bbox).max() < size[0] / 100
+            assert np.abs(square[0].kps - fit[0].kps).max() < size[0] / 100

@@ -34,7 +34,7 @@ from swaprtc.errors import ModelError, NoFaceError
 from swaprtc.faces import check_frame, face_thumbnail
 from swaprtc.inference.runner import runner_providers
 from swaprtc.inference.sessions import RuntimeOptions, create_session
-from swaprtc.pipeline.detector import RetinaFaceDetector
+from swaprtc.pipeline.detector import RetinaFaceDetector, RetinaFaceFitDetector
 from swaprtc.types import Face, SourceFace, SwapOptions, SwapResult
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ class EmbeddedEngine:
         # stream a 320 input is enough for webcam faces and four times cheaper.
         self.source_detector = RetinaFaceDetector(detector_session, input_size=640)
         self.stream_detector = RetinaFaceDetector(detector_session, input_size=track_detect_size)
+        # While the one face is followed surely, the detector only looks for a new face: the frame
+        # padded to the strides, not to a square (5.2 instead of 7.4 ms at 480p, ~4 at 720p).
+        self.sure_detector = RetinaFaceFitDetector(detector_session, input_size=track_detect_size)
         self.mesh_model = FaceMeshModel(landmark_session)
 
     @classmethod
@@ -256,6 +259,7 @@ class EmbeddedProcessor:
             engine.detect_every,
             fps,
             detect_every_tracked=engine.detect_every_tracked,
+            sure_detector=engine.sure_detector,
         )
         self._shape: tuple[int, ...] = ()
         self._keyframe: _Keyframe | None = None

@@ -91,8 +91,12 @@ class FaceTracker:
         fps: float = 30.0,
         smoothing: bool = True,
         detect_every_tracked: int | None = None,
+        sure_detector: Detector | None = None,
     ) -> None:
         self.detector = detector
+        # The periodic runs while the one face is followed surely, which only look for a new face:
+        # may be a cheaper input (the tracks and so the swap do not depend on its exact boxes).
+        self.sure_detector = sure_detector or detector
         # Off where the mesh only carries other points (the neural engine): the filter's lag on a
         # moving face would misplace them, and the detector's points are steadier than the mesh.
         self.smoothing = smoothing
@@ -129,7 +133,8 @@ class FaceTracker:
         for track in self.tracks:
             track.detection = None
         if self.due(many):
-            found = self._detect(frame, many, timings)
+            sure = bool(self.tracks) and not self._untracked and self._sure(many)
+            found = self._detect(frame, many, timings, self.sure_detector if sure else self.detector)
         else:
             self._since_detect += 1
         tracks = self.tracks
@@ -138,7 +143,7 @@ class FaceTracker:
             # A face was lost between detections (it moved far, turned, was covered or left): look
             # again right away, so that a face still there is followed again or at least reported.
             self.tracks = alive
-            found = self._detect(frame, many, timings)
+            found = self._detect(frame, many, timings, self.detector)
             kept_alive = [t for t in self.tracks if t in alive]
             alive = self._track(frame, t_now, [t for t in self.tracks if t not in alive], kept_alive, timings)
         self.tracks = alive
@@ -157,9 +162,12 @@ class FaceTracker:
         """Whether the next ``update`` runs the detector."""
         if not self.tracks or self._untracked:
             return True
-        sure = not many and all(t.score >= SURE_PRESENCE for t in self.tracks)
-        every = self.detect_every_tracked if sure else self.detect_every
+        every = self.detect_every_tracked if self._sure(many) else self.detect_every
         return self._since_detect >= every - 1
+
+    def _sure(self, many: bool) -> bool:
+        """One-face mode with its face followed surely: the detector only looks for a new face."""
+        return not many and all(t.score >= SURE_PRESENCE for t in self.tracks)
 
     def follow(self, meshes: dict[int, np.ndarray], timestamp_s: float | None = None) -> TrackUpdate:
         """A frame where the caller measured each face's motion itself (engine.py's reuse frames):
@@ -174,10 +182,12 @@ class FaceTracker:
         faces = [TrackedFace(t.mesh, t.score, t.id, None, t.depth) for t in self.tracks if t.mesh is not None]
         return TrackUpdate(faces, [], {"detect": 0.0, "landmarks": 0.0})
 
-    def _detect(self, frame: np.ndarray, many: bool, timings: dict[str, float]) -> list[Face]:
-        """Run the detector and update the track list from it; returns every face it found."""
+    def _detect(
+        self, frame: np.ndarray, many: bool, timings: dict[str, float], detector: Detector
+    ) -> list[Face]:
+        """Run ``detector`` and update the track list from it; returns every face it found."""
         start = time.perf_counter()
-        found = self.detector.detect(frame)
+        found = detector.detect(frame)
         timings["detect"] += (time.perf_counter() - start) * 1000
         self.detector_calls += 1
         self._since_detect = 0

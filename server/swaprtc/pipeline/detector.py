@@ -27,14 +27,30 @@ class Detector(Protocol):
     def detect(self, frame: np.ndarray) -> list[Face]: ...
 
 
-def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Resize keeping aspect ratio into the top-left of a size×size zero canvas."""
+def _resized(frame: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The frame resized keeping aspect ratio so its long side is ``size``, and the scale."""
     h, w = frame.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    canvas = np.zeros((size, size, 3), dtype=frame.dtype)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=interp)
+    return cv2.resize(frame, (nw, nh), interpolation=interp), scale
+
+
+def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Resize keeping aspect ratio into the top-left of a size×size zero canvas."""
+    resized, scale = _resized(frame, size)
+    canvas = np.zeros((size, size, 3), dtype=frame.dtype)
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
+    return canvas, scale
+
+
+def fit_to_strides(frame: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarray, float]:
+    """Resize keeping aspect ratio so the long side is ``size``, into the top-left of a zero canvas
+    padded only up to a multiple of ``multiple`` on each side (not to a square)."""
+    resized, scale = _resized(frame, size)
+    nh, nw = resized.shape[:2]
+    canvas = np.zeros((-(-nh // multiple) * multiple, -(-nw // multiple) * multiple, 3), dtype=frame.dtype)
+    canvas[:nh, :nw] = resized
     return canvas, scale
 
 
@@ -76,15 +92,16 @@ def _to_faces(
 
 
 @lru_cache(maxsize=8)
-def retina_priors(size: int) -> np.ndarray:
-    """(P, 4) priors cx, cy, w, h in pixels, cell-major with the min sizes of a cell adjacent."""
+def retina_priors(height: int, width: int) -> np.ndarray:
+    """(P, 4) priors cx, cy, w, h in pixels for a height×width input, cell-major (rows, then
+    columns) with the min sizes of a cell adjacent."""
     out = []
     for stride, sizes in zip(STRIDES, RETINA_MIN_SIZES, strict=True):
-        n = -(-size // stride)
-        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        rows, cols = -(-height // stride), -(-width // stride)
+        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         centres = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], axis=1)
         for_cell = np.repeat(centres, len(sizes), axis=0)
-        wh = np.tile(np.array([[s, s] for s in sizes], dtype=np.float64), (n * n, 1))
+        wh = np.tile(np.array([[s, s] for s in sizes], dtype=np.float64), (rows * cols, 1))
         out.append(np.hstack([for_cell, wh]))
     return np.concatenate(out).astype(np.float32)
 
@@ -119,8 +136,12 @@ class RetinaFaceDetector(_Detector):
             names.index(n) if n in names else i for i, n in enumerate(("loc", "conf", "landmarks"))
         ]
 
+    def _input(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """The model's input picture and its scale: the frame letterboxed into a square."""
+        return letterbox(frame, self.input_size)
+
     def detect(self, frame: np.ndarray) -> list[Face]:
-        image, scale = letterbox(frame, self.input_size)
+        image, scale = self._input(frame)
         blob = (image.astype(np.float32) - RETINA_MEAN_BGR).transpose(2, 0, 1)[None]
         outs = self.runner.run({self.input_name: np.ascontiguousarray(blob)})
         loc, conf, landms = (outs[i][0] for i in self._order)
@@ -128,7 +149,7 @@ class RetinaFaceDetector(_Detector):
         mask = scores > self.score_threshold
         if not mask.any():
             return []
-        priors = retina_priors(self.input_size)[mask]
+        priors = retina_priors(image.shape[0], image.shape[1])[mask]
         loc, landms, scores = loc[mask], landms[mask], scores[mask]
         v0, v1 = RETINA_VARIANCES
         centre = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
@@ -136,6 +157,15 @@ class RetinaFaceDetector(_Detector):
         boxes = np.hstack([centre - wh / 2, centre + wh / 2])
         pts = priors[:, None, :2] + landms.reshape(-1, 5, 2) * v0 * priors[:, None, 2:]
         return _to_faces(boxes, scores, pts.reshape(-1, 10), scale, self.nms_iou)
+
+
+class RetinaFaceFitDetector(RetinaFaceDetector):
+    """RetinaFace on the frame padded only to the strides' multiple, not to a square: a 4:3 frame
+    costs ~3/4 of the square input's time, a 16:9 one ~3/5. Its boxes differ from the square
+    input's by fractions of a pixel (the padding the network sees differs)."""
+
+    def _input(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        return fit_to_strides(frame, self.input_size, STRIDES[-1])
 
 
 def scrfd_heads(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
