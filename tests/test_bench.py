@@ -8,11 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from swaprtc.benchmarks.session_cost import THREAD_ROLES, checkout, code_variants
 from swaprtc.cli import main
+from swaprtc.rtc.track import InferencePool
 from swaprtc.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,11 +78,25 @@ def test_bench_rejects_unknown_suite(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_session_cost_measures_every_step(
-    model_store: ModelStore, face_landmark_path: Path, capsys: pytest.CaptureFixture[str]
+    model_store: ModelStore,
+    face_landmark_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    converted: list[int] = []
+    to_bgr = InferencePool.to_bgr
+
+    def counted(pool: InferencePool, frame: Any) -> Any:
+        converted.append(1)
+        return to_bgr(pool, frame)
+
+    # The step table times the server's own conversion (a kept swscale context), not
+    # ``frame.to_ndarray(format=...)``, which builds a new one per frame (~4x the CPU).
+    monkeypatch.setattr(InferencePool, "to_bgr", counted)
     args = ["bench", "--suite", "session_cost", "--resolution", "480p", "--frames", "10"]
     args += ["--rounds", "1", "--step-s", "2"]
     assert main([*args, "--models-dir", str(model_store.models_dir)]) == 0
+    assert len(converted) >= 2 * 20  # every frame of the VP8 and the H264 session
     cost = json.loads(capsys.readouterr().out)["results"]["session_cost"]["480p"]
     steps = {"rtp_in", "decode", "to_bgr", "engine", "to_i420", "encode", "rtp_out"}
     for codec in ("vp8", "h264"):

@@ -55,7 +55,7 @@ from pylibsrtp import Policy, Session
 
 from swaprtc.engine import Engine
 from swaprtc.rtc.encoders import Bitrates, RealtimeH264Encoder, RealtimeVp8Encoder
-from swaprtc.rtc.track import to_video_frame
+from swaprtc.rtc.track import InferencePool, to_video_frame
 from swaprtc.settings import Settings
 from swaprtc.types import SourceFace, SwapOptions
 
@@ -169,6 +169,7 @@ def one_session(
     quality: dict[str, dict[str, list[float]]] = {label: {"psnr": [], "ssim": []} for label in encoders}
     shared = _Steps()
     options = SwapOptions()
+    pool = InferencePool(1)  # only its converter is used
     for i, packets in enumerate(wire):
         with shared.timing("rtp_in"):
             rtp = [RtpPacket.parse(unprotect.unprotect(p)) for p in packets]
@@ -182,7 +183,9 @@ def one_session(
                 frame = decoded[0]
         assert isinstance(frame, VideoFrame)
         with shared.timing("to_bgr"):
-            image = frame.to_ndarray(format="bgr24")
+            # The server's own conversion (a kept swscale context): ``frame.to_ndarray(format=...)``
+            # makes a new one for every frame, 0.22 instead of 0.06 ms at 480p.
+            image = pool.to_bgr(frame)
         with shared.timing("engine"):
             result = processor.process(image, source, options, i / 30.0)
         with shared.timing("to_i420"):
@@ -226,6 +229,7 @@ def one_session(
             "psnr_db": round(statistics.median(quality[label]["psnr"]), 2),
             "ssim": round(statistics.median(quality[label]["ssim"]), 4),
         }
+    pool.shutdown()
     report["engine"] = {
         key: getattr(processor, key)
         for key in ("keyframes", "mesh_calls", "detector_calls")
