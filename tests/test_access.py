@@ -13,8 +13,8 @@ from swaprtc.http.security_headers import CONTENT_SECURITY_POLICY
 from swaprtc.rtc.app import SESSIONS
 from swaprtc.settings import Settings
 
+from tests.http_support import UNLIMITED, assert_error, served
 from tests.rtc_client import SwapClient, SyntheticCamera
-from tests.test_http_hardening import UNLIMITED, assert_error, served
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -286,7 +286,7 @@ async def test_offers_that_never_connect_are_bounded() -> None:
     CONNECTING_S, and counts among its address's unconnected sessions meanwhile."""
     from swaprtc.rtc.session import CONNECTING_S
 
-    from tests.test_server_http import real_offer_lines
+    from tests.http_support import real_offer_lines
 
     sdp = "\r\n".join(line for line in await real_offer_lines() if not line.startswith("a=candidate"))
     async with served(Settings(max_sessions=8, max_pending_per_client=2, **UNLIMITED)) as api:

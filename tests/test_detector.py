@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from swaprtc.pipeline.detector import RetinaFaceDetector, ScrfdDetector
 
-from tests.tiny_models import scrfd_model, scrfd_zero_outputs, session
+from tests.tiny_models import scrfd_model, scrfd_with_face, session
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -40,18 +40,8 @@ def test_retinaface_scales_back_to_frame_coordinates(
     np.testing.assert_allclose(face.bbox, np.array([178, 59, 273, 178]) * 2, atol=6)
 
 
-def _scrfd_with_face(cell: tuple[int, int], anchor: int, score: float) -> tuple[list[np.ndarray], int]:
-    outs = scrfd_zero_outputs()
-    x, y = cell
-    idx = (y * 80 + x) * 2 + anchor  # stride 8: 80 cells a row, two anchors a cell
-    outs[0][idx, 0] = score
-    outs[3][idx] = [2, 3, 4, 5]  # left, top, right, bottom distances in stride units
-    outs[6][idx] = [-1, -1, 1, -1, 0, 0, -1, 1, 1, 1]  # keypoint offsets in stride units
-    return outs, idx
-
-
 def test_scrfd_decodes_a_known_anchor() -> None:
-    outs, _ = _scrfd_with_face((10, 12), anchor=1, score=0.9)
+    outs, _ = scrfd_with_face((10, 12), anchor=1, score=0.9)
     det = ScrfdDetector(session(scrfd_model(outs)))
     # a 1280×960 frame letterboxes at scale 0.5: model pixels × 2 are frame pixels
     frame = np.zeros((960, 1280, 3), dtype=np.uint8)
@@ -67,7 +57,7 @@ def test_scrfd_decodes_a_known_anchor() -> None:
 @pytest.mark.parametrize("order", [[8, 0, 4, 2, 6, 1, 5, 3, 7], [2, 1, 0, 5, 4, 3, 8, 7, 6]])
 def test_scrfd_outputs_in_another_order(order: list[int]) -> None:
     """Exports order the 9 heads differently: they are told apart by shape, not position."""
-    outs, _ = _scrfd_with_face((10, 12), anchor=1, score=0.9)
+    outs, _ = scrfd_with_face((10, 12), anchor=1, score=0.9)
     # A second face on the stride-32 head: its anchors must pair with stride 32's centres.
     big = (3 * 20 + 4) * 2  # cell (4, 3) of the 20×20 grid, anchor 0
     outs[2][big, 0] = 0.8
@@ -86,7 +76,7 @@ def test_scrfd_outputs_in_another_order(order: list[int]) -> None:
 
 
 def test_scrfd_threshold_and_nms() -> None:
-    outs, idx = _scrfd_with_face((10, 12), anchor=0, score=0.8)
+    outs, idx = scrfd_with_face((10, 12), anchor=0, score=0.8)
     outs[0][idx + 1, 0] = 0.7  # same cell, other anchor: an overlapping duplicate
     outs[3][idx + 1] = [2, 3, 4, 5]
     outs[0][idx + 40, 0] = 0.4  # below the 0.5 threshold

@@ -23,10 +23,9 @@ from swaprtc.rtc.app import SESSIONS, create_app
 from swaprtc.settings import Settings
 
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
+from tests.http_support import real_offer_lines, stray_byte_jpeg
 from tests.raw_http import RawResponse, host_port, read_response, request_bytes, send_raw
 from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
-from tests.test_http_hardening import stray_byte_jpeg
-from tests.test_server_http import real_offer_lines
 
 CLOSED = 0  # "the server closed the connection without an answer" is acceptable for this case
 TOKEN = "c0rpus-token"

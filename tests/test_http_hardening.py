@@ -10,72 +10,21 @@ import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
 from swaprtc.http.body import json_depth, parse_json
-from swaprtc.rtc.app import SESSIONS, create_app
+from swaprtc.rtc.app import SESSIONS
 from swaprtc.rtc.control import handle_message
 from swaprtc.rtc.upload import decode_image
 from swaprtc.settings import Settings
 from swaprtc.types import Face, SourceFace, SwapOptions
 
 from tests.engine_doubles import FixedFaceDetector, PaintEngine
+from tests.http_support import UNLIMITED, assert_error, jpg, served, stray_byte_jpeg
 from tests.raw_http import host_port, request_bytes, send_raw
-from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
-
-UNLIMITED: dict[str, Any] = {"rate_session_per_min": 0, "rate_offer_per_min": 0, "rate_source_per_min": 0}
-
-
-def jpg(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
-
-
-def stray_byte_jpeg(width: int, height: int) -> bytes:
-    """A tiny JPEG whose SOF declares ``width``×``height``, with one stray byte before the SOF
-    marker: a naive marker walk gives up there, libjpeg and Pillow skip it."""
-    data = bytearray(jpg(np.full((8, 8, 3), 128, np.uint8)))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return bytes(data[:sof]) + b"\x00" + bytes(data[sof:])
-
-
-class Api:
-    def __init__(self, base: str, http: aiohttp.ClientSession, app: Any) -> None:
-        self.base, self.http, self.app = base, http, app
-
-    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Any]:
-        async with self.http.request(method, self.base + path, **kwargs) as resp:
-            return resp.status, await resp.json(), resp.headers
-
-    async def session(self, **kwargs: Any) -> str:
-        status, body, _ = await self.call("POST", "/api/session", **kwargs)
-        assert status == 201, body
-        return str(body["session_id"])
-
-
-def served(settings: Settings, engine: Any = None, **app_kwargs: Any) -> Any:
-    import contextlib
-
-    @contextlib.asynccontextmanager
-    async def run() -> AsyncIterator[Api]:
-        app = create_app(settings, engine or PaintEngine(FixedFaceDetector()), **app_kwargs)
-        async with serve_in_process(app) as base, aiohttp.ClientSession() as http:
-            yield Api(base, http, app)
-
-    return run()
-
-
-def assert_error(status: int, body: Any, want_status: int, code: str) -> None:
-    assert status == want_status, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"]
+from tests.rtc_client import SwapClient, SyntheticCamera
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -304,7 +253,7 @@ async def test_slow_uploads_tie_up_only_their_own_clients_places(astronaut_bgr: 
 
 
 async def offer_sdp() -> str:
-    from tests.test_server_http import real_offer_lines
+    from tests.http_support import real_offer_lines
 
     return "\r\n".join(await real_offer_lines())
 

@@ -23,9 +23,9 @@ from swaprtc.types import SourceFace, SwapOptions, SwapResult
 from swaprtc.workers.memory import rss_bytes
 
 from tests.engine_doubles import ASTRONAUT_FACE, FixedFaceDetector, PaintEngine
+from tests.metrics_support import parse, value
 from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
 from tests.server_process import server_process
-from tests.test_observability import parse, value
 
 if TYPE_CHECKING:
     import onnxruntime as ort

@@ -12,8 +12,14 @@ from swaprtc.models.store import ModelStore
 from swaprtc.pipeline.neural import NeuralEngine
 from swaprtc.settings import Settings
 
-from tests.test_detector import _scrfd_with_face
-from tests.tiny_models import TinyStore, arcface_model, inswapper_model, make_emap, scrfd_model
+from tests.tiny_models import (
+    TinyStore,
+    arcface_model,
+    inswapper_model,
+    make_emap,
+    scrfd_model,
+    scrfd_with_face,
+)
 
 
 @pytest.mark.parametrize(
@@ -22,7 +28,7 @@ from tests.tiny_models import TinyStore, arcface_model, inswapper_model, make_em
 def test_the_detector_setting_picks_the_model_and_its_decoder(
     tmp_path: Path, model_store: ModelStore, detector: str, model: str, faces: int
 ) -> None:
-    outputs, _ = _scrfd_with_face((10, 12), anchor=1, score=0.9)  # a tiny det_10g that "sees" one face
+    outputs, _ = scrfd_with_face((10, 12), anchor=1, score=0.9)  # a tiny det_10g that "sees" one face
     store = TinyStore(
         tmp_path,
         {

@@ -13,12 +13,12 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from swaprtc.embedded.engine import EmbeddedEngine
 from swaprtc.observability.metrics import Metrics
 from swaprtc.rtc.app import create_app
 from swaprtc.settings import Settings
 
+from tests.metrics_support import Samples, parse, value
 from tests.rtc_client import SwapClient, SyntheticCamera, serve_in_process
 from tests.server_process import server_process
 
@@ -31,22 +31,6 @@ def jpg(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".jpg", image)
     assert ok
     return data.tobytes()
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a Prometheus text exposition: (name, sorted labels) -> value."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def scrape(http: aiohttp.ClientSession, base: str) -> Samples:

@@ -4,7 +4,6 @@ sessions are independent, unexpected failures are a bare JSON 500."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from swaprtc.settings import Settings
 from swaprtc.types import SwapOptions
 
 from tests.engine_doubles import PaintEngine
+from tests.http_support import UNLIMITED, jpg, real_offer_lines
 from tests.rtc_client import serve_in_process
 
 if TYPE_CHECKING:
@@ -31,12 +31,6 @@ if TYPE_CHECKING:
 
 def png(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", image)
-    assert ok
-    return data.tobytes()
-
-
-def jpg(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", image)
     assert ok
     return data.tobytes()
 
@@ -63,10 +57,6 @@ class Api:
         return await self.call(
             "POST", "/api/source", data=data, headers={"X-Session-Id": sid, "Content-Type": ctype}
         )
-
-
-# These tests make many calls from one address; rate limits have their own tests.
-UNLIMITED: dict[str, Any] = {"rate_session_per_min": 0, "rate_offer_per_min": 0, "rate_source_per_min": 0}
 
 
 @pytest.fixture
@@ -456,21 +446,6 @@ async def test_tls_self_signed_serves_https_for_localhost(engine: PaintEngine) -
     assert "localhost" in names.get_values_for_type(x509.DNSName)
     with pytest.raises(Exception, match="not both"):
         Settings(tls_self_signed=True, tls_cert=Path("c.pem"), tls_key=Path("k.pem"))
-
-
-async def real_offer_lines() -> list[str]:
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    from tests.rtc_client import SyntheticCamera
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTrack(SyntheticCamera(np.zeros((64, 64, 3), np.uint8)))
-    pc.createDataChannel("control")
-    await pc.setLocalDescription(await pc.createOffer())
-    lines = pc.localDescription.sdp.split("\r\n")
-    with contextlib.suppress(Exception):
-        await pc.close()
-    return lines
 
 
 async def test_damaged_offers_never_get_a_500(engine: PaintEngine) -> None:

@@ -194,3 +194,14 @@ class TinyStore:
         return self.files[name]
 
     ensure = path
+
+
+def scrfd_with_face(cell: tuple[int, int], anchor: int, score: float) -> tuple[list[np.ndarray], int]:
+    """SCRFD outputs with one face at ``cell`` of the stride-8 grid (``anchor`` 0 or 1); and its row."""
+    outs = scrfd_zero_outputs()
+    x, y = cell
+    idx = (y * 80 + x) * 2 + anchor  # stride 8: 80 cells a row, two anchors a cell
+    outs[0][idx, 0] = score
+    outs[3][idx] = [2, 3, 4, 5]  # left, top, right, bottom distances in stride units
+    outs[6][idx] = [-1, -1, 1, -1, 0, 0, -1, 1, 1, 1]  # keypoint offsets in stride units
+    return outs, idx
