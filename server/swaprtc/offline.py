@@ -20,6 +20,7 @@ from typing import cast
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
 from swaprtc.engine import Engine, FrameProcessor
@@ -252,6 +253,9 @@ def _transcode(
     last_pts = -1
     streams = [vin] + ([ain] if ain is not None and aout is not None else [])
     copy_audio = aout is not None and ain is not None and aout.codec_context.name == ain.codec_context.name
+    # One kept converter: ``frame.to_ndarray(format=...)`` builds a new swscale context per frame
+    # (0.22 vs 0.06 ms at 480p, docs/BENCHMARKS.md "The media path around the engine").
+    to_bgr = VideoReformatter()
     with tqdm(total=vin.frames or None, unit="frame", desc=label, disable=not progress) as bar:
         for packet in inp.demux(*streams):
             if aout is not None and packet.stream.index == ain.index:  # type: ignore[union-attr]
@@ -271,9 +275,8 @@ def _transcode(
                 if not isinstance(frame, av.VideoFrame):  # the video stream yields only VideoFrames
                     continue
                 # The frame's own time, so tracking smooths over real time at any frame rate.
-                result = stream.process(
-                    frame.to_ndarray(format="bgr24"), source, options, timestamp_s=frame_time(frame)
-                )
+                picture = to_bgr.reformat(frame, format="bgr24").to_ndarray()
+                result = stream.process(picture, source, options, timestamp_s=frame_time(frame))
                 new = av.VideoFrame.from_ndarray(result.frame, format="bgr24")
                 # Keep each frame at its own time (variable frame rate survives), strictly increasing.
                 pts = round(frame.time * rate) if frame.time is not None else last_pts + 1
