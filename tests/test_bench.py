@@ -10,13 +10,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
+from swaprtc.benchmarks.capacity import camera_picture
 from swaprtc.benchmarks.session_cost import THREAD_ROLES, checkout, code_variants
 from swaprtc.cli import main
+from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.rtc.track import InferencePool
 from swaprtc.settings import Settings
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
     from swaprtc.models.store import ModelStore
 
 
@@ -169,3 +173,20 @@ def test_capacity_suite_runs_real_sessions_against_two_workers(
     assert step["server_cores"] > 0 and step["client_cores"] > 0
     assert set(step["rss_mb"]) == {"supervisor", "worker-0", "worker-1"}
     assert all(mb > 20 for mb in step["rss_mb"].values())
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)])
+def test_capacity_camera_shows_the_whole_face(
+    retinaface_session: ort.InferenceSession, obama_bgr: np.ndarray, size: tuple[int, int]
+) -> None:
+    """The capacity and session_cost clients stream a whole face, as a webcam frames a person: a
+    centred crop of the tall portrait cut the head off at the eyes (a cheaper, unreal session)."""
+    picture = camera_picture(obama_bgr, size)
+    assert picture.shape == (size[1], size[0], 3)
+    faces = RetinaFaceDetector(retinaface_session).detect(picture)
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces[0].bbox
+    w, h = size
+    # The head with room around it (the detector's box starts at the brow, the hair is above it).
+    assert x1 > 0.05 * w and x2 < 0.95 * w and y1 > 0.1 * h and y2 < 0.9 * h, faces[0].bbox
+    assert (x2 - x1) > 0.2 * w  # a face a webcam user shows, not a thumbnail

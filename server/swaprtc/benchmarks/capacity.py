@@ -73,12 +73,15 @@ def _free_port() -> int:
 
 
 def camera_picture(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The streamed picture: a face photo filling the frame (cropped to its aspect ratio)."""
+    """The streamed picture: a portrait photo filling the frame as a webcam frames a person, the
+    whole head in view. Cropped to the frame's aspect ratio from the top, centred sideways: a
+    centred crop of a tall portrait cuts the head off at the eyes (what this benchmark streamed
+    until 2026-12-01, so figures before then are of a half face)."""
     w, h = size
     scale = max(w / photo.shape[1], h / photo.shape[0])
     big = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)))
-    y, x = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
-    return np.ascontiguousarray(big[y : y + h, x : x + w])
+    x = (big.shape[1] - w) // 2
+    return np.ascontiguousarray(big[:h, x : x + w])
 
 
 def _percentile(values: list[float], q: float) -> float:
