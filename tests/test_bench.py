@@ -190,3 +190,32 @@ def test_capacity_camera_shows_the_whole_face(
     # The head with room around it (the detector's box starts at the brow, the hair is above it).
     assert x1 > 0.05 * w and x2 < 0.95 * w and y1 > 0.1 * h and y2 < 0.9 * h, faces[0].bbox
     assert (x2 - x1) > 0.2 * w  # a face a webcam user shows, not a thumbnail
+
+
+async def test_capacity_clients_replay_a_pre_encoded_loop(obama_bgr: np.ndarray) -> None:
+    """The capacity clients encode their camera once and replay it: the loop decodes twice over,
+    in order, frame ids intact, and the track hands aiortc packets with rising 90 kHz times."""
+    import av
+    from aiortc import MediaStreamTrack
+    from swaprtc.benchmarks.capacity_client import encode_loop, replay_camera
+
+    from tests.rtc_client import draw_frame_id, read_frame_id
+
+    frames = [camera_picture(obama_bgr, (320, 240))] * 6
+    packets = encode_loop(frames, draw_frame_id)
+    assert len(packets) == 6
+    camera = replay_camera(MediaStreamTrack, packets, fps=200.0)
+    decoder: Any = av.CodecContext.create("libvpx", "r")
+    # VP8's first byte: bit 0 clear on a keyframe. Only the first frame is one, so each pass of the
+    # replay starts on a keyframe and nothing refers across the loop's seam.
+    assert [p[0] & 1 for p in packets] == [0, 1, 1, 1, 1, 1]
+    ids, times = [], []
+    for _ in range(12):  # two passes of the loop
+        packet = await camera.recv()
+        times.append(packet.pts)
+        for frame in decoder.decode(av.Packet(bytes(packet))):
+            ids.append(read_frame_id(frame.to_ndarray(format="gray")))
+    assert ids == [0, 1, 2, 3, 4, 5] * 2
+    assert times == sorted(times) and len(set(times)) == 12
+    assert set(camera.sent_at) == set(range(6))
+    camera.stop()

@@ -1,10 +1,13 @@
 """One capacity-benchmark client, in its own process: a real aiortc session against the server.
 
-It creates a session, uploads a real face photo, streams a real face at 30 fps with a frame-id
+It creates a session, uploads a real face photo and streams a real face at 30 fps with a frame-id
 strip (tests/rtc_client.py, imported from the source checkout), the picture still or (``motion``)
-drifting like a webcam picture, and, when the parent asks over its
-pipe, reports the frames received and their latencies inside a time window. Only the frame id is
-read from each received frame (from the luma plane), so the client stays cheap.
+drifting like a webcam picture. The camera's frames are VP8-encoded once, at the bitrate the
+server's answer asks a browser for, and then replayed in a loop (``ReplayCamera``): encoding every
+frame live cost each client about as much CPU as the server's own encode, and the clients share
+the machine with the server under test. When the parent asks over its pipe, it reports the frames
+received and their latencies inside a time window. Only the frame id is read from each received
+frame (from the luma plane), so the client stays cheap.
 """
 
 from __future__ import annotations
@@ -14,11 +17,75 @@ import contextlib
 import importlib
 import sys
 import time
+from fractions import Fraction
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+REPLAY_BITRATE = 1_500_000  # what the server's answer asks a browser to start at (x-google-start-bitrate)
+VIDEO_CLOCK = 90000
+
+
+def encode_loop(frames: list[np.ndarray], draw_frame_id: Any, fps: float = 30.0) -> list[bytes]:
+    """``frames`` with their frame-id strips (ids 0..n-1) as VP8 packets, the first a keyframe and
+    the rest predicted from it, so the loop can be replayed: each pass starts on its keyframe."""
+    import av
+    from av import VideoFrame
+
+    h, w = frames[0].shape[:2]
+    codec: Any = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = w, h, "yuv420p"
+    codec.bit_rate = REPLAY_BITRATE
+    codec.time_base = Fraction(1, round(fps))
+    codec.gop_size = len(frames)
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    packets: list[bytes] = []
+    for i, image in enumerate(frames):
+        frame = VideoFrame.from_ndarray(draw_frame_id(image, i), format="bgr24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(bytes(p) for p in codec.encode(frame))
+    packets.extend(bytes(p) for p in codec.encode(None))
+    if len(packets) != len(frames):
+        raise RuntimeError(f"the encoder gave {len(packets)} packets for {len(frames)} frames")
+    return packets
+
+
+def replay_camera(track_class: Any, packets: list[bytes], fps: float = 30.0) -> Any:
+    """A video track that paces pre-encoded ``packets`` at ``fps`` in a loop and records when each
+    frame id went out (``sent_at``, as tests/rtc_client.SyntheticCamera does). aiortc's sender
+    only packetises what a track gives as ``av.Packet``: no encoder runs in the client."""
+    import av
+    from aiortc.mediastreams import MediaStreamError
+
+    class ReplayCamera(track_class):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent_at: dict[int, float] = {}
+            self._count = 0
+            self._start: float | None = None
+
+        async def recv(self) -> Any:
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = time.monotonic()
+            if self._start is None:
+                self._start = now
+            due = self._start + self._count / fps
+            if due > now:
+                await asyncio.sleep(due - now)
+            frame_id = self._count % len(packets)
+            packet = av.Packet(packets[frame_id])
+            packet.pts = int(self._count * VIDEO_CLOCK / fps)
+            packet.time_base = Fraction(1, VIDEO_CLOCK)
+            self._count += 1
+            self.sent_at[frame_id] = time.monotonic()
+            return packet
+
+    return ReplayCamera()
 
 
 def _frame_id(frame: Any, read_frame_id: Any) -> int:
@@ -51,9 +118,9 @@ async def _session(
     from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
     rtc_client: Any = importlib.import_module("tests.rtc_client")
-    SwapClient, SyntheticCamera, read_frame_id = (
+    SwapClient, draw_frame_id, read_frame_id = (
         rtc_client.SwapClient,
-        rtc_client.SyntheticCamera,
+        rtc_client.draw_frame_id,
         rtc_client.read_frame_id,
     )
 
@@ -78,9 +145,13 @@ async def _session(
         if status != 200:
             conn.send(("error", f"upload: {status} {body}"))
             return
-        camera = SyntheticCamera(camera_image, 30.0)
-        if motion:
-            camera = drifting_camera(SyntheticCamera, camera_image)
+        from swaprtc.embedded.bench import live_frames
+
+        h, w = camera_image.shape[:2]
+        # 60 frames: the drift's period (2 s), so the loop joins smoothly; a still picture, 1 s.
+        frames = live_frames(camera_image, 60, (w, h)) if motion else [camera_image] * 30
+        packets = await loop.run_in_executor(None, encode_loop, frames, draw_frame_id)
+        camera = replay_camera(MediaStreamTrack, packets)
         await client.connect(camera, timeout=60)
         conn.send(("ready", client.session_id))
         while True:
