@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
@@ -31,8 +31,10 @@ from tests.y4m import fit_frame, write_y4m
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-    from playwright.sync_api import Browser, Page, Playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, Playwright
     from swaprtc.models.store import ModelStore
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -186,17 +188,30 @@ def browser(driver: Playwright, fake_camera: Path) -> Iterator[Browser]:
         b.close()
 
 
+def open_page(context: BrowserContext, url: str) -> Page:
+    """A new page of ``context`` at ``url`` that keeps its console messages and page errors in
+    ``page.console_log`` ("<type>: <text>", "pageerror: <error>")."""
+    pg = context.new_page()
+    console: list[str] = []
+    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    pg.goto(url)
+    pg.console_log = console  # type: ignore[attr-defined]
+    return pg
+
+
+def console_errors(page: Page) -> list[str]:
+    """The page's console errors and uncaught exceptions so far (pages from ``open_page``)."""
+    log: list[str] = getattr(page, "console_log", [])
+    return [line for line in log if line.startswith(("error: ", "pageerror: "))]
+
+
 # Contexts bypass the page's CSP: Playwright polls wait_for_function predicates through eval,
 # which the CSP forbids. tests/test_browser_token.py runs the page under its CSP.
 @pytest.fixture
 def page(browser: Browser, server_url: str) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-    pg = context.new_page()
-    console: list[str] = []
-    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    pg.goto(server_url + "/")
-    pg.console_log = console  # type: ignore[attr-defined]
+    pg = open_page(context, server_url + "/")
     try:
         yield pg
     finally:
@@ -356,6 +371,17 @@ def wait_reconnected(page: Page, old_session: str, timeout_ms: int = 15_000) -> 
         arg=old_session,
         timeout=timeout_ms,
     )
+
+
+def shown_until(page: Page, grab: Callable[[], T], ok: Callable[[T], bool], timeout_s: float = 8.0) -> T:
+    """What ``grab`` reads from the page (pixels), again every 300 ms until ``ok`` holds or the time
+    is up: the last reading, which the caller asserts on, so a timeout fails with measured values."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = grab()
+        if ok(shown) or time.monotonic() > deadline:
+            return shown
+        page.wait_for_timeout(300)
 
 
 def until(page: Page, condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:

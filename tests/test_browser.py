@@ -32,6 +32,7 @@ from tests.browser_support import (
     requires_chromium,
     running_server,
     save_artifact,
+    shown_until,
     stats_ticks,
     wait_playing,
     wait_reconnected,
@@ -104,16 +105,26 @@ def test_browser_swaps_the_camera_face(
         "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",
         timeout=10_000,
     )
-    deadline = time.monotonic() + 8
-    while True:
+
+    def grab() -> tuple[np.ndarray, np.ndarray]:
         grabs = page.evaluate(GRAB_JS, [640, 480])
-        local, remote = decode_png(grabs["local"]), decode_png(grabs["remote"])
+        return decode_png(grabs["local"]), decode_png(grabs["remote"])
+
+    def measure(shown: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, float]:
+        local, remote = shown
         face_diff, background_diff = region_diffs(local, remote, camera_face_box)
-        detail_ratio = detail(remote, camera_face_box) / max(detail(local, camera_face_box), 1e-6)
-        swapped = face_diff > max(8.0, 5 * background_diff) and detail_ratio > 0.4
-        if swapped or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(300)
+        return (
+            face_diff,
+            background_diff,
+            detail(remote, camera_face_box) / max(detail(local, camera_face_box), 1e-6),
+        )
+
+    def swapped_look(shown: tuple[np.ndarray, np.ndarray]) -> bool:
+        face_diff, background_diff, detail_ratio = measure(shown)
+        return face_diff > max(8.0, 5 * background_diff) and detail_ratio > 0.4
+
+    local, remote = shown_until(page, grab, swapped_look)
+    face_diff, background_diff, detail_ratio = measure((local, remote))
 
     save_artifact("browser_local.png", local)
     save_artifact("browser_remote.png", remote)
@@ -147,13 +158,13 @@ def test_browser_swaps_the_camera_face(
         arg=first_thumb,
         timeout=10_000,
     )
-    deadline = time.monotonic() + 8
-    while True:
-        later = decode_png(page.evaluate(GRAB_JS, [640, 480])["remote"])
+
+    def changed(later: np.ndarray) -> bool:
         change, background_change = region_diffs(remote, later, camera_face_box)
-        if change > max(5.0, 4 * background_change) or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(300)
+        return change > max(5.0, 4 * background_change)
+
+    later = shown_until(page, lambda: decode_png(page.evaluate(GRAB_JS, [640, 480])["remote"]), changed)
+    change, background_change = region_diffs(remote, later, camera_face_box)
     save_artifact("browser_remote_second_source.png", later)
     metrics.update(second_source_change=change, second_source_background_change=background_change)
     save_artifact("browser_metrics.json", json.dumps(metrics, indent=2).encode())
@@ -216,13 +227,15 @@ def test_browser_shows_no_label_when_the_operator_turns_it_off(
                 "Number(document.querySelector('[data-testid=stats-overlay]').dataset.swappedFrames) > 0",
                 timeout=10_000,
             )
-            deadline = time.monotonic() + 8
-            while True:
-                remote = decode_png(pg.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+
+            def swapped_look(remote: np.ndarray) -> bool:
                 face_diff, background_diff = region_diffs(camera_frame, remote, camera_face_box)
-                if face_diff > max(8.0, 5 * background_diff) or time.monotonic() > deadline:
-                    break
-                pg.wait_for_timeout(300)
+                return face_diff > max(8.0, 5 * background_diff)
+
+            remote = shown_until(
+                pg, lambda: decode_png(pg.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480])), swapped_look
+            )
+            face_diff, background_diff = region_diffs(camera_frame, remote, camera_face_box)
             save_artifact("browser_remote_no_label.png", remote)
             # The frame really is a swapped one, and still its corner is the camera's own picture.
             assert face_diff > max(8.0, 5 * background_diff), (face_diff, background_diff)

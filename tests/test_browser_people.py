@@ -4,7 +4,6 @@ across reconnects (the server's people are new on every session)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from tests.browser_support import (
     region_diffs,
     requires_chromium,
     save_artifact,
+    shown_until,
     stats_ticks,
     until,
     wait_reconnected,
@@ -111,14 +111,18 @@ def test_browser_chooses_faces_and_maps_people(
             "document.querySelector('[data-testid=hidden-reason]')?.innerText.startsWith('1 face hidden')",
             timeout=15_000,
         )
+
         # A busy machine sends some frames with every face hidden while a swap catches up.
-        deadline = time.monotonic() + 8
-        while True:
-            remote = decode_png(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
-            flat = sorted(flat_share(remote, box) for box in boxes)
-            if flat[1] > 0.85 > flat[0] or time.monotonic() > deadline:
-                break
-            page.wait_for_timeout(300)
+        def grab_remote() -> np.ndarray:
+            return decode_png(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
+
+        def flat_shares(remote: np.ndarray) -> list[float]:
+            return sorted(flat_share(remote, box) for box in boxes)
+
+        remote = shown_until(
+            page, grab_remote, lambda shown: flat_shares(shown)[1] > 0.85 > flat_shares(shown)[0]
+        )
+        flat = flat_shares(remote)
         save_artifact("browser_two_people_hidden.png", remote)
         assert flat[1] > 0.85 > flat[0], f"one face should be pixelated, one swapped: flat shares {flat}"
 
@@ -135,13 +139,8 @@ def test_browser_chooses_faces_and_maps_people(
             timeout=5_000,
         )
         reason.wait_for(state="hidden", timeout=10_000)
-        deadline = time.monotonic() + 8
-        while True:
-            remote = decode_png(page.evaluate(GRAB_ONE_JS, ["remote-video", 640, 480]))
-            flat = sorted(flat_share(remote, box) for box in boxes)
-            if flat[1] < 0.75 or time.monotonic() > deadline:
-                break
-            page.wait_for_timeout(300)
+        remote = shown_until(page, grab_remote, lambda shown: flat_shares(shown)[1] < 0.75)
+        flat = flat_shares(remote)
         save_artifact("browser_two_people.png", remote)
         assert flat[1] < 0.75, f"both faces should be swapped now (none pixelated): flat shares {flat}"
         local = decode_png(page.evaluate(GRAB_ONE_JS, ["local-video", 640, 480]))

@@ -13,7 +13,9 @@ import pytest
 from tests.browser_support import (
     DATA,
     connect,
+    console_errors,
     get_json,
+    open_page,
     requires_chromium,
     running_server,
     until,
@@ -55,12 +57,7 @@ def server(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) ->
 def page(browser: Browser, server: str) -> Iterator[Page]:
     context = browser.new_context(bypass_csp=True)
     context.add_init_script(TRACK_PEER_CONNECTIONS)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server + "/")
-    pg.console_errors = errors  # type: ignore[attr-defined]
+    pg = open_page(context, server + "/")
     try:
         yield pg
     finally:
@@ -89,7 +86,7 @@ def test_stop_while_the_session_is_being_created_leaves_nothing_behind(page: Pag
     assert page.evaluate(OPEN_PCS_JS) == 0, "a peer connection was opened (and left open) after Stop"
     until(page, lambda: _sessions(server) == 0, "the orphan session to be deleted", timeout_s=5)
     assert page.evaluate("window.swaprtc.sessionId") is None
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert console_errors(page) == []
 
 
 def test_stop_after_streaming_is_quiet_and_max_bitrate_reaches_the_encoder(page: Page, server: str) -> None:
@@ -103,7 +100,7 @@ def test_stop_after_streaming_is_quiet_and_max_bitrate_reaches_the_encoder(page:
         page.get_by_test_id("stop-button").click()
         until(page, lambda: _sessions(server) == 0, "the session to end")
     assert page.evaluate(OPEN_PCS_JS) == 0
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert console_errors(page) == []
 
 
 def test_a_photo_chosen_during_the_reconnect_upload_is_the_one_in_use(page: Page, server: str) -> None:

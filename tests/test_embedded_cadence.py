@@ -70,15 +70,6 @@ def _moving(image: np.ndarray, count: int, shift_px: float = 1.5, grow: float = 
     return frames
 
 
-def _inner(shape: tuple[int, ...], mesh: np.ndarray) -> np.ndarray:
-    """The inner face, where the swap shows at full weight."""
-    centre = mesh[m.FACE_OVAL].mean(axis=0)
-    polygon = centre + (m.blend_outline(mesh) - centre) * 0.8
-    mask = np.zeros(shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
-    return mask.astype(bool)
-
-
 def _face_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b)[mask].mean())
 
@@ -132,7 +123,7 @@ def test_frames_between_keyframes_move_the_rendered_face(
         ran.append(counter.ran())
         assert result.swapped == 1 and result.unswapped == ()
         track = stream.tracker.tracks[0]
-        mask = _inner(frame.shape, track.mesh)
+        mask = m.inner_face(frame.shape, track.mesh)
         # Every frame's face is swapped, reused or not: far from the camera's face.
         assert _face_diff(result.frame, frame, mask) > 12.0
         # A full swap of this very frame where the tracker has the face.
@@ -244,7 +235,7 @@ def test_every_face_is_moved_in_many_faces_mode(
         assert result.swapped == 2 and result.unswapped == ()
         for face in result.faces:
             assert face.mesh is not None
-            mask = _inner(frame.shape, face.mesh)
+            mask = m.inner_face(frame.shape, face.mesh)
             assert _face_diff(result.frame, frame, mask) > 12.0
     # Keyframes on the cadence, and where the detector runs (every 5th frame in this mode: it may
     # find a new face, which needs its mesh).

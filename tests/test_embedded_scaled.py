@@ -54,14 +54,6 @@ def _timings() -> dict[str, float]:
     return {"warp": 0.0, "color": 0.0, "blend": 0.0}
 
 
-def _inner(shape: tuple[int, ...], mesh: np.ndarray) -> np.ndarray:
-    centre = mesh[m.FACE_OVAL].mean(axis=0)
-    polygon = centre + (m.blend_outline(mesh) - centre) * 0.8
-    mask = np.zeros(shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
-    return mask.astype(bool)
-
-
 def test_a_large_face_rendered_smaller_is_swapped_and_close_to_the_full_resolution_render(
     model_store: ModelStore, full_res: EmbeddedEngine, source: SourceFace, obama_bgr: np.ndarray
 ) -> None:
@@ -70,7 +62,7 @@ def test_a_large_face_rendered_smaller_is_swapped_and_close_to_the_full_resoluti
     scaled = _engine(model_store, 256).open_stream().process(frame, source, SwapOptions())
     assert full.swapped == scaled.swapped == 1
     assert full.faces[0].mesh is not None
-    inner = _inner(frame.shape, full.faces[0].mesh)
+    inner = m.inner_face(frame.shape, full.faces[0].mesh)
     to_full = float(np.abs(scaled.frame.astype(np.int16) - full.frame)[inner].mean())
     changed = float(np.abs(scaled.frame.astype(np.int16) - frame)[inner].mean())
     assert 0.0 < to_full <= SCALED_BOUND  # rendered another way (not the full-resolution path) ...
@@ -130,7 +122,7 @@ def test_reused_frames_move_a_face_rendered_smaller_with_the_face(
         assert rendered is not None and rendered[1] is not None  # the small render path
         anew = frame.copy()
         assert composite_moved(anew, frame, reusable(*rendered), None, frame_coords(frame.shape))
-        mask = _inner(frame.shape, track.mesh)
+        mask = m.inner_face(frame.shape, track.mesh)
         if i % 3 == 0:
             assert np.array_equal(result.frame, anew)  # a keyframe is exactly that
             keyframe_out = result.frame

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,72 +29,38 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from swaprtc.benchmarks.capacity import camera_picture  # noqa: E402
+from swaprtc.benchmarks.capacity import ServerUnderTest, camera_picture  # noqa: E402
 from swaprtc.benchmarks.capacity_client import drifting_camera  # noqa: E402
+from swaprtc.settings import Settings  # noqa: E402
+from swaprtc.workers.memory import cpu_seconds  # noqa: E402
 
 from tests.rtc_client import SwapClient, SyntheticCamera  # noqa: E402
 
 
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited with code {server.returncode}")
-            try:
-                async with http.get(base + "/api/info") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError("the server did not start")
-
-
 async def probe(max_bitrate: int, seconds: float) -> list[dict[str, Any]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "SWAPRTC_ENGINE": "embedded",
-        "SWAPRTC_ICE_LOOPBACK": "true",
-        "SWAPRTC_LOG_LEVEL": "warning",
-        "SWAPRTC_MAX_BITRATE": str(max_bitrate),
-        "SWAPRTC_RATE_SESSION_PER_MIN": "0",
-        "SWAPRTC_RATE_OFFER_PER_MIN": "0",
-        "SWAPRTC_RATE_SOURCE_PER_MIN": "0",
-    }
-    command = [sys.executable, "-m", "swaprtc", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    settings = Settings.from_env()
+    log_path = Path(tempfile.gettempdir()) / f"bitrate-probe-server-{max_bitrate}.log"
+    server = ServerUnderTest(settings, "1", log_path, {"SWAPRTC_MAX_BITRATE": str(max_bitrate)})
     try:
-        await wait_ready(base, server)
+        async with aiohttp.ClientSession() as http:
+            await server.wait_ready(http)
         photo = cv2.imread(str(ROOT / "tests" / "data" / "astronaut.png"))
         face = cv2.imread(str(ROOT / "tests" / "data" / "obama.jpg"))
         ok, png = cv2.imencode(".png", photo)
         assert ok
         camera = drifting_camera(SyntheticCamera, camera_picture(face, (640, 480)))
         samples: list[dict[str, Any]] = []
-        async with SwapClient(base) as client:
+        async with SwapClient(server.base) as client:
             await client.create_session()
             await client.upload_source(png.tobytes(), "image/png")
             await client.connect(camera, timeout=60)
             start = last_t = time.monotonic()
-            last_cpu, last_packets = process_cpu_s(server.pid), 0
+            last_cpu, last_packets = cpu_seconds(server.process.pid) or 0.0, 0
             while time.monotonic() - start < seconds:
                 await asyncio.sleep(5)
                 stats = await client.pc.getStats()
                 packets = sum(s.packetsReceived for s in stats.values() if s.type == "inbound-rtp")
-                now, cpu = time.monotonic(), process_cpu_s(server.pid)
+                now, cpu = time.monotonic(), cpu_seconds(server.process.pid) or 0.0
                 samples.append(
                     {
                         "t_s": round(now - start, 1),
@@ -108,8 +72,7 @@ async def probe(max_bitrate: int, seconds: float) -> list[dict[str, Any]]:
                 print(max_bitrate, samples[-1], flush=True)
         return samples
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
 
 async def main() -> None:

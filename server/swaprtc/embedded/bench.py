@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from swaprtc.embedded.engine import EmbeddedEngine
+from swaprtc.embedded.mesh import inner_face
 from swaprtc.types import SourceFace, SwapOptions
 
 STAGES = ("detect", "landmarks", "motion", "warp", "color", "blend", "total")
@@ -146,17 +147,6 @@ def bench_before_after(
     }
 
 
-def _inner_face(shape: tuple[int, ...], mesh: np.ndarray) -> np.ndarray:
-    """The inner face (80 % of the blend outline), where the swap shows at full weight."""
-    from swaprtc.embedded import mesh as m
-
-    centre = mesh[m.FACE_OVAL].mean(axis=0)
-    polygon = centre + (m.blend_outline(mesh) - centre) * 0.8
-    mask = np.zeros(shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
-    return mask.astype(bool)
-
-
 def _stats(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -216,7 +206,7 @@ def bench_cadence(
             full, cheap = results["every_frame"], results["cadenced"]
             if i < warmup or not full.faces or not cheap.faces or full.faces[0].mesh is None:
                 continue
-            mask = _inner_face(frame.shape, full.faces[0].mesh)
+            mask = inner_face(frame.shape, full.faces[0].mesh)
             diff = float(np.abs(cheap.frame.astype(np.int16) - full.frame)[mask].mean())
             if "motion" in cheap.timings_ms:  # a reused frame
                 reuse_vs_stream.append(diff)

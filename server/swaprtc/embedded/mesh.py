@@ -215,6 +215,16 @@ def blend_outline(mesh: np.ndarray, forehead_keep: float = 0.7) -> np.ndarray:
     return oval - lift[:, None] * up[None, :]
 
 
+def inner_face(shape: tuple[int, ...], mesh: np.ndarray, share: float = 0.8) -> np.ndarray:
+    """A boolean mask of the inner face (``share`` of the blend outline around its centre), where
+    the swap shows at full weight: what the benchmarks and tests compare."""
+    centre = mesh[FACE_OVAL].mean(axis=0)
+    polygon = centre + (blend_outline(mesh) - centre) * share
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
 # Landmarks that measure how open the eyes and mouth are (lid and lip midpoints, corners).
 LEFT_LIDS, LEFT_CORNERS = (159, 145), (33, 133)
 RIGHT_LIDS, RIGHT_CORNERS = (386, 374), (362, 263)
