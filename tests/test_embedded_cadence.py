@@ -10,10 +10,14 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pytest
+from swaprtc.benchmarks.capacity import camera_picture
+from swaprtc.benchmarks.talking import openings, talking_frames
+from swaprtc.cli import OFFLINE_DEFAULTS
 from swaprtc.embedded import mesh as m
-from swaprtc.embedded.engine import EmbeddedEngine, EmbeddedProcessor, SourceTexture
+from swaprtc.embedded import motion
+from swaprtc.embedded.engine import STILL_CHANGE, EmbeddedEngine, EmbeddedProcessor, SourceTexture
 from swaprtc.embedded.swap import swap_face
-from swaprtc.settings import Settings
+from swaprtc.settings import Settings, SettingsError
 from swaprtc.types import SourceFace, SwapOptions
 
 if TYPE_CHECKING:
@@ -37,7 +41,7 @@ def every_frame(model_store: ModelStore) -> EmbeddedEngine:
 @pytest.fixture(scope="module")
 def cadenced(model_store: ModelStore) -> EmbeddedEngine:
     return EmbeddedEngine.from_store(
-        model_store, Settings(swap_every=N, detect_every=5, detect_every_tracked=15)
+        model_store, Settings(swap_every=N, swap_every_still=0, detect_every=5, detect_every_tracked=15)
     )
 
 
@@ -262,3 +266,89 @@ def test_a_face_entering_in_one_face_mode_is_reported_within_the_tracked_detecto
             break
     # Detector runs at frames 0 and 15 of the stream: the newcomer is reported by frame 15.
     assert seen_after is not None and seen_after <= 15 - 4
+
+
+# --- keyframes held while the face holds still (--swap-every-still) -----------------------------
+STILL = 8
+
+
+@pytest.fixture(scope="module")
+def still_cadenced(model_store: ModelStore) -> EmbeddedEngine:
+    return EmbeddedEngine.from_store(
+        model_store,
+        Settings(swap_every=N, swap_every_still=STILL, detect_every=5, detect_every_tracked=30),
+    )
+
+
+@pytest.fixture(scope="module")
+def talking(still_cadenced: EmbeddedEngine, obama_bgr: np.ndarray) -> list[np.ndarray]:
+    """The benchmarks' talking loop (mouth opening ~3 times a second) at 640x480."""
+    picture = camera_picture(obama_bgr, (640, 480))
+    return talking_frames(picture, still_cadenced.detect(picture)[0].kps)
+
+
+def test_a_face_holding_still_keeps_its_keyframe_up_to_swap_every_still(
+    still_cadenced: EmbeddedEngine, astronaut_bgr: np.ndarray, obama_bgr: np.ndarray
+) -> None:
+    """A face that only moves (no change of expression) is still shown by moving its keyframe,
+    as closely as on the fixed cadence, for STILL frames instead of N."""
+    source = still_cadenced.prepare_source(astronaut_bgr)
+    payload = source.payload_for("embedded", SourceTexture)
+    frames = _moving(obama_bgr, 3 * STILL, shift_px=1.0, grow=0.001)
+    stream = still_cadenced.open_stream()
+    counter = _CountingMesh(stream)
+    ran, reuse_errors = [], []
+    for i, frame in enumerate(frames):
+        result = stream.process(frame, source, SwapOptions(), i / 30.0)
+        ran.append(counter.ran())
+        track = stream.tracker.tracks[0]
+        if i % STILL:
+            full = frame.copy()
+            assert swap_face(frame, full, track.mesh, track.depth, payload, SwapOptions(), 64, _timings())
+            reuse_errors.append(_face_diff(result.frame, full, m.inner_face(frame.shape, track.mesh)))
+    assert ran == [i % STILL == 0 for i in range(len(frames))]
+    assert max(reuse_errors) < REUSE_BOUND, reuse_errors
+
+
+def test_a_talking_face_gets_its_keyframes_on_the_swap_every_cadence(
+    still_cadenced: EmbeddedEngine,
+    cadenced: EmbeddedEngine,
+    source: SourceFace,
+    talking: list[np.ndarray],
+    obama_bgr: np.ndarray,
+) -> None:
+    fixed, adaptive = cadenced.open_stream(), still_cadenced.open_stream()
+    for i, frame in enumerate(talking[:30]):
+        fixed.process(frame, source, SwapOptions(), i / 30.0)
+        adaptive.process(frame, source, SwapOptions(), i / 30.0)
+    # Only the instants the mouth turns (open widest, or shut) may keep a keyframe a little longer.
+    assert fixed.keyframes == 10 and adaptive.keyframes >= 8
+    # The same face not talking: a keyframe every STILL frames.
+    still = still_cadenced.open_stream()
+    for i in range(30):
+        still.process(talking[0], source, SwapOptions(), i / 30.0)
+    assert still.keyframes == 4
+
+
+def test_motion_measures_a_change_of_expression_apart_from_the_face_moving(
+    still_cadenced: EmbeddedEngine, source: SourceFace, talking: list[np.ndarray]
+) -> None:
+    stream = still_cadenced.open_stream()
+    stream.process(talking[0], source, SwapOptions())
+    start = motion.anchor(talking[0], stream.tracker.tracks[0].mesh)
+    assert start is not None
+    shifted = np.ascontiguousarray(np.roll(talking[0], (3, 4), axis=(0, 1)))
+    moved = motion.estimate(start, shifted)
+    assert moved is not None and moved.change < STILL_CHANGE / 2  # 0.0015 measured
+    assert np.allclose(moved.transform[:, 2], (4, 3), atol=0.3)  # the face moved, not its features
+    widest = int(np.argmax(openings(len(talking))[0]))
+    opened = motion.estimate(start, talking[widest])
+    assert opened is not None and opened.change > 2 * STILL_CHANGE
+
+
+def test_swap_every_still_is_live_only_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWAPRTC_SWAP_EVERY_STILL", raising=False)
+    assert Settings.from_env().swap_every_still == 15
+    assert Settings.from_env(defaults=OFFLINE_DEFAULTS).swap_every_still == 0
+    with pytest.raises(SettingsError):
+        Settings(swap_every_still=-1)

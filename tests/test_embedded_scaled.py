@@ -31,7 +31,8 @@ REUSE_BOUND = 5.0  # as test_embedded_cadence.py's, for reused frames against a 
 
 
 def _engine(store: ModelStore, face_render_px: int, swap_every: int = 1) -> EmbeddedEngine:
-    settings = Settings(swap_every=swap_every, face_render_px=face_render_px)
+    # The fixed cadence (swap_every_still 0): these tests place keyframes by frame number.
+    settings = Settings(swap_every=swap_every, swap_every_still=0, face_render_px=face_render_px)
     return EmbeddedEngine.from_store(store, settings)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"480p": (640, 480), "720p": (1280, 720)}
-CADENCE = ("detect_every", "detect_every_tracked", "swap_every", "face_render_px")
+CADENCE = ("detect_every", "detect_every_tracked", "swap_every", "swap_every_still", "face_render_px")
 
 
 def worker(server_dir: Path, models_dir: Path, size: tuple[int, int], frames: int) -> None:

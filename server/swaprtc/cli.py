@@ -16,7 +16,9 @@ from swaprtc.settings import Settings, add_settings_flags
 # Offline there is no frame deadline and the file is kept: every frame gets a full swap at full
 # resolution (the live keyframe cadence and working resolution trade a little fidelity for CPU,
 # which a file conversion need not).
-OFFLINE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"swap_every": 1, "face_render_px": 0})
+OFFLINE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"swap_every": 1, "swap_every_still": 0, "face_render_px": 0}
+)
 
 COMMON = [
     "models_dir",
@@ -30,7 +32,7 @@ COMMON = [
     "inference_shared_memory",
 ]
 # The embedded engine's model cadence and working resolution.
-CADENCE = ["detect_every", "detect_every_tracked", "swap_every", "face_render_px"]
+CADENCE = ["detect_every", "detect_every_tracked", "swap_every", "swap_every_still", "face_render_px"]
 GPU = ["io_binding", "cuda_graph", "fp16", "trt_cache", "batch_window_ms", "max_batch"]
 SERVE = [
     "host",

@@ -77,6 +77,11 @@ class Settings:
     # face's measured motion (a keyframe comes at once when the motion is unsure or large). 1 = every
     # frame in full.
     swap_every: int = 3
+    # Embedded engine: while the face holds still (lips, eyelids and brows measured where the
+    # keyframe had them), its keyframe is reused for up to this many frames instead of
+    # ``swap_every``; speech or a blink brings the next keyframe on the ``swap_every`` cadence.
+    # 0 = the fixed ``swap_every`` cadence whatever the face does.
+    swap_every_still: int = 15
     # Embedded engine: a face whose box (face and the ring around it) is larger than this many
     # pixels across is rendered at this size and scaled up into the frame; the target's own picture
     # under it stays at full resolution. 0 = always at full resolution.
@@ -159,6 +164,10 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"invalid {name} {getattr(self, name)!r}: must be at least 1")
         self.worker_count()  # validates
+        if self.swap_every_still < 0:
+            raise SettingsError(
+                f"invalid swap_every_still {self.swap_every_still!r}: 0 (fixed cadence) or more"
+            )
         if self.face_render_px != 0 and self.face_render_px < 32:
             raise SettingsError(
                 f"invalid face_render_px {self.face_render_px!r}: 0 (full resolution) or at least 32"

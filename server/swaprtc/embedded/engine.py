@@ -56,6 +56,10 @@ DETECTOR_MODEL = "retinaface_mnet025"
 LANDMARK_MODEL = "face_landmark"
 # SHA-256 of the ONNX file convert_face_landmark() makes from the pinned face_landmark.tflite.
 CONVERTED_LANDMARK_SHA256 = "08e3d7445ee97f1969766762a62baf6d3899c6e5c64974f1240d5ec84a9dbd74"
+# Largest expression change (motion.Motion.change, face sizes) a reused keyframe still stands for
+# once its ``swap_every`` frames are up: under a pixel on a 480p webcam face. Tracking noise on a still
+# face stays well below it; speech and blinks go above it within a frame or two.
+STILL_CHANGE = 0.004
 
 
 def make_session(model: Path | str | bytes, threads: int) -> ort.InferenceSession:
@@ -118,12 +122,17 @@ class EmbeddedEngine:
         swap_every: int = 1,
         detect_every_tracked: int | None = None,
         face_render_px: int = 0,
+        swap_every_still: int = 0,
     ) -> None:
         self.detect_every = detect_every
         # One-face mode, face followed surely: the detector is only there to find a new face.
         self.detect_every_tracked = detect_every_tracked or detect_every
         # Full swap every Nth frame; the frames between move its rendered face by the face's motion.
         self.swap_every = max(1, swap_every)
+        # While the face holds still (its expression measured unchanged since the keyframe), the
+        # keyframe is reused for up to this many frames instead (0: every ``swap_every`` frames
+        # whatever the face does). Only with reuse on (swap_every > 1).
+        self.swap_every_still = max(self.swap_every, swap_every_still) if self.swap_every > 1 else 1
         # Faces whose box is larger are rendered at this size and scaled up (scaled.py); 0: never.
         self.face_render_px = max(0, face_render_px)
         self.threads = threads
@@ -163,6 +172,7 @@ class EmbeddedEngine:
             detect_every_tracked=settings.detect_every_tracked,
             swap_every=settings.swap_every,
             face_render_px=settings.face_render_px,
+            swap_every_still=settings.swap_every_still,
         )
 
     def describe(self) -> dict[str, object]:
@@ -180,6 +190,7 @@ class EmbeddedEngine:
             "detect_every": self.detect_every,
             "detect_every_tracked": self.detect_every_tracked,
             "swap_every": self.swap_every,
+            "swap_every_still": self.swap_every_still,
             "face_render_px": self.face_render_px,
             "method": (
                 "whole inner face warped by the live mesh (piecewise affine), shape moved towards the "
@@ -403,12 +414,13 @@ class EmbeddedProcessor:
         start: float,
     ) -> SwapResult | None:
         """This frame made by moving the last keyframe's faces, or None when it must be a keyframe:
-        the cadence is up, anything it was made from changed, the detector is due, or a face's
-        motion is unsure or too large."""
+        the cadence is up (``swap_every`` frames, or ``swap_every_still`` while every face holds
+        still), anything it was made from changed, the detector is due, or a face's motion is
+        unsure or too large."""
         key = self._keyframe
         if (
             key is None
-            or self._since_keyframe >= self.engine.swap_every - 1
+            or self._since_keyframe >= self.engine.swap_every_still - 1
             or _assigned(casting)
             or source is not key.source
             or options != key.options
@@ -419,11 +431,13 @@ class EmbeddedProcessor:
             return None
         t0 = time.perf_counter()
         motions = {}
+        # Past the fixed cadence, a keyframe is reused only while no face's expression changed.
+        still_only = self._since_keyframe >= self.engine.swap_every - 1
         for track_id, start_at in key.anchors.items():
             motion = estimate(start_at, frame)
-            if motion is None:
+            if motion is None or (still_only and motion.change > STILL_CHANGE):
                 return None
-            motions[track_id] = motion
+            motions[track_id] = motion.transform
         t_motion = time.perf_counter()
         update = self.tracker.follow(
             {t: move_points(key.meshes[t], motion) for t, motion in motions.items()}, timestamp_s

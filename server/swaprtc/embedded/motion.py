@@ -6,6 +6,10 @@ frame before), so errors do not add up from frame to frame. The patch is scaled 
 is about ``FLOW_FACE_PX`` wide whatever the resolution: the cost does not grow with the frame.
 An estimate that is unsure (too few points agree) or says the face moved a lot returns None: the
 caller then renders a keyframe, which is always right.
+
+The same flow follows points of the lips, eyes and brows. What they moved beyond the face's
+rigid motion is the expression's change since the keyframe (``Motion.change``): while it stays
+small the keyframe's rendering still shows the face as it is, so the caller can keep reusing it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ def _flow_points() -> np.ndarray:
 
 
 FLOW_POINTS = _flow_points()
+# Where an expression shows: the lips' outline (speech), the eyelids (blinks), the brows.
+EXPRESSION_POINTS = np.concatenate(
+    [m.OUTER_LIPS, m.LEFT_EYE[::2], m.RIGHT_EYE[::2], m.LEFT_BROW[::2], m.RIGHT_BROW[::2]]
+)
+MIN_EXPRESSION_POINTS = 8  # fewer followed: the change is unknown, taken as large
 LK_WINDOW = (11, 11)  # flow window, patch pixels
 LK_LEVELS = 2  # pyramid levels above the patch: up to ~4 * 11 px of motion in the patch
 LK_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
@@ -49,8 +58,19 @@ class MotionAnchor:
     origin: tuple[int, int, int, int]  # x0, y0, x1, y1 of the patch in frame pixels
     scale: float  # patch pixels per frame pixel
     patch: np.ndarray  # grey uint8
-    points: np.ndarray  # (K, 1, 2) float32, patch pixels
+    points: np.ndarray  # (K, 1, 2) float32, patch pixels: the rigid points, then the expression's
+    rigid: int  # how many of ``points`` are rigid (FLOW_POINTS); the rest are EXPRESSION_POINTS
     face_px: float  # face size in frame pixels
+
+
+@dataclass(frozen=True, eq=False)
+class Motion:
+    """A face's motion since its keyframe."""
+
+    transform: np.ndarray  # (2, 3) similarity, frame pixels
+    # How far the expression moved beyond ``transform``, in face sizes: the 90th percentile of
+    # the expression points' distances from where the rigid motion alone puts them (inf: unknown).
+    change: float
 
 
 def _patch(frame: np.ndarray, origin: tuple[int, int, int, int], scale: float) -> np.ndarray:
@@ -78,40 +98,44 @@ def anchor(frame: np.ndarray, mesh: np.ndarray) -> MotionAnchor | None:
     if x1 - x0 < 16 or y1 - y0 < 16 or face_px < 16:
         return None
     scale = min(1.0, FLOW_FACE_PX / face_px)
-    points = (mesh[FLOW_POINTS] - np.array([x0, y0], np.float32)) * np.float32(scale)
     size = np.array([(x1 - x0) * scale, (y1 - y0) * scale], np.float32)
-    inside = (points >= 0).all(axis=1) & (points < size - 1).all(axis=1)
-    if int(inside.sum()) < MIN_POINTS:
+
+    def inside(indices: np.ndarray) -> np.ndarray:
+        points = (mesh[indices] - np.array([x0, y0], np.float32)) * np.float32(scale)
+        return points[(points >= 0).all(axis=1) & (points < size - 1).all(axis=1)]
+
+    rigid, expression = inside(FLOW_POINTS), inside(EXPRESSION_POINTS)
+    if len(rigid) < MIN_POINTS:
         return None
     origin = (x0, y0, x1, y1)
     return MotionAnchor(
         origin,
         scale,
         _patch(frame, origin, scale),
-        np.ascontiguousarray(points[inside].reshape(-1, 1, 2), np.float32),
+        # One flow call for both sets: its pyramids are built once.
+        np.ascontiguousarray(np.concatenate([rigid, expression]).reshape(-1, 1, 2), np.float32),
+        len(rigid),
         face_px,
     )
 
 
-def estimate(start: MotionAnchor, frame: np.ndarray) -> np.ndarray | None:
-    """The (2, 3) similarity moving the anchor's face to where it is in ``frame`` (frame pixels),
-    or None when it cannot be measured reliably or the face moved too much to reuse a rendering."""
+def estimate(start: MotionAnchor, frame: np.ndarray) -> Motion | None:
+    """The similarity moving the anchor's face to where it is in ``frame`` and how much its
+    expression changed, or None when the motion cannot be measured reliably or the face moved too
+    much to reuse a rendering."""
     current = _patch(frame, start.origin, start.scale)
     if current.shape != start.patch.shape:
         return None
     moved, status, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]  # nextPts None: OpenCV allows it
         start.patch, current, start.points, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS, criteria=LK_STOP
     )
-    ok = status.ravel() == 1
+    found = status.ravel() == 1
+    ok = found[: start.rigid]
     if int(ok.sum()) < MIN_POINTS:
         return None
-    src, dst = start.points[ok], moved[ok]
+    src, dst = start.points[: start.rigid][ok], moved[: start.rigid][ok]
     fit, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.0)
-    if (
-        fit is None
-        or inliers is None
-        or int(inliers.sum()) < max(MIN_POINTS, MIN_INLIERS * len(start.points))
-    ):
+    if fit is None or inliers is None or int(inliers.sum()) < max(MIN_POINTS, MIN_INLIERS * start.rigid):
         return None
     scale = float(np.hypot(fit[0, 0], fit[1, 0]))
     turn = float(np.degrees(np.arctan2(fit[1, 0], fit[0, 0])))
@@ -125,7 +149,18 @@ def estimate(start: MotionAnchor, frame: np.ndarray) -> np.ndarray | None:
     travel = float(np.linalg.norm(motion[:, :2] @ centre + motion[:, 2] - centre))
     if abs(scale - 1.0) > MAX_SCALE or abs(turn) > MAX_TURN_DEG or travel > MAX_SHIFT * start.face_px:
         return None
-    return motion
+    return Motion(motion, _change(start, fit, moved, found))
+
+
+def _change(start: MotionAnchor, fit: np.ndarray, moved: np.ndarray, found: np.ndarray) -> float:
+    """How far the expression points moved beyond the rigid ``fit`` (patch pixels), in face sizes."""
+    ok = found[start.rigid :]
+    if int(ok.sum()) < MIN_EXPRESSION_POINTS:
+        return float("inf")
+    before = start.points[start.rigid :][ok].reshape(-1, 2).astype(np.float64)
+    after = moved[start.rigid :][ok].reshape(-1, 2)
+    residual = np.linalg.norm(after - (before @ fit[:, :2].T + fit[:, 2]), axis=1)
+    return float(np.percentile(residual, 90)) / (start.face_px * start.scale)
 
 
 def move_points(points: np.ndarray, motion: np.ndarray) -> np.ndarray:
