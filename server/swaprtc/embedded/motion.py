@@ -160,7 +160,9 @@ def _change(start: MotionAnchor, fit: np.ndarray, moved: np.ndarray, found: np.n
     before = start.points[start.rigid :][ok].reshape(-1, 2).astype(np.float64)
     after = moved[start.rigid :][ok].reshape(-1, 2)
     residual = np.linalg.norm(after - (before @ fit[:, :2].T + fit[:, 2]), axis=1)
-    return float(np.percentile(residual, 90)) / (start.face_px * start.scale)
+    # The 90th percentile as the nearest rank: np.percentile costs ~0.1 ms of Python per call here.
+    rank = round(0.9 * (len(residual) - 1))
+    return float(np.partition(residual, rank)[rank]) / (start.face_px * start.scale)
 
 
 def move_points(points: np.ndarray, motion: np.ndarray) -> np.ndarray:
