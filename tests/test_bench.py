@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from swaprtc.bench import run_bench
 from swaprtc.benchmarks.capacity import camera_picture
 from swaprtc.benchmarks.session_cost import THREAD_ROLES, checkout, code_variants
-from swaprtc.cli import main
+from swaprtc.cli import build_parser, main
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.rtc.track import InferencePool
 from swaprtc.settings import Settings
@@ -71,6 +72,12 @@ def test_bench_reports_json_for_each_suite(
     assert cadence["reuse_error"]["reused_frames"] > 0
     assert cadence["reuse_error"]["vs_full_swap_at_same_mesh"]["mean"] > 0
     assert cadenced["cpu_ms"]["mean"] > 0 and every["cpu_ms"]["p90"] > 0
+    # The same comparison on a drifting ("cadence"), a still and a talking face, as many frames each.
+    streams = embedded["streams"]
+    assert set(streams) == {"drift", "still", "talking"} and streams["drift"] == cadence
+    for name, run in streams.items():
+        assert run["frames"] == cadence["frames"], name
+        assert run["cadenced"]["keyframes"] > 0 and run["every_frame"]["mesh_calls"] >= run["frames"], name
     side = embedded["side_by_side"]
     assert side["frames"] > 0 and side["ratio"] > 0
     assert side["cpu_ms_median"]["today"] > 0 and side["cpu_ms_median"]["before_issue_10"] > 0
@@ -125,6 +132,7 @@ def test_session_cost_measures_every_step(
     # The whole-process figure: a real server with a real client, before and after, frames received.
     whole = cost["whole_process"]
     assert whole["env"]["before"] != whole["env"]["after"]
+    assert whole["camera"] == "drift"  # its client's camera unless --camera says otherwise
     for label in ("before", "after"):
         # The client streams at 30 fps: the server keeps up (half of that even on a busy 2-core box).
         assert whole[label]["server_ms_per_frame"] > 0 and whole[label]["min_fps"] >= 15, whole
@@ -156,23 +164,49 @@ def test_session_cost_baseline_is_a_commits_server_code(tmp_path: Path) -> None:
     assert not server.exists()  # the extracted tree is removed afterwards
 
 
+def bench_with_camera(argv: list[str], camera: str) -> int:
+    """``swaprtc bench ARGV --camera CAMERA``, the camera set on the parsed arguments: cli.py's
+    bench parser does not have the flag yet (that file is being changed on main)."""
+    args = build_parser().parse_args(argv)
+    args.camera = camera
+    return run_bench(args, Settings.from_env().with_args(args))
+
+
 def test_capacity_suite_runs_real_sessions_against_two_workers(
     model_store: ModelStore, face_landmark_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """One ramp step (one real client process) against ``serve --workers 2``: the report has the
-    session's fps and latency, server and client CPU apart, and each process's memory."""
+    """One ramp step (one real client process, streaming the talking face) against ``serve
+    --workers 2``: the report has the session's fps and latency, server and client CPU apart, and
+    each process's memory."""
     args = ["bench", "--suite", "capacity", "--workers", "2", "--resolution", "480p"]
     args += ["--max-sessions", "1", "--step-s", "2", "--models-dir", str(model_store.models_dir)]
-    assert main(args) == 0
+    assert bench_with_camera(args, "talking") == 0
     capacity = json.loads(capsys.readouterr().out)["results"]["capacity"]
     assert "skipped" not in capacity, capacity
     (run,) = capacity["runs"]
     (step,) = run["steps"]
     assert run["workers"] == "2" and step["sessions"] == 1
+    assert run["camera"] == capacity["summary"][0]["camera"] == "talking" and capacity["cameras"] == [
+        "talking"
+    ]
     assert step["per_session"][0]["fps"] > 0 and step["latency_p50_ms"] > 0
     assert step["server_cores"] > 0 and step["client_cores"] > 0
     assert set(step["rss_mb"]) == {"supervisor", "worker-0", "worker-1"}
     assert all(mb > 20 for mb in step["rss_mb"].values())
+
+
+def test_bench_refuses_an_unknown_camera(capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in ``--camera`` is reported before any server starts; session_cost takes one camera."""
+    assert bench_with_camera(["bench", "--suite", "capacity,session_cost"], "still,wobble") == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    for suite in ("capacity", "session_cost"):
+        assert (
+            "unknown camera(s) ['wobble']; choose from ['still', 'drift', 'talking']"
+            in results[suite]["skipped"]
+        )
+    assert bench_with_camera(["bench", "--suite", "session_cost"], "still,talking") == 0
+    skipped = json.loads(capsys.readouterr().out)["results"]["session_cost"]["skipped"]
+    assert "session_cost streams one camera" in skipped
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])

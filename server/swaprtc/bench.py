@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from swaprtc.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: each suite pays only for its own imports
+    from swaprtc.embedded.engine import EmbeddedEngine
+    from swaprtc.types import SourceFace
 
 SUITES = (
     "frame_io",
@@ -233,11 +237,32 @@ def _embedded_engine(settings: Settings) -> Any:
     return EmbeddedEngine.from_store(_store(settings), settings)
 
 
+def _cadence_streams(
+    every_frame: EmbeddedEngine, engine: EmbeddedEngine, source: SourceFace, drift: list[np.ndarray]
+) -> dict[str, dict[str, object]]:
+    """``bench_cadence`` on one face streamed three ways: ``drift`` (a rigid sideways drift), its
+    first frame ``still`` and that frame ``talking`` (benchmarks/talking.py, its 60-frame loop
+    repeated), as many frames each. A still or rigidly moving face lets the engine reuse its
+    renderings most; a talking one is what a call shows."""
+    from swaprtc.benchmarks.capacity import camera_points
+    from swaprtc.benchmarks.capacity_client import camera_loop
+    from swaprtc.embedded.bench import bench_cadence
+
+    picture = drift[0]
+    kps = camera_points("talking", picture, engine.detect)
+    streams = {"drift": drift}
+    for camera in ("still", "talking"):
+        loop = camera_loop(camera, picture, kps)
+        streams[camera] = [loop[i % len(loop)] for i in range(len(drift))]
+    return {name: bench_cadence(every_frame, engine, frames, source) for name, frames in streams.items()}
+
+
 def _bench_embedded(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """The embedded engine on a live-like stream (640×480 unless ``--resolution`` says otherwise),
     one face, single-threaded: with the settings' cadence, and side by side with a full swap of
-    every frame (and the engine before issue 10). Further resolutions add their cadence run."""
-    from swaprtc.embedded.bench import SIZES, bench_before_after, bench_cadence, bench_embedded, live_frames
+    every frame (and the engine before issue 10). The cadence comparison runs on a drifting
+    (``cadence``), a still and a talking face (``streams``), at every resolution."""
+    from swaprtc.embedded.bench import SIZES, bench_before_after, bench_embedded, live_frames
 
     labels = [r.strip() for r in (getattr(args, "resolution", None) or "480p").split(",") if r.strip()]
     unknown = [r for r in labels if r not in SIZES]
@@ -250,18 +275,18 @@ def _bench_embedded(args: argparse.Namespace, settings: Settings) -> dict[str, A
     source = engine.prepare_source(_photo("astronaut.png"))
     count = max(args.frames, 10) + 5
     stream = live_frames(_photo("obama.jpg"), count, SIZES[labels[0]])
-    result = bench_embedded(engine, stream, source)
+    result: dict[str, Any] = dict(bench_embedded(engine, stream, source))
     result["resolution"] = labels[0]
-    result["cadence"] = bench_cadence(every_frame, engine, stream, source)
+    streams = _cadence_streams(every_frame, engine, source, stream)
+    # "cadence" stays the drifting stream's: the key other tools and earlier reports read.
+    result["cadence"], result["streams"] = streams["drift"], streams
     result["side_by_side"] = bench_before_after(every_frame, stream, _photo("astronaut.png"))
-    result["other_resolutions"] = {
-        label: {
-            "cadence": bench_cadence(
-                every_frame, engine, live_frames(_photo("obama.jpg"), count, SIZES[label]), source
-            )
-        }
-        for label in labels[1:]
-    }
+    others: dict[str, Any] = {}
+    for label in labels[1:]:
+        drift = live_frames(_photo("obama.jpg"), count, SIZES[label])
+        streams = _cadence_streams(every_frame, engine, source, drift)
+        others[label] = {"cadence": streams["drift"], "streams": streams}
+    result["other_resolutions"] = others
     return result
 
 
@@ -269,10 +294,22 @@ def _resolutions(args: argparse.Namespace) -> list[str]:
     return [r.strip() for r in (getattr(args, "resolution", None) or "480p,720p").split(",") if r.strip()]
 
 
+def _cameras(args: argparse.Namespace, default: str) -> list[str]:
+    """``--camera``: what the benchmark clients stream, a comma list of capacity_client.CAMERAS."""
+    from swaprtc.benchmarks.capacity_client import check_cameras
+
+    text = getattr(args, "camera", None) or default
+    return check_cameras([c.strip() for c in text.split(",") if c.strip()])
+
+
 def _bench_session_cost(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Server CPU per frame and step of one embedded-engine session (swaprtc.benchmarks.session_cost)."""
     from swaprtc.benchmarks.session_cost import bench_session_cost
 
+    # Drift by default: what its whole-process client streamed before --camera.
+    cameras = _cameras(args, "drift")
+    if len(cameras) != 1:
+        raise ValueError(f"session_cost streams one camera, not {cameras}")
     engine = _embedded_engine(settings)
     source = engine.prepare_source(_photo("astronaut.png"))
     return bench_session_cost(
@@ -286,6 +323,7 @@ def _bench_session_cost(args: argparse.Namespace, settings: Settings) -> dict[st
         rounds=args.rounds,
         repo=REPO_DATA.parent.parent,
         baseline=getattr(args, "baseline", None),
+        camera=cameras[0],
     )
 
 
@@ -300,8 +338,11 @@ def _bench_capacity(args: argparse.Namespace, settings: Settings) -> dict[str, A
         max_sessions=args.max_sessions,
         step_s=args.step_s,
         ramp_all=args.ramp_all,
+        cameras=tuple(_cameras(args, "still")),
     )
-    return run_capacity(plan, settings, REPO_DATA)
+    # The talking face is placed by the embedded engine's own detector, as the server finds it.
+    detect = _embedded_engine(settings).detect if "talking" in plan.cameras else None
+    return run_capacity(plan, settings, REPO_DATA, detect)
 
 
 def _bench_neural(frames: int, settings: Settings) -> dict[str, Any]:

@@ -12,6 +12,11 @@ the largest passing step. Each step also reports ``aggregate_fps`` (all sessions
 second together), which still compares worker counts on a machine too busy for any step to pass.
 Client CPU competes with the server on the same machine: ``server_cores_per_session`` is the
 server-only figure.
+
+``cameras`` (``--camera still,drift,talking``): what the clients stream (capacity_client.CAMERAS);
+each camera is its own ramp, run after the other at the same worker count and resolution so that
+still and talking sessions are measured side by side. The talking face is warped from the camera
+picture's five key points, found once here by the caller's detector and handed to every client.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -37,9 +43,10 @@ import aiohttp
 import cv2
 import numpy as np
 
-from swaprtc.benchmarks.capacity_client import client_main
-from swaprtc.benchmarks.session_cost import RESOLUTIONS
+from swaprtc.benchmarks.capacity_client import check_cameras, client_main
+from swaprtc.benchmarks.session_cost import RESOLUTIONS, client_photos
 from swaprtc.settings import Settings
+from swaprtc.types import Face
 from swaprtc.workers.memory import cpu_seconds, rss_bytes
 
 log = logging.getLogger(__name__)
@@ -48,7 +55,8 @@ MIN_FPS = 25.0
 FLAT_MS = 50.0
 SETTLE_S = 3.0
 FAILS_TO_STOP = 2
-SUMMARY_KEYS = ("workers", "resolution", "max_sessions", "peak_aggregate_fps", "peak_at_sessions")
+SUMMARY_KEYS = ("workers", "resolution", "camera", "max_sessions", "peak_aggregate_fps", "peak_at_sessions")
+Detect = Callable[[np.ndarray], Sequence[Face]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class CapacityPlan:
     max_sessions: int = 12
     step_s: float = 8.0
     ramp_all: bool = False  # measure every step up to max_sessions, even after failures
+    cameras: tuple[str, ...] = ("still",)  # what the clients stream, one ramp each
 
 
 @dataclass
@@ -82,6 +91,19 @@ def camera_picture(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     big = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)))
     x = (big.shape[1] - w) // 2
     return np.ascontiguousarray(big[:h, x : x + w])
+
+
+def camera_points(camera: str, picture: np.ndarray, detect: Detect | None) -> np.ndarray | None:
+    """The five key points of ``picture``'s face that the talking camera is warped from, found once
+    by the parent for all its clients; None for the other cameras, which need none."""
+    if camera != "talking":
+        return None
+    if detect is None:
+        raise ValueError("the talking camera needs a face detector to place its mouth and brows")
+    faces = detect(picture)
+    if not faces:
+        raise RuntimeError("no face found in the camera picture")
+    return np.asarray(faces[0].kps, np.float32)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -183,17 +205,26 @@ async def _ask_windows(clients: list[Client], t0: float, t1: float) -> list[list
     return list(await asyncio.gather(*(loop.run_in_executor(None, ask, c) for c in clients)))
 
 
+@dataclass(frozen=True)
+class RampCase:
+    """One ramp: the server's worker count, the stream's resolution and the clients' camera."""
+
+    workers: str
+    resolution: str
+    camera: str
+
+
 async def ramp(
-    plan: CapacityPlan, settings: Settings, workers: str, resolution: str, repo: Path, log_dir: Path
+    plan: CapacityPlan, settings: Settings, case: RampCase, repo: Path, log_dir: Path, detect: Detect | None
 ) -> dict[str, Any]:
+    workers, resolution = case.workers, case.resolution
     size = RESOLUTIONS[resolution]
-    photo = cv2.imread(str(repo / "tests" / "data" / "astronaut.png"))
-    face = cv2.imread(str(repo / "tests" / "data" / "obama.jpg"))
-    if photo is None or face is None:
-        raise FileNotFoundError("tests/data photos missing: run the capacity suite from a source checkout")
+    photo, face = client_photos(repo)
     ok, png = cv2.imencode(".png", photo)
     camera = camera_picture(face, size)
-    server = ServerUnderTest(settings, workers, log_dir / f"capacity-server-w{workers}-{resolution}.log")
+    kps = camera_points(case.camera, camera, detect)
+    server_log = log_dir / f"capacity-server-w{workers}-{resolution}-{case.camera}.log"
+    server = ServerUnderTest(settings, workers, server_log)
     context = multiprocessing.get_context("spawn")
     clients: list[Client] = []
     steps: list[dict[str, Any]] = []
@@ -205,7 +236,7 @@ async def ramp(
                 parent, child = context.Pipe()
                 process = context.Process(
                     target=client_main,
-                    args=(server.base, png.tobytes(), camera, child, str(repo)),
+                    args=(server.base, png.tobytes(), camera, child, str(repo), case.camera, kps),
                     daemon=True,
                 )
                 process.start()
@@ -243,9 +274,10 @@ async def ramp(
                 }
                 steps.append(step)
                 log.warning(
-                    "capacity w=%s %s: %d sessions, min fps %.1f, server %.2f cores, %s",
+                    "capacity w=%s %s %s: %d sessions, min fps %.1f, server %.2f cores, %s",
                     workers,
                     resolution,
+                    case.camera,
                     n,
                     step["min_fps"],
                     server_cores,
@@ -271,6 +303,7 @@ async def ramp(
     return {
         "workers": workers,
         "resolution": resolution,
+        "camera": case.camera,
         "max_sessions": best["sessions"] if best else 0,
         "peak_aggregate_fps": peak["aggregate_fps"] if peak else 0.0,
         "peak_at_sessions": peak["sessions"] if peak else 0,
@@ -279,15 +312,25 @@ async def ramp(
     }
 
 
-def run_capacity(plan: CapacityPlan, settings: Settings, repo_data: Path) -> dict[str, Any]:
+def run_capacity(
+    plan: CapacityPlan, settings: Settings, repo_data: Path, detect: Detect | None = None
+) -> dict[str, Any]:
+    """Every ramp of ``plan``; ``detect`` (a face detector) places the talking camera's face."""
+    check_cameras(list(plan.cameras))  # refuse a typo before any server starts
     repo = repo_data.parent.parent
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-    results = []
-    for resolution in plan.resolutions:
-        for workers in plan.workers:
-            results.append(asyncio.run(ramp(plan, settings, workers, resolution, repo, log_dir)))
+    # The cameras innermost: a still and a talking ramp follow each other, so drift in the
+    # machine's load hits both alike.
+    cases = [
+        RampCase(workers, resolution, camera)
+        for resolution in plan.resolutions
+        for workers in plan.workers
+        for camera in plan.cameras
+    ]
+    results = [asyncio.run(ramp(plan, settings, case, repo, log_dir, detect)) for case in cases]
     return {
         "criteria": {"min_fps": MIN_FPS, "latency_flat_ms": FLAT_MS, "step_s": plan.step_s},
+        "cameras": list(plan.cameras),
         "cpus": len(os.sched_getaffinity(0)),
         "summary": [{k: r[k] for k in SUMMARY_KEYS} | {"at_max": r["at_max"]} for r in results],
         "runs": results,

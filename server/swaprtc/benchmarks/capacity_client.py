@@ -1,8 +1,10 @@
 """One capacity-benchmark client, in its own process: a real aiortc session against the server.
 
 It creates a session, uploads a real face photo and streams a real face at 30 fps with a frame-id
-strip (tests/rtc_client.py, imported from the source checkout), the picture still or (``motion``)
-drifting like a webcam picture. The camera's frames are VP8-encoded once, at the bitrate the
+strip (tests/rtc_client.py, imported from the source checkout). The camera (``CAMERAS``) is the
+picture ``still``, ``drift``-ing sideways like a webcam picture, or ``talking`` (mouth and brows
+moving, benchmarks/talking.py: the embedded engine reuses renderings while a face holds still, so
+a still camera flatters it). The camera's frames are VP8-encoded once, at the bitrate the
 server's answer asks a browser for, and then replayed in a loop (``ReplayCamera``): encoding every
 frame live cost each client about as much CPU as the server's own encode, and the clients share
 the machine with the server under test. When the parent asks over its pipe, it reports the frames
@@ -24,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+CAMERAS = ("still", "drift", "talking")
+LOOP_FRAMES = 60  # 2 s: the drift's and the talking face's period, so the loop joins smoothly
 REPLAY_BITRATE = 1_500_000  # what the server's answer asks a browser to start at (x-google-start-bitrate)
 VIDEO_CLOCK = 90000
 
@@ -97,10 +101,7 @@ def _frame_id(frame: Any, read_frame_id: Any) -> int:
 def drifting_camera(camera_class: Any, image: np.ndarray) -> Any:
     """A SyntheticCamera whose picture drifts sideways and back every 2 s (60 frames, as
     ``live_frames`` cuts them), so the server's codecs see motion as from a webcam."""
-    from swaprtc.embedded.bench import live_frames
-
-    h, w = image.shape[:2]
-    frames = live_frames(image, 60, (w, h))
+    frames = camera_loop("drift", image)
 
     class Drifting(camera_class):
         async def recv(self) -> Any:
@@ -110,8 +111,40 @@ def drifting_camera(camera_class: Any, image: np.ndarray) -> Any:
     return Drifting(frames[0], 30.0)
 
 
+def check_cameras(names: list[str]) -> list[str]:
+    """``names`` if each is one of ``CAMERAS``; a ValueError naming the others before anything starts."""
+    unknown = [name for name in names if name not in CAMERAS]
+    if unknown or not names:
+        raise ValueError(f"unknown camera(s) {unknown or names}; choose from {list(CAMERAS)}")
+    return names
+
+
+def camera_loop(camera: str, image: np.ndarray, kps: np.ndarray | None = None) -> list[np.ndarray]:
+    """The frames a client replays for ``camera`` (one of ``CAMERAS``) made from ``image``: the
+    talking face is warped from its five key points ``kps`` (RetinaFace's, found by the caller)."""
+    check_cameras([camera])
+    if camera == "still":
+        return [image] * (LOOP_FRAMES // 2)  # 1 s: nothing changes, a shorter loop encodes sooner
+    if camera == "drift":
+        from swaprtc.embedded.bench import live_frames
+
+        h, w = image.shape[:2]
+        return live_frames(image, LOOP_FRAMES, (w, h))
+    if kps is None:
+        raise ValueError("the talking camera needs the five key points of the picture's face")
+    from swaprtc.benchmarks.talking import talking_frames
+
+    return talking_frames(image, kps, LOOP_FRAMES)
+
+
 async def _session(
-    base: str, photo: bytes, camera_image: np.ndarray, conn: Connection, repo: Path, motion: bool
+    base: str,
+    photo: bytes,
+    camera_image: np.ndarray,
+    conn: Connection,
+    repo: Path,
+    camera: str,
+    kps: np.ndarray | None,
 ) -> None:
     # The test client lives in the source checkout (tests/rtc_client.py), not in the package.
     sys.path.insert(0, str(repo))
@@ -145,11 +178,8 @@ async def _session(
         if status != 200:
             conn.send(("error", f"upload: {status} {body}"))
             return
-        from swaprtc.embedded.bench import live_frames
-
-        h, w = camera_image.shape[:2]
-        # 60 frames: the drift's period (2 s), so the loop joins smoothly; a still picture, 1 s.
-        frames = live_frames(camera_image, 60, (w, h)) if motion else [camera_image] * 30
+        # Built here, not in the parent: 60 frames pickled to every client process cost more.
+        frames = camera_loop(camera, camera_image, kps)
         packets = await loop.run_in_executor(None, encode_loop, frames, draw_frame_id)
         camera = replay_camera(MediaStreamTrack, packets)
         await client.connect(camera, timeout=60)
@@ -165,11 +195,18 @@ async def _session(
 
 
 def client_main(
-    base: str, photo: bytes, camera_image: np.ndarray, conn: Connection, repo: str, motion: bool = False
+    base: str,
+    photo: bytes,
+    camera_image: np.ndarray,
+    conn: Connection,
+    repo: str,
+    camera: str = "still",
+    kps: np.ndarray | None = None,
 ) -> None:
-    """Entry point of a client process (multiprocessing, spawn)."""
+    """Entry point of a client process (multiprocessing, spawn): streams ``camera_loop(camera,
+    camera_image, kps)``."""
     try:
-        asyncio.run(_session(base, photo, camera_image, conn, Path(repo), motion))
+        asyncio.run(_session(base, photo, camera_image, conn, Path(repo), camera, kps))
     except Exception as exc:
         with contextlib.suppress(Exception):
             conn.send(("error", f"{type(exc).__name__}: {exc}"))

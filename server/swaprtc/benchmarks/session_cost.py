@@ -18,8 +18,9 @@ The step table misses what happens between the steps: aiortc's per-packet Python
 datagrams, DTLS/SRTP, RTCP, jitter buffer, NACK and bitrate estimation), the asyncio wake-ups
 between the event loop and the threads, and OpenCV's thread pool. ``whole_process`` measures that:
 a real ``swaprtc serve`` process (embedded engine) with one real aiortc client in its own process
-streaming a drifting face at 30 fps, the server's CPU time over a window divided by the frames the
-client received; ``before`` runs the server with OpenCV's default thread pool (one thread per core,
+streaming a face at 30 fps (``camera``: drifting by default, or still or talking, as the capacity
+clients stream it), the server's CPU time over a window divided by the frames the client
+received; ``before`` runs the server with OpenCV's default thread pool (one thread per core,
 as the server did before ``--pixel-threads``), ``after`` with today's default, alternating
 server runs (rounds) so that machine load hits both alike. With ``baseline`` (a git commit of this
 repository), ``before`` is instead that commit's server code (its ``server/`` tree, extracted to a
@@ -43,7 +44,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import cv2
 import numpy as np
@@ -58,6 +59,9 @@ from swaprtc.rtc.encoders import Bitrates, RealtimeH264Encoder, RealtimeVp8Encod
 from swaprtc.rtc.track import InferencePool, to_video_frame
 from swaprtc.settings import Settings
 from swaprtc.types import SourceFace, SwapOptions
+
+if TYPE_CHECKING:  # capacity imports this module
+    from swaprtc.benchmarks.capacity import Detect
 
 RESOLUTIONS = {"480p": (640, 480), "720p": (1280, 720)}
 BROWSER_BITRATE = 1_500_000  # what the answer's x-google-start-bitrate asks the browser for
@@ -325,10 +329,12 @@ def bench_session_cost(
     rounds: int = 0,
     repo: Path | None = None,
     baseline: str | None = None,
+    camera: str = "drift",
 ) -> dict[str, Any]:
     """The step table per resolution and codec (skipped with ``frames`` 0); with ``rounds`` > 0
     (and ``settings``, ``repo``) also the whole-process figure of each resolution, against
-    ``baseline``'s server code when given."""
+    ``baseline``'s server code when given, its client streaming ``camera`` (the talking face is
+    placed by ``engine``'s detector)."""
     from swaprtc.embedded.bench import live_frames
 
     out: dict[str, Any] = {"cpus": os.cpu_count()}
@@ -350,7 +356,9 @@ def bench_session_cost(
                 variants = code_variants(settings, stack.enter_context(checkout(repo, baseline)))
                 out["baseline"] = baseline
             for label in resolutions:
-                out[label]["whole_process"] = whole_process(settings, label, seconds, rounds, repo, variants)
+                out[label]["whole_process"] = whole_process(
+                    settings, label, seconds, rounds, repo, variants, camera, engine.detect
+                )
     return out
 
 
@@ -434,26 +442,42 @@ def _role(name: str | None) -> str:
     return next((role for prefix, role in THREAD_ROLES if name.startswith(prefix)), name)
 
 
-async def _one_server_run(
-    settings: Settings, resolution: str, env: dict[str, str], seconds: float, repo: Path
-) -> dict[str, Any]:
-    import aiohttp
-
-    from swaprtc.benchmarks.capacity import ServerUnderTest, camera_picture
-    from swaprtc.benchmarks.capacity_client import client_main
-
+def client_photos(repo: Path) -> tuple[np.ndarray, np.ndarray]:
+    """What a benchmark client uses: the source photo it uploads and the face photo its camera
+    picture is cut from (tests/data of the source checkout ``repo``)."""
     photo = cv2.imread(str(repo / "tests" / "data" / "astronaut.png"))
     face = cv2.imread(str(repo / "tests" / "data" / "obama.jpg"))
     if photo is None or face is None:
         raise FileNotFoundError("tests/data photos missing: run from a source checkout")
+    return photo, face
+
+
+async def _one_server_run(
+    settings: Settings,
+    resolution: str,
+    env: dict[str, str],
+    seconds: float,
+    repo: Path,
+    camera: tuple[str, np.ndarray, np.ndarray | None],
+) -> dict[str, Any]:
+    """One server and one client streaming ``camera`` (its name, picture and the picture's face's
+    five key points, capacity_client.camera_loop's arguments)."""
+    import aiohttp
+
+    from swaprtc.benchmarks.capacity import ServerUnderTest
+    from swaprtc.benchmarks.capacity_client import client_main
+
+    photo, _ = client_photos(repo)
     _, png = cv2.imencode(".png", photo)
     log_path = Path(tempfile.gettempdir()) / f"session-cost-server-{resolution}.log"
     server = ServerUnderTest(settings, "1", log_path, env)
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    camera = camera_picture(face, RESOLUTIONS[resolution])
+    name, picture, kps = camera
     client = context.Process(
-        target=client_main, args=(server.base, png.tobytes(), camera, child, str(repo), True), daemon=True
+        target=client_main,
+        args=(server.base, png.tobytes(), picture, child, str(repo), name, kps),
+        daemon=True,
     )
     try:
         async with aiohttp.ClientSession() as http:
@@ -505,15 +529,22 @@ def whole_process(
     rounds: int,
     repo: Path,
     variants: dict[str, dict[str, str]] | None = None,
+    camera: str = "drift",
+    detect: Detect | None = None,
 ) -> dict[str, Any]:
     """Server CPU of one real session, ``before``/``after`` server runs alternating ``rounds`` times
-    (``variants``: each one's extra environment; default: the OpenCV pool comparison)."""
+    (``variants``: each one's extra environment; default: the OpenCV pool comparison), the client
+    streaming ``camera`` (``detect`` places the talking face)."""
+    from swaprtc.benchmarks.capacity import camera_picture, camera_points
+
     variants = variants if variants is not None else pixel_thread_variants(settings)
+    picture = camera_picture(client_photos(repo)[1], RESOLUTIONS[resolution])
+    feed = (camera, picture, camera_points(camera, picture, detect))
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
     for _ in range(rounds):
         for label, env in variants.items():
-            runs[label].append(asyncio.run(_one_server_run(settings, resolution, env, seconds, repo)))
-    out: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "env": variants}
+            runs[label].append(asyncio.run(_one_server_run(settings, resolution, env, seconds, repo, feed)))
+    out: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "camera": camera, "env": variants}
     for label, measured in runs.items():
         cores = statistics.median(r["server_cores"] for r in measured)
         out[label] = {
