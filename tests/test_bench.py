@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from swaprtc.bench import run_bench
 from swaprtc.benchmarks.capacity import camera_picture
 from swaprtc.benchmarks.session_cost import THREAD_ROLES, checkout, code_variants
-from swaprtc.cli import build_parser, main
+from swaprtc.cli import main
 from swaprtc.pipeline.detector import RetinaFaceDetector
 from swaprtc.rtc.track import InferencePool
 from swaprtc.settings import Settings
@@ -164,14 +163,6 @@ def test_session_cost_baseline_is_a_commits_server_code(tmp_path: Path) -> None:
     assert not server.exists()  # the extracted tree is removed afterwards
 
 
-def bench_with_camera(argv: list[str], camera: str) -> int:
-    """``swaprtc bench ARGV --camera CAMERA``, the camera set on the parsed arguments: cli.py's
-    bench parser does not have the flag yet (that file is being changed on main)."""
-    args = build_parser().parse_args(argv)
-    args.camera = camera
-    return run_bench(args, Settings.from_env().with_args(args))
-
-
 def test_capacity_suite_runs_real_sessions_against_two_workers(
     model_store: ModelStore, face_landmark_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -180,7 +171,7 @@ def test_capacity_suite_runs_real_sessions_against_two_workers(
     each process's memory."""
     args = ["bench", "--suite", "capacity", "--workers", "2", "--resolution", "480p"]
     args += ["--max-sessions", "1", "--step-s", "2", "--models-dir", str(model_store.models_dir)]
-    assert bench_with_camera(args, "talking") == 0
+    assert main([*args, "--camera", "talking"]) == 0
     capacity = json.loads(capsys.readouterr().out)["results"]["capacity"]
     assert "skipped" not in capacity, capacity
     (run,) = capacity["runs"]
@@ -197,14 +188,14 @@ def test_capacity_suite_runs_real_sessions_against_two_workers(
 
 def test_bench_refuses_an_unknown_camera(capsys: pytest.CaptureFixture[str]) -> None:
     """A typo in ``--camera`` is reported before any server starts; session_cost takes one camera."""
-    assert bench_with_camera(["bench", "--suite", "capacity,session_cost"], "still,wobble") == 0
+    assert main(["bench", "--suite", "capacity,session_cost", "--camera", "still,wobble"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
     for suite in ("capacity", "session_cost"):
         assert (
             "unknown camera(s) ['wobble']; choose from ['still', 'drift', 'talking']"
             in results[suite]["skipped"]
         )
-    assert bench_with_camera(["bench", "--suite", "session_cost"], "still,talking") == 0
+    assert main(["bench", "--suite", "session_cost", "--camera", "still,talking"]) == 0
     skipped = json.loads(capsys.readouterr().out)["results"]["session_cost"]["skipped"]
     assert "session_cost streams one camera" in skipped
 

@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--max-sessions", type=int, default=12, help="capacity: stop the ramp here")
     bench.add_argument(
+        "--camera",
+        default=None,
+        help="capacity: still,drift,talking (comma list, default still); session_cost: one (default drift)",
+    )
+    bench.add_argument(
         "--step-s", type=float, default=8.0, help="capacity: seconds per step; session_cost: per server run"
     )
     bench.add_argument(
